@@ -1,0 +1,40 @@
+# Herald — `make run` starts the platform locally, `make test` runs every test. `make help` lists all.
+SHELL := /bin/bash
+# Build outputs live outside the clone so fresh clones reuse them; override to taste.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
+HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
+
+.PHONY: help build run test unit lint fmt tansu clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Build the herald binary
+	cargo build --bin herald
+
+tansu: ## Install the local broker (tansu 0.6.0) into ~/.cache/herald if missing
+	@scripts/tansu.sh install >/dev/null
+
+run: tansu build ## Start a local broker and the whole platform; Ctrl-C stops everything
+	HERALD_BIN=$(HERALD_BIN) scripts/run-local.sh
+
+test: tansu ## Unit, integration and end-to-end tests (installs what they need)
+	cargo build --bin herald
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+unit: ## Only the tests that need no broker
+	cargo test --workspace --lib --bins
+
+lint: ## rustfmt and clippy, as CI runs them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+clean: ## Remove local run data (./var)
+	rm -rf var

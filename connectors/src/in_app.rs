@@ -1,0 +1,44 @@
+//! The in-app channel: the "provider" is the user's inbox in Herald's own store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use herald_schemas::Dispatch;
+use herald_store::{InboxEntryRecord, Store};
+
+use crate::{Connector, Outcome};
+
+/// Delivers by upserting an inbox entry (idempotent by notification id).
+pub struct InAppConnector {
+    store: Arc<dyn Store>,
+}
+
+impl InAppConnector {
+    /// A connector writing to `store`.
+    pub fn new(store: Arc<dyn Store>) -> InAppConnector {
+        InAppConnector { store }
+    }
+}
+
+#[async_trait]
+impl Connector for InAppConnector {
+    async fn send(&self, d: &Dispatch) -> Outcome {
+        let entry = InboxEntryRecord {
+            tenant: d.tenant.clone(),
+            recipient_user_id: d.recipient_user_id.clone(),
+            notification_id: d.notification_id.clone(),
+            category: d.category.clone(),
+            title: d.title.clone(),
+            body: d.body.clone(),
+            action_url: d.action_url.clone(),
+            created_at_ms: d.requested_at_ms,
+            read_at_ms: None,
+        };
+        match self.store.upsert_inbox_entry(&entry).await {
+            Ok(()) => Outcome::Delivered {
+                provider_message_id: None,
+            },
+            Err(e) => Outcome::Retry(format!("inbox write failed: {e}")),
+        }
+    }
+}

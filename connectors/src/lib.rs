@@ -1,0 +1,38 @@
+//! Provider connectors: one [`Connector`] per channel, each turning a [`Dispatch`] into an
+//! [`Outcome`].
+//!
+//! - [`in_app`]: the in-app channel; delivering means writing the user's inbox.
+//! - [`recording`]: a provider that records every call in a SQLite file, for `make run` and the
+//!   tests (the crash tests count its rows to prove nothing was sent twice).
+//!
+//! Real providers (APNs, FCM, SMS, e-mail, webhook) are their own issue.
+
+pub mod in_app;
+pub mod recording;
+
+use async_trait::async_trait;
+use herald_schemas::Dispatch;
+
+/// What a provider did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the provider.
+    Delivered {
+        /// The provider's id for the message, if it gives one.
+        provider_message_id: Option<String>,
+    },
+    /// A temporary failure (timeout, 5xx, throttling): try again later.
+    Retry(String),
+    /// A permanent failure: do not try again.
+    Failed(String),
+    /// The address is no longer valid (APNs 410, FCM UNREGISTERED, hard bounce).
+    InvalidToken(String),
+}
+
+/// A channel's provider.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Delivers one dispatch. Implementations should pass `dispatch.delivery_id` to the provider
+    /// as an idempotency key where the provider supports one.
+    async fn send(&self, dispatch: &Dispatch) -> Outcome;
+}

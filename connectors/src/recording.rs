@@ -1,0 +1,162 @@
+//! A provider that records every call it receives, one row per call, in a SQLite file.
+//! It does not deduplicate: a delivery sent twice shows up as two rows, which is what the
+//! crash tests count.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use herald_schemas::Dispatch;
+use rusqlite::{Connection, params};
+
+use crate::{Connector, Outcome};
+
+/// Errors opening or reading the recording.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    /// SQLite failed.
+    #[error("recording provider: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking worker failed.
+    #[error("recording provider worker: {0}")]
+    Worker(String),
+}
+
+/// One recorded provider call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RecordedCall {
+    pub delivery_id: String,
+    pub notification_id: String,
+    pub channel: String,
+    pub address: String,
+    pub title: String,
+    pub body: String,
+}
+
+/// Records calls in a SQLite file shared by every deliver process.
+#[derive(Clone)]
+pub struct RecordingProvider {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn connect(path: &Path) -> Result<Connection, RecordingError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RecordingError::Worker(format!("create {}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS calls (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             delivery_id TEXT NOT NULL, notification_id TEXT NOT NULL, channel TEXT NOT NULL,
+             address TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
+             recorded_at_ms INTEGER NOT NULL)",
+    )?;
+    Ok(conn)
+}
+
+impl RecordingProvider {
+    /// Opens (creating) the recording at `path`.
+    pub fn open(path: &Path) -> Result<RecordingProvider, RecordingError> {
+        Ok(RecordingProvider {
+            conn: Arc::new(Mutex::new(connect(path)?)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Every call recorded so far, oldest first (read with a fresh connection, so it sees the
+    /// writes of other processes).
+    pub fn calls(&self) -> Result<Vec<RecordedCall>, RecordingError> {
+        read_calls(&self.path)
+    }
+}
+
+/// Reads every call recorded in the file at `path`, oldest first.
+pub fn read_calls(path: &Path) -> Result<Vec<RecordedCall>, RecordingError> {
+    let conn = connect(path)?;
+    let mut stmt = conn.prepare(
+        "SELECT delivery_id, notification_id, channel, address, title, body FROM calls ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RecordedCall {
+            delivery_id: r.get(0)?,
+            notification_id: r.get(1)?,
+            channel: r.get(2)?,
+            address: r.get(3)?,
+            title: r.get(4)?,
+            body: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[async_trait]
+impl Connector for RecordingProvider {
+    async fn send(&self, d: &Dispatch) -> Outcome {
+        let conn = Arc::clone(&self.conn);
+        let d = d.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_millis() as i64)
+            .unwrap_or_default();
+        let written = tokio::task::spawn_blocking(move || -> Result<i64, String> {
+            let conn = conn.lock().map_err(|_| "mutex poisoned".to_owned())?;
+            conn.execute(
+                "INSERT INTO calls (delivery_id, notification_id, channel, address, title, body,
+                     recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![d.delivery_id, d.notification_id, d.channel.as_str(), d.address, d.title, d.body, now],
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await;
+        match written {
+            Ok(Ok(seq)) => Outcome::Delivered {
+                provider_message_id: Some(format!("rec-{seq}")),
+            },
+            Ok(Err(e)) => Outcome::Retry(format!("recording failed: {e}")),
+            Err(e) => Outcome::Retry(format!("recording worker failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use herald_schemas::{Channel, Priority};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn records_every_call_even_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.db");
+        let provider = RecordingProvider::open(&path).unwrap();
+        let d = Dispatch {
+            delivery_id: "d1".into(),
+            notification_id: "n1".into(),
+            attempt: 1,
+            tenant: "t".into(),
+            recipient_user_id: "u".into(),
+            category: "c".into(),
+            priority: Priority::Normal,
+            channel: Channel::Email,
+            address: "a@example.com".into(),
+            title: "hi".into(),
+            body: "there".into(),
+            action_url: None,
+            requested_at_ms: 1,
+        };
+        let first = provider.send(&d).await;
+        let second = provider.send(&d).await;
+        assert!(matches!(first, Outcome::Delivered { .. }));
+        assert_ne!(first, second, "each call gets its own provider id");
+        let calls = read_calls(&path).unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].address, "a@example.com");
+    }
+}

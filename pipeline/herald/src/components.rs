@@ -1,0 +1,160 @@
+//! Running one component in this process: the ingress, the query service, or a stage.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use herald_connectors::Connector;
+use herald_connectors::in_app::InAppConnector;
+use herald_connectors::recording::RecordingProvider;
+use herald_runtime::runner::{self, Processor, RunnerSpec};
+use herald_runtime::topics::{Topics, ensure_topics};
+use herald_schemas::Channel;
+use herald_stages::deliver::DeliverProcessor;
+use herald_stages::enrich::EnrichProcessor;
+use herald_stages::fan_out::FanOutProcessor;
+use herald_stages::rate_limit::RateLimitProcessor;
+use herald_stages::store_writer::StoreWriterProcessor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The stages `herald stage` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    /// requested → enriched
+    Enrich,
+    /// enriched → admitted
+    RateLimit,
+    /// admitted → dispatch.<channel>
+    FanOut,
+    /// dispatch.<channel> → provider → delivery-result (one consumer group per channel)
+    Deliver,
+    /// requested + delivery-result → the store
+    StoreWriter,
+}
+
+impl Stage {
+    /// The stage's name in logs, groups and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Enrich => "enrich",
+            Stage::RateLimit => "rate-limit",
+            Stage::FanOut => "fan-out",
+            Stage::Deliver => "deliver",
+            Stage::StoreWriter => "store-writer",
+        }
+    }
+}
+
+/// Runs the ingress until `shutdown`.
+pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let addr = config.ingress.addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("ingress cannot listen on {addr}"))?;
+    herald_ingress::serve(listener, &config.kafka, shutdown).await?;
+    Ok(())
+}
+
+/// Runs the query service until `shutdown`.
+pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let addr = config.query.addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("query service cannot listen on {addr}"))?;
+    let store = herald_store::open(&config.store.url).await?;
+    herald_query::serve(listener, store, shutdown).await?;
+    Ok(())
+}
+
+/// Creates every topic that is missing.
+pub async fn topics(config: &Config) -> anyhow::Result<()> {
+    ensure_topics(&config.kafka)
+        .await
+        .with_context(|| format!("creating topics on {}", config.kafka.bootstrap_servers))
+}
+
+async fn run_one<P: Processor>(
+    config: &Config,
+    name: String,
+    input_topics: Vec<String>,
+    processor: P,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let spec = RunnerSpec {
+        group: topics.group(&name),
+        name,
+        input_topics,
+    };
+    runner::run(&config.kafka, &spec, processor, shutdown).await?;
+    Ok(())
+}
+
+/// Runs `stage` until `shutdown`. `channels` limits the deliver stage (empty: every channel).
+pub async fn stage(
+    config: &Config,
+    stage: Stage,
+    channels: &[Channel],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let name = stage.name().to_owned();
+    match stage {
+        Stage::Enrich => {
+            let store = herald_store::open(&config.store.url).await?;
+            let p = EnrichProcessor::new(store, topics.clone());
+            run_one(config, name, vec![topics.requested()], p, shutdown).await
+        }
+        Stage::RateLimit => {
+            let p = RateLimitProcessor::new(topics.clone());
+            run_one(config, name, vec![topics.enriched()], p, shutdown).await
+        }
+        Stage::FanOut => {
+            let p = FanOutProcessor::new(topics.clone());
+            run_one(config, name, vec![topics.admitted()], p, shutdown).await
+        }
+        Stage::StoreWriter => {
+            let store = herald_store::open(&config.store.url).await?;
+            let p = StoreWriterProcessor::new(store, &topics);
+            let inputs = vec![topics.requested(), topics.delivery_result()];
+            run_one(config, name, inputs, p, shutdown).await
+        }
+        Stage::Deliver => deliver(config, channels, shutdown).await,
+    }
+}
+
+/// One runner (and consumer group) per channel, so a failing provider never blocks the others.
+async fn deliver(
+    config: &Config,
+    channels: &[Channel],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let store = herald_store::open(&config.store.url).await?;
+    let recording: Arc<dyn Connector> =
+        Arc::new(RecordingProvider::open(&config.provider.recording_path)?);
+    let channels = if channels.is_empty() { &Channel::ALL[..] } else { channels };
+    let mut runners = tokio::task::JoinSet::new();
+    for &channel in channels {
+        let connector: Arc<dyn Connector> = match channel {
+            Channel::InApp => Arc::new(InAppConnector::new(Arc::clone(&store))),
+            _ => Arc::clone(&recording),
+        };
+        let p = DeliverProcessor::new(Arc::clone(&store), connector, topics.clone());
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        let name = format!("deliver.{}", channel.as_str());
+        let input = vec![topics.dispatch(channel)];
+        runners.spawn(async move { run_one(&config, name, input, p, shutdown).await });
+    }
+    // The first runner to fail stops the others: the process exits and is restarted whole.
+    while let Some(result) = runners.join_next().await {
+        if let Err(e) = result.context("deliver runner panicked").and_then(|r| r) {
+            shutdown.cancel();
+            return Err(e);
+        }
+    }
+    Ok(())
+}

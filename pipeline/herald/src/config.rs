@@ -1,0 +1,167 @@
+//! Herald's one typed config: built-in defaults that run locally, then a TOML file
+//! (`--config FILE`), then environment variables `HERALD__<SECTION>__<FIELD>`
+//! (e.g. `HERALD__KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use herald_runtime::KafkaConfig;
+use serde::Deserialize;
+
+/// The whole config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Broker, topics, delivery mode.
+    pub kafka: KafkaConfig,
+    /// The ingress gRPC server.
+    pub ingress: IngressConfig,
+    /// The query gRPC server.
+    pub query: QueryConfig,
+    /// Where Herald keeps its state.
+    pub store: StoreConfig,
+    /// The local recording provider used for every channel but in-app.
+    pub provider: ProviderConfig,
+}
+
+macro_rules! listen_config {
+    ($name:ident, $what:literal, $port:literal) => {
+        #[doc = concat!("The ", $what, " gRPC server.")]
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// `host:port` to listen on (and for the CLI to connect to).
+            pub listen: String,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    listen: concat!("127.0.0.1:", $port).into(),
+                }
+            }
+        }
+
+        impl $name {
+            /// The parsed address.
+            pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+                self.listen
+                    .parse()
+                    .with_context(|| format!("listen address {:?} is not host:port", self.listen))
+            }
+        }
+    };
+}
+
+listen_config!(IngressConfig, "ingress", 50051);
+listen_config!(QueryConfig, "query", 50052);
+
+/// The store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://<path>` (relative paths are relative to the working directory).
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://var/herald/store.db".into(),
+        }
+    }
+}
+
+/// The recording provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// SQLite file where every provider call is recorded.
+    pub recording_path: PathBuf,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            recording_path: PathBuf::from("var/herald/deliveries.db"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `HERALD__…` environment variables, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("HERALD__").split("__"))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.ingress.addr().context("[ingress] listen")?;
+        self.query.addr().context("[query] listen")?;
+        if self.kafka.partitions < 1 {
+            bail!("[kafka] partitions must be at least 1");
+        }
+        if self.kafka.topic_prefix.is_empty() {
+            bail!("[kafka] topic_prefix must not be empty");
+        }
+        if !matches!(self.kafka.compression.as_str(), "none" | "lz4" | "gzip") {
+            bail!(
+                "[kafka] compression {:?}: use none, lz4 or gzip (tansu cannot serve snappy)",
+                self.kafka.compression
+            );
+        }
+        if !self.store.url.starts_with("sqlite://") {
+            bail!("[store] url {:?}: expected sqlite://<path>", self.store.url);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_run_locally() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(c.ingress.listen, "127.0.0.1:50051");
+        assert_eq!(c.query.listen, "127.0.0.1:50052");
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[kafka]\ntopic_prefix = \"t1\"\npartitions = 6\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.kafka.topic_prefix, "t1");
+        assert_eq!(c.kafka.partitions, 6);
+        assert_eq!(c.kafka.commit_interval_ms, 100, "untouched fields keep defaults");
+
+        std::fs::write(&path, "[kafka]\ntopic_prefx = \"typo\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(err.contains("topic_prefx"), "{err}");
+
+        std::fs::write(&path, "[kafka]\ncompression = \"snappy\"\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), and a
+//! small client (`send`, `inbox`, `get`). See README.md for the two commands that matter.
+
+mod client;
+mod components;
+mod config;
+mod shutdown;
+mod supervisor;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use herald_schemas::Channel;
+use tracing_subscriber::EnvFilter;
+
+use crate::components::Stage;
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald: a Kafka-centric notification platform")]
+struct Cli {
+    /// TOML config file; `HERALD__SECTION__FIELD` environment variables override it.
+    #[arg(long, global = true, env = "HERALD_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start every component (ingress, stages, query service) as supervised child processes.
+    Run,
+    /// The SendNotification gRPC server.
+    Ingress,
+    /// The query gRPC server (GetNotification, ListInbox).
+    Query,
+    /// One stream stage.
+    Stage {
+        /// Which stage.
+        #[arg(value_enum)]
+        stage: Stage,
+        /// For `deliver`: only these channels (repeatable; default all).
+        #[arg(long = "channel", value_parser = client::parse_channel)]
+        channels: Vec<Channel>,
+    },
+    /// Create every topic that does not exist yet.
+    Topics,
+    /// Send a notification through the ingress.
+    Send(client::SendArgs),
+    /// List a user's inbox through the query service.
+    Inbox {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Show a notification's status and delivery timeline.
+    Get {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    let output = match cli.command {
+        Command::Run => {
+            supervisor::run(&config, cli.config.clone(), shutdown::token()?).await?;
+            None
+        }
+        Command::Ingress => {
+            components::ingress(&config, shutdown::token()?).await?;
+            None
+        }
+        Command::Query => {
+            components::query(&config, shutdown::token()?).await?;
+            None
+        }
+        Command::Stage { stage, channels } => {
+            components::stage(&config, stage, &channels, shutdown::token()?).await?;
+            None
+        }
+        Command::Topics => {
+            components::topics(&config).await?;
+            Some("topics ready".to_owned())
+        }
+        Command::Send(args) => Some(client::send(&config.ingress.listen, args).await?),
+        Command::Inbox { tenant, user, page_size, page_token } => {
+            Some(client::inbox(&config.query.listen, tenant, user, page_size, page_token).await?)
+        }
+        Command::Get { tenant, id } => Some(client::get(&config.query.listen, tenant, id).await?),
+    };
+    if let Some(text) = output {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", text.trim_end());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Request validation, pure: a `SendNotificationRequest` becomes a `NotificationRequested` event
+//! or a [`FieldViolation`] naming the offending field. Nothing here panics on any input.
+
+use herald_proto::convert::{channel_from_proto, priority_from_proto};
+use herald_proto::v1::{SendNotificationRequest, send_notification_request::Content};
+use herald_schemas::{InlineContent, NotificationRequested, TemplateRef, ids};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Limits on request fields (bytes of UTF-8).
+pub mod limits {
+    /// Tenant, category and template id.
+    pub const NAME: usize = 64;
+    /// Recipient user id and idempotency key.
+    pub const ID: usize = 128;
+    /// Title.
+    pub const TITLE: usize = 256;
+    /// Body and each template variable's value.
+    pub const BODY: usize = 4096;
+    /// Action URL.
+    pub const URL: usize = 2048;
+    /// Number of template variables.
+    pub const VARIABLES: usize = 64;
+}
+
+/// A rejected field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `inline.title`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl FieldViolation {
+    fn new(field: impl Into<String>, description: impl Into<String>) -> FieldViolation {
+        FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// `INVALID_ARGUMENT` with the field in the message and as a `BadRequest` detail.
+    pub fn into_status(self) -> Status {
+        let message = format!("{}: {}", self.field, self.description);
+        Status::with_error_details(
+            Code::InvalidArgument,
+            message,
+            ErrorDetails::with_bad_request_violation(self.field, self.description),
+        )
+    }
+}
+
+type Result<T> = std::result::Result<T, FieldViolation>;
+
+fn name(field: &str, value: &str, allowed: fn(char) -> bool, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(FieldViolation::new(field, "is required"));
+    }
+    if value.len() > max {
+        return Err(FieldViolation::new(field, format!("is longer than {max} bytes")));
+    }
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        return Err(FieldViolation::new(field, format!("contains {bad:?}, which is not allowed")));
+    }
+    Ok(())
+}
+
+fn text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(FieldViolation::new(field, format!("is longer than {max} bytes")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FieldViolation::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn tenant_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn category_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+}
+
+fn printable_ascii(c: char) -> bool {
+    c.is_ascii_graphic()
+}
+
+fn user_char(c: char) -> bool {
+    !c.is_control() && !c.is_whitespace()
+}
+
+fn locale_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
+}
+
+fn url(field: &str, value: &str) -> Result<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    text(field, value, limits::URL)?;
+    let scheme_ok = value.split_once("://").is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && !rest.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if !scheme_ok || value.chars().any(char::is_whitespace) {
+        return Err(FieldViolation::new(field, "must be an absolute URL such as https://…"));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Validates `req` and builds its event, stamped `now_ms`.
+pub fn to_event(req: SendNotificationRequest, now_ms: i64) -> Result<NotificationRequested> {
+    name("tenant", &req.tenant, tenant_char, limits::NAME)?;
+    let idempotency_key = if req.idempotency_key.is_empty() {
+        None
+    } else {
+        name("idempotency_key", &req.idempotency_key, printable_ascii, limits::ID)?;
+        Some(req.idempotency_key)
+    };
+    name("recipient_user_id", &req.recipient_user_id, user_char, limits::ID)?;
+    name("category", &req.category, category_char, limits::NAME)?;
+    let priority = priority_from_proto(req.priority).ok_or_else(|| {
+        FieldViolation::new("priority", format!("{} is not a known priority", req.priority))
+    })?;
+    let (template, inline) = match req.content {
+        None => {
+            return Err(FieldViolation::new("content", "give either template or inline content"));
+        }
+        Some(Content::Template(t)) => {
+            name("template.template_id", &t.template_id, tenant_char, limits::NAME)?;
+            let locale = if t.locale.is_empty() {
+                None
+            } else {
+                name("template.locale", &t.locale, locale_char, 35)?;
+                Some(t.locale)
+            };
+            if t.variables.len() > limits::VARIABLES {
+                return Err(FieldViolation::new(
+                    "template.variables",
+                    format!("has more than {} entries", limits::VARIABLES),
+                ));
+            }
+            for (k, v) in &t.variables {
+                name("template.variables", k, tenant_char, limits::NAME)?;
+                text(&format!("template.variables[{k}]"), v, limits::BODY)?;
+            }
+            let variables = t.variables.into_iter().collect();
+            let template = TemplateRef { template_id: t.template_id, locale, variables };
+            (Some(template), None)
+        }
+        Some(Content::Inline(i)) => {
+            text("inline.title", &i.title, limits::TITLE)?;
+            text("inline.body", &i.body, limits::BODY)?;
+            if i.title.trim().is_empty() && i.body.trim().is_empty() {
+                return Err(FieldViolation::new("inline", "title and body are both empty"));
+            }
+            let action_url = url("inline.action_url", &i.action_url)?;
+            (None, Some(InlineContent { title: i.title, body: i.body, action_url }))
+        }
+    };
+    let mut channels = Vec::with_capacity(req.channels.len());
+    for (i, value) in req.channels.iter().enumerate() {
+        let channel = channel_from_proto(*value).ok_or_else(|| {
+            FieldViolation::new(
+                format!("channels[{i}]"),
+                format!("{value} is not a deliverable channel"),
+            )
+        })?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    let notification_id = match &idempotency_key {
+        Some(key) => ids::notification_id_for_key(&req.tenant, key),
+        None => ids::new_notification_id(),
+    }
+    .to_string();
+    Ok(NotificationRequested {
+        notification_id,
+        tenant: req.tenant,
+        idempotency_key,
+        recipient_user_id: req.recipient_user_id,
+        category: req.category,
+        priority,
+        template,
+        inline,
+        channels,
+        requested_at_ms: now_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests;

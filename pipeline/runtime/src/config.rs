@@ -1,0 +1,89 @@
+//! The `[kafka]` section of Herald's config and the librdkafka settings derived from it.
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// How stages move records from input to output topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryMode {
+    /// Idempotent producer; outputs are acknowledged before input offsets are committed. A crash
+    /// replays the uncommitted tail, and idempotent effects (deterministic ids, upserts, the
+    /// delivery ledger) make the replay harmless. Works on any broker, including tansu.
+    AtLeastOnce,
+}
+
+/// Connection and topic settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// Every topic and consumer group name starts with this prefix and a dot.
+    pub topic_prefix: String,
+    /// Partitions for topics Herald creates.
+    pub partitions: i32,
+    /// Replication factor for topics Herald creates.
+    pub replication_factor: i32,
+    /// How stages hand records on.
+    pub delivery_mode: DeliveryMode,
+    /// Stages commit consumed offsets at least this often (milliseconds).
+    pub commit_interval_ms: u64,
+    /// A produce not acknowledged within this time fails (milliseconds).
+    pub message_timeout_ms: u64,
+    /// Record compression: `none` or `lz4` (tansu cannot serve snappy; zstd is not built in).
+    pub compression: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic_prefix: "herald".into(),
+            partitions: 3,
+            replication_factor: 1,
+            delivery_mode: DeliveryMode::AtLeastOnce,
+            commit_interval_ms: 100,
+            message_timeout_ms: 10_000,
+            compression: "lz4".into(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("log_level", "4");
+        c
+    }
+
+    /// An idempotent producer: acks=all, no duplicates or reordering on retry.
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &self.compression)
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        c
+    }
+
+    /// A group consumer that never commits on its own: the runner commits after outputs are safe.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        c
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> ClientConfig {
+        self.base()
+    }
+}

@@ -1,0 +1,34 @@
+//! Herald's Kafka runtime, shared by the ingress and every stage.
+//!
+//! - [`config`]: the `[kafka]` settings and the librdkafka client configs built from them.
+//! - [`topics`]: topic names under a prefix, and creating them at start-up.
+//! - [`runner`]: the one generic consume → process → produce → commit loop; a stage only
+//!   supplies a [`runner::Processor`].
+
+pub mod config;
+pub mod runner;
+pub mod topics;
+
+pub use config::{DeliveryMode, KafkaConfig};
+
+/// What can go wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A Kafka client call failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Creating a topic failed for a reason other than "it exists".
+    #[error("creating topic {topic}: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        reason: String,
+    },
+    /// A processor reported an error that needs the process restarted.
+    #[error("stage failed: {0}")]
+    Fatal(String),
+}
+
+/// Result alias for the runtime.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

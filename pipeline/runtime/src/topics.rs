@@ -1,0 +1,96 @@
+//! Topic and consumer-group names, all under one prefix so that several Herald deployments (or
+//! tests) can share a broker.
+
+use std::time::Duration;
+
+use herald_schemas::Channel;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{KafkaConfig, Result, RuntimeError};
+
+/// The names of every topic, derived from the prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Topics {
+        Topics {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// Validated requests from the ingress.
+    pub fn requested(&self) -> String {
+        self.name("requested")
+    }
+    /// Output of the enrich stage.
+    pub fn enriched(&self) -> String {
+        self.name("enriched")
+    }
+    /// Output of the rate-limit stage.
+    pub fn admitted(&self) -> String {
+        self.name("admitted")
+    }
+    /// One dispatch topic per channel.
+    pub fn dispatch(&self, channel: Channel) -> String {
+        self.name(&format!("dispatch.{}", channel.as_str()))
+    }
+    /// Every state change; read by the store writer and analysts.
+    pub fn delivery_result(&self) -> String {
+        self.name("delivery-result")
+    }
+    /// Opens, clicks and reads.
+    pub fn engagement(&self) -> String {
+        self.name("engagement")
+    }
+    /// The consumer group of a stage.
+    pub fn group(&self, stage: &str) -> String {
+        self.name(&format!("stage.{stage}"))
+    }
+
+    /// Every topic Herald uses.
+    pub fn all(&self) -> Vec<String> {
+        let mut all = vec![self.requested(), self.enriched(), self.admitted()];
+        all.extend(Channel::ALL.map(|c| self.dispatch(c)));
+        all.extend([self.delivery_result(), self.engagement()]);
+        all
+    }
+}
+
+/// Creates every topic that does not exist yet.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config.admin().create()?;
+    let names = Topics::new(&config.topic_prefix).all();
+    let new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(RuntimeError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+use std::collections::HashMap;
+
+use herald_schemas::{Channel, DeliveryState, InlineContent, NotificationRequested, Priority, TemplateRef};
+use herald_store::{Contact, RecipientProfile, TemplateRecord};
+
+use super::*;
+use crate::enrich::TemplateLookup;
+
+fn request() -> NotificationRequested {
+    NotificationRequested {
+        notification_id: "n1".into(),
+        tenant: "acme".into(),
+        idempotency_key: None,
+        recipient_user_id: "ana".into(),
+        category: "orders".into(),
+        priority: Priority::Normal,
+        template: None,
+        inline: Some(InlineContent { title: "T".into(), body: "B".into(), action_url: None }),
+        channels: vec![],
+        requested_at_ms: 1,
+    }
+}
+
+fn profile() -> RecipientProfile {
+    RecipientProfile {
+        contacts: vec![
+            Contact { channel: Channel::Email, address: "ana@example.com".into() },
+            Contact { channel: Channel::Sms, address: "+15550100".into() },
+        ],
+        opt_outs: vec![(Channel::Sms, "orders".into())],
+    }
+}
+
+fn channels(e: &Enrichment) -> Vec<Channel> {
+    e.enriched.as_ref().map(|n| n.deliveries.iter().map(|d| d.channel).collect()).unwrap_or_default()
+}
+
+fn suppressed(e: &Enrichment) -> Vec<(Option<Channel>, DeliveryState)> {
+    e.results.iter().map(|r| (r.channel, r.state)).collect()
+}
+
+#[test]
+fn no_channels_means_in_app_plus_every_contact_minus_opt_outs() {
+    let e = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 7);
+    assert_eq!(channels(&e), vec![Channel::InApp, Channel::Email]);
+    assert_eq!(suppressed(&e), vec![(Some(Channel::Sms), DeliveryState::Suppressed)]);
+    let reason = e.results[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("opted out"), "{reason}");
+    assert_eq!(e.results[0].at_ms, 7);
+    let enriched = e.enriched.expect("enriched");
+    assert_eq!(enriched.deliveries[0].address, "ana");
+    assert_eq!(enriched.deliveries[1].address, "ana@example.com");
+}
+
+#[test]
+fn requested_channel_without_contact_is_recorded() {
+    let req = NotificationRequested { channels: vec![Channel::PushApns, Channel::InApp, Channel::InApp], ..request() };
+    let e = enrich(&req, &profile(), TemplateLookup::NotNeeded, 1);
+    assert_eq!(channels(&e), vec![Channel::InApp]);
+    assert_eq!(suppressed(&e), vec![(Some(Channel::PushApns), DeliveryState::Suppressed)]);
+    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("no push_apns contact"));
+}
+
+#[test]
+fn opt_out_of_everything_leaves_only_results() {
+    let p = RecipientProfile { contacts: vec![], opt_outs: vec![(Channel::InApp, "*".into())] };
+    let e = enrich(&request(), &p, TemplateLookup::NotNeeded, 1);
+    assert!(e.enriched.is_none());
+    assert_eq!(suppressed(&e), vec![(Some(Channel::InApp), DeliveryState::Suppressed)]);
+}
+
+fn templated(vars: &[(&str, &str)]) -> NotificationRequested {
+    NotificationRequested {
+        inline: None,
+        template: Some(TemplateRef {
+            template_id: "shipped".into(),
+            locale: Some("en".into()),
+            variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        }),
+        ..request()
+    }
+}
+
+fn template() -> TemplateRecord {
+    TemplateRecord {
+        tenant: "acme".into(),
+        template_id: "shipped".into(),
+        locale: "en".into(),
+        title: "Order {{order}}".into(),
+        body: "Hi {{name}}, order {{order}} shipped".into(),
+        action_url: Some("https://acme.example/o".into()),
+    }
+}
+
+#[test]
+fn templates_render_per_channel() {
+    let t = template();
+    let e = enrich(&templated(&[("order", "42"), ("name", "Ana")]), &profile(), TemplateLookup::Found(&t), 1);
+    let enriched = e.enriched.expect("enriched");
+    for d in &enriched.deliveries {
+        assert_eq!(d.title, "Order 42");
+        assert_eq!(d.body, "Hi Ana, order 42 shipped");
+        assert_eq!(d.action_url.as_deref(), Some("https://acme.example/o"));
+    }
+}
+
+#[test]
+fn missing_template_or_variable_is_a_recorded_status() {
+    let e = enrich(&templated(&[]), &profile(), TemplateLookup::Missing, 1);
+    assert!(e.enriched.is_none());
+    assert_eq!(e.results.len(), 3, "every wanted channel (in-app, e-mail, sms) gets a result");
+    assert!(e.results.iter().all(|r| r.state == DeliveryState::Suppressed));
+    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("not found"));
+
+    let t = template();
+    let e = enrich(&templated(&[("order", "42")]), &profile(), TemplateLookup::Found(&t), 1);
+    assert!(e.enriched.is_none());
+    assert!(e.results.iter().all(|r| r.state == DeliveryState::Failed));
+    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("\"name\""));
+}
+
+#[test]
+fn enrich_is_deterministic() {
+    let a = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 5);
+    let b = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 5);
+    assert_eq!(a, b);
+}

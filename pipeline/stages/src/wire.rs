@@ -1,0 +1,62 @@
+//! Decoding inputs and encoding outputs, with the runner's error classes.
+
+use herald_runtime::runner::{Output, ProcessError};
+use herald_schemas::codec::{self, Event};
+use herald_schemas::{Channel, DeliveryResult, DeliveryState, ids};
+
+/// Decodes an input record; an undecodable record is poison.
+pub(crate) fn decode<E: Event>(payload: &[u8]) -> Result<E, ProcessError> {
+    codec::decode(payload).map_err(|e| ProcessError::Poison(e.to_string()))
+}
+
+/// Encodes an output record keyed by tenant/recipient. Failing to encode our own event is a bug.
+pub(crate) fn output<E: Event>(
+    topic: String,
+    tenant: &str,
+    recipient: &str,
+    event: &E,
+) -> Result<Output, ProcessError> {
+    let payload = codec::encode(event).map_err(|e| ProcessError::Fatal(e.to_string()))?;
+    Ok(Output {
+        topic,
+        key: format!("{tenant}/{recipient}"),
+        payload,
+    })
+}
+
+/// The identity fields shared by every result of one notification.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Notification id.
+    pub notification_id: &'a str,
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Recipient.
+    pub recipient_user_id: &'a str,
+    /// Category.
+    pub category: &'a str,
+}
+
+/// A state change with its deterministic id (attempt 1; retries come with the retry policy).
+pub fn result_for(
+    subject: Subject<'_>,
+    channel: Option<Channel>,
+    state: DeliveryState,
+    reason: Option<String>,
+    at_ms: i64,
+) -> DeliveryResult {
+    let attempt = 1;
+    DeliveryResult {
+        result_id: ids::result_id(subject.notification_id, channel, attempt, state),
+        notification_id: subject.notification_id.to_owned(),
+        delivery_id: channel.map(|c| ids::delivery_id(subject.notification_id, c, attempt)),
+        tenant: subject.tenant.to_owned(),
+        recipient_user_id: subject.recipient_user_id.to_owned(),
+        category: subject.category.to_owned(),
+        channel,
+        state,
+        reason,
+        provider_message_id: None,
+        at_ms,
+    }
+}

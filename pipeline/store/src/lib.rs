@@ -1,0 +1,98 @@
+//! Everything Herald persists, behind one trait, [`Store`], chosen by URL ([`open`]).
+//!
+//! - [`model`]: the rows (notifications, delivery timeline, inbox, contacts, templates, ledger).
+//! - [`sqlite`]: the embedded backend, the single-machine default (`sqlite://path`).
+//!
+//! Every write is an upsert keyed by a deterministic id, so replaying an event after a crash
+//! leaves the store as it was: that, not the broker, is what makes reprocessing harmless.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is malformed or names an unknown backend.
+    #[error("invalid store url {url:?}: {reason}")]
+    BadUrl {
+        /// The URL as configured.
+        url: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A page token that this store did not issue.
+    #[error("invalid page token")]
+    BadPageToken,
+    /// The backend failed; worth retrying with backoff.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking worker running a query died.
+    #[error("store worker failed: {0}")]
+    Worker(String),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything Herald persists. Implementations must make every write idempotent.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a notification (from the `requested` topic). Upsert by (tenant, id).
+    async fn upsert_notification(&self, n: &NotificationRecord) -> Result<()>;
+    /// Appends a state change to a notification's timeline. Upsert by result id.
+    async fn record_delivery_event(&self, e: &DeliveryEventRecord) -> Result<()>;
+    /// A notification and its timeline (oldest first), if it exists and belongs to `tenant`.
+    async fn get_notification(
+        &self,
+        tenant: &str,
+        notification_id: &str,
+    ) -> Result<Option<(NotificationRecord, Vec<DeliveryEventRecord>)>>;
+
+    /// Puts an entry in a user's inbox. Upsert by (tenant, user, notification id).
+    async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> Result<()>;
+    /// A page of a user's inbox, newest first.
+    async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage>;
+
+    /// A recipient's contacts and opt-outs (empty if the recipient is unknown).
+    async fn recipient_profile(&self, tenant: &str, user_id: &str) -> Result<RecipientProfile>;
+    /// Sets one contact address of a recipient.
+    async fn put_contact(&self, tenant: &str, user_id: &str, contact: &Contact) -> Result<()>;
+    /// Finds a template in `locale`, falling back to the template's other locales
+    /// (language without region, then any).
+    async fn template(
+        &self,
+        tenant: &str,
+        template_id: &str,
+        locale: Option<&str>,
+    ) -> Result<Option<TemplateRecord>>;
+    /// Creates or replaces a template for one locale.
+    async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
+
+    /// The recorded outcome of a delivery, if the provider was already called for it.
+    async fn ledger_get(&self, delivery_id: &str) -> Result<Option<LedgerEntry>>;
+    /// Records a delivery's outcome once; a second call for the same id keeps the first outcome.
+    async fn ledger_put(&self, entry: &LedgerEntry) -> Result<()>;
+}
+
+/// Opens the store named by `url`. Today: `sqlite://<path>` (created if missing).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Ok(std::sync::Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        )),
+        Some(_) => Err(StoreError::BadUrl {
+            url: url.into(),
+            reason: "sqlite:// needs a file path",
+        }),
+        None => Err(StoreError::BadUrl {
+            url: url.into(),
+            reason: "unknown scheme; expected sqlite://<path>",
+        }),
+    }
+}

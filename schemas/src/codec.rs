@@ -1,0 +1,97 @@
+//! Avro single-object framing for every Kafka record value.
+//!
+//! A record value is `C3 01` ‖ the writer schema's 8-byte CRC-64-AVRO (Rabin) fingerprint,
+//! little-endian ‖ the Avro binary encoding of the event. The reader looks the fingerprint up
+//! among the schemas it knows and resolves writer → reader schema, so a consumer can tell a
+//! record it cannot read (and say which fingerprint) from a corrupt one, without a registry.
+
+use apache_avro::{Schema, rabin::Rabin};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The two marker bytes that open every single-object encoded value.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// What can go wrong encoding or decoding an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The value is shorter than the header or does not start with `C3 01`.
+    #[error("not an Avro single-object encoded value ({0})")]
+    NotSingleObject(&'static str),
+    /// The value was written with a schema this build does not know.
+    #[error("unknown writer schema, fingerprint {0:016x}")]
+    UnknownWriterSchema(u64),
+    /// The body does not decode with the writer schema, or the value does not fit the schema.
+    #[error("avro: {0}")]
+    Avro(#[from] apache_avro::Error),
+}
+
+/// A parsed schema and its fingerprint.
+#[derive(Debug)]
+pub struct EventSchema {
+    /// The parsed schema.
+    pub schema: Schema,
+    /// CRC-64-AVRO fingerprint of the schema's parsing canonical form, as it appears on the wire.
+    pub fingerprint: [u8; 8],
+}
+
+impl EventSchema {
+    /// Parses a schema embedded in this crate. The files are compiled in and every one is parsed
+    /// by the tests, so a failure here is a build defect, not a runtime condition.
+    #[allow(clippy::expect_used)]
+    pub(crate) fn parse_or_abort(json: &str) -> EventSchema {
+        let schema = Schema::parse_str(json).expect("embedded Avro schema must parse");
+        let bytes = schema.fingerprint::<Rabin>().bytes;
+        let fingerprint = bytes
+            .try_into()
+            .expect("a Rabin fingerprint is eight bytes");
+        EventSchema {
+            schema,
+            fingerprint,
+        }
+    }
+}
+
+/// An event type with its Avro schema.
+pub trait Event: Serialize + DeserializeOwned {
+    /// The `.avsc` text.
+    const SCHEMA_JSON: &'static str;
+    /// The parsed schema, parsed once.
+    fn schema() -> &'static EventSchema;
+}
+
+/// Encodes `event` as a single-object encoded Avro value.
+pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, SchemaError> {
+    let schema = E::schema();
+    let value = apache_avro::to_value(event)?.resolve(&schema.schema)?;
+    let body = apache_avro::to_avro_datum(&schema.schema, value)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&schema.fingerprint);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a single-object encoded value into `E`.
+pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, SchemaError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(SchemaError::NotSingleObject("shorter than the 10-byte header"));
+    }
+    if bytes[..2] != MAGIC {
+        return Err(SchemaError::NotSingleObject("missing C3 01 marker"));
+    }
+    let reader = E::schema();
+    let fingerprint = &bytes[2..HEADER_LEN];
+    // Today each event type has one schema version; older versions would be looked up here.
+    if fingerprint != reader.fingerprint {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(fingerprint);
+        return Err(SchemaError::UnknownWriterSchema(u64::from_le_bytes(raw)));
+    }
+    let mut body = &bytes[HEADER_LEN..];
+    let value = apache_avro::from_avro_datum(&reader.schema, &mut body, None)?;
+    Ok(apache_avro::from_value(&value)?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The test harness: real infrastructure, started by the project's own scripts and binary.
+//!
+//! - [`Broker`]: a tansu broker (`scripts/tansu.sh run`) on a free port with its own data dir.
+//! - [`Platform`]: `herald run` (every component as a process) against that broker, with a
+//!   random topic prefix, free ports and a store in a temporary directory.
+//!
+//! Everything started is killed on drop; processes started here also exit when the test process
+//! dies (their stdin closes). Every wait has a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The herald binary: `$HERALD_BIN`, or `herald` next to the test's target directory
+/// (`make test` builds it first).
+pub fn herald_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("HERALD_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
+    let bin = dir.join("herald");
+    if !bin.exists() {
+        bail!("{} is missing: run `cargo build --bin herald` first (make test does)", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A short random name, for topic prefixes and groups.
+pub fn random_name(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}{n:012x}")
+}
+
+/// Waits until `addr` accepts TCP connections, or `limit` passes.
+pub async fn wait_for_port(addr: SocketAddr, limit: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not listen on {addr} within {limit:?}")
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A process started by a test, killed when dropped.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
+        let file = std::fs::File::create(&log)?;
+        cmd.stdin(Stdio::piped())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .env("HERALD_EXIT_WITH_STDIN", "1")
+            .kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name: name.into(), child, log })
+    }
+
+    /// The last lines of the process's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- {} ({}) ---\n{}", self.name, self.log.display(), lines[start..].join("\n"))
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A tansu broker on a free port, with its data in a temporary directory.
+pub struct Broker {
+    /// `127.0.0.1:port`.
+    pub bootstrap: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts tansu through `scripts/tansu.sh run` and waits until it listens.
+    pub async fn start() -> anyhow::Result<Broker> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
+        cmd.arg("run").arg(dir.path().join("data")).arg(port.to_string());
+        let proc = Proc::spawn("tansu", cmd, dir.path().join("tansu.log"))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
+            bail!("{e}\n{}", proc.log_tail());
+        }
+        Ok(Broker { bootstrap: addr.to_string(), _proc: proc, _dir: dir })
+    }
+}
+
+/// Herald, all components under `herald run`, on its own topics, ports and store.
+pub struct Platform {
+    /// Ingress address.
+    pub ingress: SocketAddr,
+    /// Query service address.
+    pub query: SocketAddr,
+    /// `sqlite://…` store URL.
+    pub store_url: String,
+    /// The recording provider's file.
+    pub recording: PathBuf,
+    /// Topic prefix.
+    pub prefix: String,
+    supervisor: Option<Proc>,
+    dir: tempfile::TempDir,
+}
+
+impl Platform {
+    /// Writes a config for `broker` (plus `extra` TOML) without starting anything.
+    pub fn configure(broker: &Broker, extra: &str) -> anyhow::Result<Platform> {
+        let dir = tempfile::tempdir()?;
+        let (ingress, query) = (free_port(), free_port());
+        let prefix = random_name("t");
+        let store = dir.path().join("store.db");
+        let recording = dir.path().join("deliveries.db");
+        let config = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n{extra}\n\
+             [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
+             [store]\nurl = \"sqlite://{}\"\n[provider]\nrecording_path = \"{}\"\n",
+            broker.bootstrap,
+            store.display(),
+            recording.display()
+        );
+        std::fs::write(dir.path().join("herald.toml"), config)?;
+        Ok(Platform {
+            ingress: ([127, 0, 0, 1], ingress).into(),
+            query: ([127, 0, 0, 1], query).into(),
+            store_url: format!("sqlite://{}", store.display()),
+            recording,
+            prefix,
+            supervisor: None,
+            dir,
+        })
+    }
+
+    /// The config file path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("herald.toml")
+    }
+
+    /// Starts `herald run` and waits for the ingress and query service to listen.
+    pub async fn start(mut self) -> anyhow::Result<Platform> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config").arg(self.config_path()).arg("run");
+        self.supervisor = Some(Proc::spawn("herald run", cmd, self.dir.path().join("herald.log"))?);
+        for (addr, what) in [(self.ingress, "ingress"), (self.query, "query service")] {
+            if let Err(e) = wait_for_port(addr, Duration::from_secs(90), what).await {
+                bail!("{e}\n{}", self.log_tail());
+            }
+        }
+        Ok(self)
+    }
+
+    /// The supervisor's log tail (it includes every component's output).
+    pub fn log_tail(&self) -> String {
+        self.supervisor.as_ref().map(Proc::log_tail).unwrap_or_default()
+    }
+
+    /// gRPC endpoint URL of an address.
+    pub fn url(addr: SocketAddr) -> String {
+        format!("http://{addr}")
+    }
+}
