@@ -17,4 +17,9 @@ fi
 port=$(scripts/tansu.sh start var/tansu "$port")
 trap 'scripts/tansu.sh stop var/tansu' EXIT
 export HERALD__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$port"
-"$HERALD_BIN" run || true
+# Ctrl-C reaches every process in the group; a SIGTERM to this script is passed on to herald,
+# which stops its components before the EXIT trap stops the broker.
+"$HERALD_BIN" run &
+herald=$!
+trap 'kill -TERM "$herald" 2>/dev/null || true' INT TERM
+wait "$herald" || wait "$herald" || true

@@ -108,7 +108,15 @@ impl Connector for RecordingProvider {
             conn.execute(
                 "INSERT INTO calls (delivery_id, notification_id, channel, address, title, body,
                      recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![d.delivery_id, d.notification_id, d.channel.as_str(), d.address, d.title, d.body, now],
+                params![
+                    d.delivery_id,
+                    d.notification_id,
+                    d.channel.as_str(),
+                    d.address,
+                    d.title,
+                    d.body,
+                    now
+                ],
             )
             .map_err(|e| e.to_string())?;
             Ok(conn.last_insert_rowid())

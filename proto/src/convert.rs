@@ -75,7 +75,12 @@ mod tests {
         assert_eq!(channel_from_proto(99), None);
         assert_eq!(priority_from_proto(0), Some(ev::Priority::Normal));
         assert_eq!(priority_from_proto(-1), None);
-        for p in [ev::Priority::Low, ev::Priority::Normal, ev::Priority::High, ev::Priority::Critical] {
+        for p in [
+            ev::Priority::Low,
+            ev::Priority::Normal,
+            ev::Priority::High,
+            ev::Priority::Critical,
+        ] {
             assert_eq!(priority_from_proto(priority_to_proto(p) as i32), Some(p));
         }
     }

@@ -36,7 +36,9 @@ pub enum QueryError {
 /// The one mapping from store errors to gRPC statuses.
 pub fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::BadPageToken => Status::invalid_argument("page_token: not a token this service issued"),
+        StoreError::BadPageToken => {
+            Status::invalid_argument("page_token: not a token this service issued")
+        }
         StoreError::BadUrl { .. } => Status::internal(e.to_string()),
         StoreError::Sqlite(_) | StoreError::Worker(_) => {
             warn!(error = %e, "store read failed");
@@ -160,8 +162,7 @@ pub async fn serve(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
-    let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService")
-        .await?;
+    let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     tonic::transport::Server::builder()
         .add_service(health)

@@ -75,7 +75,9 @@ pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, SchemaError> {
 /// Decodes a single-object encoded value into `E`.
 pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, SchemaError> {
     if bytes.len() < HEADER_LEN {
-        return Err(SchemaError::NotSingleObject("shorter than the 10-byte header"));
+        return Err(SchemaError::NotSingleObject(
+            "shorter than the 10-byte header",
+        ));
     }
     if bytes[..2] != MAGIC {
         return Err(SchemaError::NotSingleObject("missing C3 01 marker"));

@@ -11,7 +11,10 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_4f0e_8a57_4c1b_9a0b_3c55_e1f2_7a1
 /// The notification id for a request carrying a client idempotency key: the same tenant and key
 /// always give the same id, so a retried `SendNotification` is recognised downstream.
 pub fn notification_id_for_key(tenant: &str, idempotency_key: &str) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, format!("n/{tenant}/{idempotency_key}").as_bytes())
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("n/{tenant}/{idempotency_key}").as_bytes(),
+    )
 }
 
 /// A fresh, time-ordered notification id for a request without an idempotency key.
@@ -58,7 +61,10 @@ mod tests {
         assert_ne!(d, delivery_id("n", Channel::Email, 2));
         assert_ne!(d, delivery_id("n", Channel::Sms, 1));
         let r = result_id("n", Some(Channel::Email), 1, DeliveryState::Delivered);
-        assert_ne!(r, result_id("n", Some(Channel::Email), 1, DeliveryState::Failed));
+        assert_ne!(
+            r,
+            result_id("n", Some(Channel::Email), 1, DeliveryState::Failed)
+        );
         assert_ne!(r, result_id("n", None, 1, DeliveryState::Delivered));
     }
 }

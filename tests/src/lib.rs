@@ -30,17 +30,27 @@ pub fn herald_bin() -> anyhow::Result<PathBuf> {
         return Ok(bin.into());
     }
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?;
     let bin = dir.join("herald");
     if !bin.exists() {
-        bail!("{} is missing: run `cargo build --bin herald` first (make test does)", bin.display());
+        bail!(
+            "{} is missing: run `cargo build --bin herald` first (make test does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A short random name, for topic prefixes and groups.
@@ -84,18 +94,37 @@ pub struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Whether the process leads its own process group (killed whole on drop).
+    group: bool,
+}
+
+/// How a [`Proc`] is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Stay in the test's process group: a test runner that kills the group kills it too.
+    Inherit,
+    /// Lead a new group, so dropping the `Proc` kills its children as well.
+    Own,
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf, group: Group) -> anyhow::Result<Proc> {
         let file = std::fs::File::create(&log)?;
         cmd.stdin(Stdio::piped())
             .stdout(file.try_clone()?)
             .stderr(file)
             .env("HERALD_EXIT_WITH_STDIN", "1")
             .kill_on_drop(true);
+        if group == Group::Own {
+            cmd.process_group(0);
+        }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Proc { name: name.into(), child, log })
+        Ok(Proc {
+            name: name.into(),
+            child,
+            log,
+            group: group == Group::Own,
+        })
     }
 
     /// The last lines of the process's log, for failure messages.
@@ -103,12 +132,33 @@ impl Proc {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(40);
-        format!("--- {} ({}) ---\n{}", self.name, self.log.display(), lines[start..].join("\n"))
+        format!(
+            "--- {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            lines[start..].join("\n")
+        )
     }
 
     /// Kills the process with SIGKILL and reaps it.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|_| self.group)
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -126,13 +176,19 @@ impl Broker {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
-        cmd.arg("run").arg(dir.path().join("data")).arg(port.to_string());
-        let proc = Proc::spawn("tansu", cmd, dir.path().join("tansu.log"))?;
+        cmd.arg("run")
+            .arg(dir.path().join("data"))
+            .arg(port.to_string());
+        let proc = Proc::spawn("tansu", cmd, dir.path().join("tansu.log"), Group::Inherit)?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
             bail!("{e}\n{}", proc.log_tail());
         }
-        Ok(Broker { bootstrap: addr.to_string(), _proc: proc, _dir: dir })
+        Ok(Broker {
+            bootstrap: addr.to_string(),
+            _proc: proc,
+            _dir: dir,
+        })
     }
 }
 
@@ -189,7 +245,12 @@ impl Platform {
     pub async fn start(mut self) -> anyhow::Result<Platform> {
         let mut cmd = Command::new(herald_bin()?);
         cmd.arg("--config").arg(self.config_path()).arg("run");
-        self.supervisor = Some(Proc::spawn("herald run", cmd, self.dir.path().join("herald.log"))?);
+        self.supervisor = Some(Proc::spawn(
+            "herald run",
+            cmd,
+            self.dir.path().join("herald.log"),
+            Group::Own,
+        )?);
         for (addr, what) in [(self.ingress, "ingress"), (self.query, "query service")] {
             if let Err(e) = wait_for_port(addr, Duration::from_secs(90), what).await {
                 bail!("{e}\n{}", self.log_tail());
@@ -200,7 +261,10 @@ impl Platform {
 
     /// The supervisor's log tail (it includes every component's output).
     pub fn log_tail(&self) -> String {
-        self.supervisor.as_ref().map(Proc::log_tail).unwrap_or_default()
+        self.supervisor
+            .as_ref()
+            .map(Proc::log_tail)
+            .unwrap_or_default()
     }
 
     /// gRPC endpoint URL of an address.

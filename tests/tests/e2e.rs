@@ -1,1 +1,418 @@
-//! placeholder
+//! End to end on real infrastructure: a tansu broker started by `scripts/tansu.sh` and the real
+//! `herald run` (every component as its own process), driven over gRPC.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use herald_proto::v1::notification_service_client::NotificationServiceClient;
+use herald_proto::v1::query_service_client::QueryServiceClient;
+use herald_proto::v1::send_notification_request::Content;
+use herald_proto::v1::{
+    Channel, DeliveryState, GetNotificationRequest, GetNotificationResponse, InlineContent,
+    ListInboxRequest, SendNotificationRequest, TemplateRef,
+};
+use herald_store::{Contact, TemplateRecord};
+use herald_tests::{Broker, Platform, eventually};
+use tonic::Code;
+use tonic::transport::Channel as GrpcChannel;
+
+const TEST_LIMIT: Duration = Duration::from_secs(240);
+
+type Ingress = NotificationServiceClient<GrpcChannel>;
+type Query = QueryServiceClient<GrpcChannel>;
+
+async fn clients(p: &Platform) -> anyhow::Result<(Ingress, Query)> {
+    Ok((
+        NotificationServiceClient::connect(Platform::url(p.ingress)).await?,
+        QueryServiceClient::connect(Platform::url(p.query)).await?,
+    ))
+}
+
+fn inline(tenant: &str, user: &str, title: &str) -> SendNotificationRequest {
+    SendNotificationRequest {
+        tenant: tenant.into(),
+        idempotency_key: String::new(),
+        recipient_user_id: user.into(),
+        category: "general".into(),
+        priority: 0,
+        channels: vec![],
+        content: Some(Content::Inline(InlineContent {
+            title: title.into(),
+            body: format!("body of {title}"),
+            action_url: String::new(),
+        })),
+    }
+}
+
+async fn send(ingress: &mut Ingress, req: SendNotificationRequest) -> anyhow::Result<String> {
+    let r = ingress.send_notification(req).await?.into_inner();
+    anyhow::ensure!(
+        r.status == DeliveryState::Accepted as i32,
+        "not accepted: {r:?}"
+    );
+    Ok(r.notification_id)
+}
+
+/// Every inbox entry of a user, following page tokens.
+async fn whole_inbox(
+    query: &mut Query,
+    tenant: &str,
+    user: &str,
+) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_inbox(ListInboxRequest {
+                tenant: tenant.into(),
+                recipient_user_id: user.into(),
+                page_size: 7,
+                page_token: token,
+            })
+            .await?
+            .into_inner();
+        all.extend(
+            page.entries
+                .into_iter()
+                .map(|e| (e.notification_id, e.title, e.created_at_ms)),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// The notification once its overall state is final, or `None` while it is still moving.
+async fn final_state(
+    query: &mut Query,
+    tenant: &str,
+    id: &str,
+) -> anyhow::Result<Option<GetNotificationResponse>> {
+    match query
+        .get_notification(GetNotificationRequest {
+            tenant: tenant.into(),
+            notification_id: id.into(),
+        })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            let status = r
+                .notification
+                .as_ref()
+                .map(|n| n.status)
+                .unwrap_or_default();
+            let done = status != DeliveryState::Accepted as i32
+                && status != DeliveryState::Dispatched as i32;
+            Ok(done.then_some(r))
+        }
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+fn states(r: &GetNotificationResponse) -> Vec<(i32, i32)> {
+    r.timeline.iter().map(|e| (e.channel, e.state)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_notifications_reach_the_inbox_and_the_provider() {
+    tokio::time::timeout(TEST_LIMIT, hundred())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn hundred() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?;
+    // Two users also have an e-mail address, so their notifications go to the recording provider.
+    {
+        let store = herald_store::open(&platform.store_url).await?;
+        for user in ["user-0", "user-1"] {
+            let email = Contact {
+                channel: herald_schemas::Channel::Email,
+                address: format!("{user}@example.com"),
+            };
+            store.put_contact("acme", user, &email).await?;
+        }
+    }
+    let platform = platform.start().await?;
+    let (mut ingress, query) = clients(&platform).await?;
+
+    let mut sent: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for i in 0..100 {
+        let user = format!("user-{}", i % 10);
+        let title = format!("notification {i}");
+        let id = send(&mut ingress, inline("acme", &user, &title)).await?;
+        sent.entry(user).or_default().push((id, title));
+    }
+
+    for (user, expected) in &sent {
+        let inbox = eventually(Duration::from_secs(120), &format!("{user}'s inbox"), || {
+            let mut query = query.clone();
+            let (user, n) = (user.clone(), expected.len());
+            async move {
+                let inbox = whole_inbox(&mut query, "acme", &user).await?;
+                Ok((inbox.len() >= n).then_some(inbox))
+            }
+        })
+        .await
+        .with_context(|| platform.log_tail())?;
+        let got: BTreeSet<(String, String)> = inbox
+            .iter()
+            .map(|(id, t, _)| (id.clone(), t.clone()))
+            .collect();
+        let want: BTreeSet<(String, String)> = expected.iter().cloned().collect();
+        assert_eq!(got, want, "{user}'s inbox holds exactly what was sent");
+        assert_eq!(
+            inbox.len(),
+            expected.len(),
+            "no duplicates in {user}'s inbox"
+        );
+        assert!(
+            inbox
+                .windows(2)
+                .all(|w| (w[0].2, &w[0].0) >= (w[1].2, &w[1].0)),
+            "newest first"
+        );
+    }
+
+    let (in_app, email) = (Channel::InApp as i32, Channel::Email as i32);
+    let (dispatched, delivered) = (
+        DeliveryState::Dispatched as i32,
+        DeliveryState::Delivered as i32,
+    );
+    let mut emailed = BTreeSet::new();
+    for (user, expected) in &sent {
+        for (id, _) in expected {
+            let r = eventually(Duration::from_secs(60), "a final state", || {
+                let (mut query, id) = (query.clone(), id.clone());
+                async move { final_state(&mut query, "acme", &id).await }
+            })
+            .await?;
+            let n = r.notification.as_ref().unwrap();
+            assert_eq!(n.status, delivered, "{id}: {:?}", r.timeline);
+            assert_eq!(n.recipient_user_id, *user);
+            let timeline = states(&r);
+            assert_eq!(timeline[0], (0, DeliveryState::Accepted as i32));
+            assert!(
+                timeline.contains(&(in_app, dispatched)) && timeline.contains(&(in_app, delivered))
+            );
+            if user == "user-0" || user == "user-1" {
+                let r = eventually(Duration::from_secs(60), "e-mail delivered", || {
+                    let (mut query, id) = (query.clone(), id.clone());
+                    async move {
+                        let r = final_state(&mut query, "acme", &id).await?;
+                        Ok(r.filter(|r| states(r).contains(&(email, delivered))))
+                    }
+                })
+                .await?;
+                assert_eq!(
+                    states(&r).len(),
+                    5,
+                    "accepted + 2 × (dispatched, delivered): {:?}",
+                    r.timeline
+                );
+                emailed.insert(id.clone());
+            }
+        }
+    }
+
+    // The recording provider was called exactly once per e-mail, and for nothing else.
+    let calls = herald_connectors::recording::read_calls(&platform.recording)?;
+    let called: Vec<&str> = calls.iter().map(|c| c.notification_id.as_str()).collect();
+    assert_eq!(
+        called.len(),
+        emailed.len(),
+        "one provider call per e-mail: {called:?}"
+    );
+    assert_eq!(
+        called
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        emailed
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.channel == "email" && c.address.ends_with("@example.com"))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_idempotency_templates_and_isolation() {
+    tokio::time::timeout(TEST_LIMIT, edge_cases())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn edge_cases() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?;
+    {
+        let store = herald_store::open(&platform.store_url).await?;
+        store
+            .put_template(&TemplateRecord {
+                tenant: "acme".into(),
+                template_id: "welcome".into(),
+                locale: "en".into(),
+                title: "Welcome, {{name}}".into(),
+                body: "Glad you are here, {{name}}.".into(),
+                action_url: None,
+            })
+            .await?;
+    }
+    let platform = platform.start().await?;
+    let (mut ingress, mut query) = clients(&platform).await?;
+
+    // Health is served for both services (and reflection is registered beside it).
+    for addr in [platform.ingress, platform.query] {
+        let channel = GrpcChannel::from_shared(Platform::url(addr))?
+            .connect()
+            .await?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        assert_eq!(
+            r.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    // Bad input: INVALID_ARGUMENT naming the field, and the ingress keeps serving.
+    let bad = [
+        (
+            SendNotificationRequest {
+                tenant: String::new(),
+                ..inline("acme", "u", "t")
+            },
+            "tenant",
+        ),
+        (
+            SendNotificationRequest {
+                recipient_user_id: String::new(),
+                ..inline("acme", "u", "t")
+            },
+            "recipient_user_id",
+        ),
+        (
+            SendNotificationRequest {
+                content: None,
+                ..inline("acme", "u", "t")
+            },
+            "content",
+        ),
+        (
+            SendNotificationRequest {
+                channels: vec![42],
+                ..inline("acme", "u", "t")
+            },
+            "channels[0]",
+        ),
+    ];
+    for (req, field) in bad {
+        let status = ingress
+            .send_notification(req)
+            .await
+            .expect_err("must be rejected");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "{}",
+            status.message()
+        );
+    }
+    let status = query
+        .list_inbox(ListInboxRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "u".into(),
+            page_size: 0,
+            page_token: "garbage".into(),
+        })
+        .await
+        .expect_err("bad token");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // The same idempotency key twice: one id, one inbox entry.
+    let keyed = || SendNotificationRequest {
+        idempotency_key: "signup-7".into(),
+        ..inline("acme", "ana", "once")
+    };
+    let first = send(&mut ingress, keyed()).await?;
+    assert_eq!(send(&mut ingress, keyed()).await?, first);
+
+    // A template rendered with the request's variables; a missing one recorded as suppressed.
+    let templated = |template_id: &str| SendNotificationRequest {
+        content: Some(Content::Template(TemplateRef {
+            template_id: template_id.into(),
+            locale: "en-GB".into(),
+            variables: [("name".to_string(), "Ana".to_string())].into(),
+        })),
+        ..inline("acme", "ana", "")
+    };
+    let welcome = send(&mut ingress, templated("welcome")).await?;
+    let missing = send(&mut ingress, templated("no-such-template")).await?;
+
+    let r = eventually(
+        Duration::from_secs(120),
+        "the missing template's status",
+        || {
+            let mut query = query.clone();
+            let id = missing.clone();
+            async move { final_state(&mut query, "acme", &id).await }
+        },
+    )
+    .await
+    .with_context(|| platform.log_tail())?;
+    assert_eq!(
+        r.notification.unwrap().status,
+        DeliveryState::Suppressed as i32
+    );
+    let suppressed = r
+        .timeline
+        .iter()
+        .find(|e| e.state == DeliveryState::Suppressed as i32);
+    let reason = &suppressed.expect("a SUPPRESSED event").reason;
+    assert!(
+        reason.contains("no-such-template") && reason.contains("not found"),
+        "{reason}"
+    );
+
+    let inbox = eventually(Duration::from_secs(120), "ana's inbox", || {
+        let mut query = query.clone();
+        async move {
+            let inbox = whole_inbox(&mut query, "acme", "ana").await?;
+            Ok((inbox.len() >= 2).then_some(inbox))
+        }
+    })
+    .await?;
+    let titles: BTreeMap<String, String> = inbox
+        .iter()
+        .map(|(id, t, _)| (id.clone(), t.clone()))
+        .collect();
+    assert_eq!(titles.len(), 2, "{inbox:?}");
+    assert_eq!(titles[&first], "once");
+    assert_eq!(titles[&welcome], "Welcome, Ana");
+
+    // Another tenant sees nothing of acme's.
+    assert!(whole_inbox(&mut query, "other", "ana").await?.is_empty());
+    let status = query
+        .get_notification(GetNotificationRequest {
+            tenant: "other".into(),
+            notification_id: first.clone(),
+        })
+        .await
+        .expect_err("other tenant");
+    assert_eq!(status.code(), Code::NotFound);
+    Ok(())
+}

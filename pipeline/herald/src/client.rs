@@ -66,6 +66,11 @@ pub fn parse_channel(s: &str) -> Result<herald_schemas::Channel, String> {
     herald_schemas::Channel::parse(s).ok_or_else(|| format!("unknown channel {s:?}"))
 }
 
+/// A gRPC error as the user should read it: `INVALID_ARGUMENT: tenant: is required`.
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
 fn endpoint(addr: &str) -> String {
     format!("http://{addr}")
 }
@@ -102,20 +107,31 @@ pub async fn send(addr: &str, a: SendArgs) -> anyhow::Result<String> {
             recipient_user_id: a.user,
             category: a.category,
             priority: priority_to_proto(a.priority) as i32,
-            channels: a.channels.into_iter().map(|c| channel_to_proto(c) as i32).collect(),
+            channels: a
+                .channels
+                .into_iter()
+                .map(|c| channel_to_proto(c) as i32)
+                .collect(),
             content: Some(content),
         })
-        .await?
+        .await
+        .map_err(status_error)?
         .into_inner();
     Ok(format!(
         "{} {}",
         response.notification_id,
-        state_name(response.status)
+        state_name(response.status).trim_start_matches("DELIVERY_STATE_")
     ))
 }
 
 /// Lists a page of an inbox.
-pub async fn inbox(addr: &str, tenant: String, user: String, page_size: u32, page_token: String) -> anyhow::Result<String> {
+pub async fn inbox(
+    addr: &str,
+    tenant: String,
+    user: String,
+    page_size: u32,
+    page_token: String,
+) -> anyhow::Result<String> {
     let mut client = QueryServiceClient::connect(endpoint(addr))
         .await
         .with_context(|| format!("connecting to the query service at {addr}"))?;
@@ -126,7 +142,8 @@ pub async fn inbox(addr: &str, tenant: String, user: String, page_size: u32, pag
             page_size,
             page_token,
         })
-        .await?
+        .await
+        .map_err(status_error)?
         .into_inner();
     let mut out = String::new();
     if page.entries.is_empty() {
@@ -140,7 +157,10 @@ pub async fn inbox(addr: &str, tenant: String, user: String, page_size: u32, pag
         ));
     }
     if !page.next_page_token.is_empty() {
-        out.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
+        out.push_str(&format!(
+            "next page: --page-token {}\n",
+            page.next_page_token
+        ));
     }
     Ok(out)
 }
@@ -155,13 +175,14 @@ pub async fn get(addr: &str, tenant: String, id: String) -> anyhow::Result<Strin
             tenant,
             notification_id: id,
         })
-        .await?
+        .await
+        .map_err(status_error)?
         .into_inner();
     let n = r.notification.context("response has no notification")?;
     let mut out = format!(
         "{}  {}  user={} category={}\n",
         n.notification_id,
-        state_name(n.status),
+        state_name(n.status).trim_start_matches("DELIVERY_STATE_"),
         n.recipient_user_id,
         n.category
     );

@@ -136,7 +136,11 @@ async fn deliver(
     let store = herald_store::open(&config.store.url).await?;
     let recording: Arc<dyn Connector> =
         Arc::new(RecordingProvider::open(&config.provider.recording_path)?);
-    let channels = if channels.is_empty() { &Channel::ALL[..] } else { channels };
+    let channels = if channels.is_empty() {
+        &Channel::ALL[..]
+    } else {
+        channels
+    };
     let mut runners = tokio::task::JoinSet::new();
     for &channel in channels {
         let connector: Arc<dyn Connector> = match channel {

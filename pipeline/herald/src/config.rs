@@ -154,7 +154,10 @@ mod tests {
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.kafka.topic_prefix, "t1");
         assert_eq!(c.kafka.partitions, 6);
-        assert_eq!(c.kafka.commit_interval_ms, 100, "untouched fields keep defaults");
+        assert_eq!(
+            c.kafka.commit_interval_ms, 100,
+            "untouched fields keep defaults"
+        );
 
         std::fs::write(&path, "[kafka]\ntopic_prefx = \"typo\"\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());

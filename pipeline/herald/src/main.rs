@@ -17,7 +17,11 @@ use crate::components::Stage;
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Herald: a Kafka-centric notification platform")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a Kafka-centric notification platform"
+)]
 struct Cli {
     /// TOML config file; `HERALD__SECTION__FIELD` environment variables override it.
     #[arg(long, global = true, env = "HERALD_CONFIG_FILE")]
@@ -68,10 +72,22 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The one place errors reach the user: one line with its causes, no backtrace.
+            eprintln!("herald: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -99,9 +115,12 @@ async fn main() -> anyhow::Result<()> {
             Some("topics ready".to_owned())
         }
         Command::Send(args) => Some(client::send(&config.ingress.listen, args).await?),
-        Command::Inbox { tenant, user, page_size, page_token } => {
-            Some(client::inbox(&config.query.listen, tenant, user, page_size, page_token).await?)
-        }
+        Command::Inbox {
+            tenant,
+            user,
+            page_size,
+            page_token,
+        } => Some(client::inbox(&config.query.listen, tenant, user, page_size, page_token).await?),
         Command::Get { tenant, id } => Some(client::get(&config.query.listen, tenant, id).await?),
     };
     if let Some(text) = output {

@@ -9,6 +9,11 @@ use tracing::info;
 /// Set by the supervisor and the test harness on the processes they start.
 pub const EXIT_WITH_STDIN: &str = "HERALD_EXIT_WITH_STDIN";
 
+/// How long a graceful stop may take (flushing outputs, committing offsets) before the process
+/// exits anyway; against a dead broker librdkafka would otherwise wait for its own timeouts.
+/// Exiting early is safe: uncommitted input is replayed and the stages are idempotent.
+const GRACEFUL_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A token cancelled on SIGINT/SIGTERM (and stdin EOF when [`EXIT_WITH_STDIN`] is set).
 pub fn token() -> anyhow::Result<CancellationToken> {
     let token = CancellationToken::new();
@@ -32,5 +37,12 @@ pub fn token() -> anyhow::Result<CancellationToken> {
             t.cancel();
         });
     }
+    let t = token.clone();
+    tokio::spawn(async move {
+        t.cancelled().await;
+        tokio::time::sleep(GRACEFUL_STOP_LIMIT).await;
+        tracing::warn!("graceful stop took longer than {GRACEFUL_STOP_LIMIT:?}; exiting now");
+        std::process::exit(1);
+    });
     Ok(token)
 }

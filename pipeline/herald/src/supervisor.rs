@@ -38,7 +38,11 @@ struct Supervised {
     child: Child,
 }
 
-fn spawn(exe: &Path, config_file: Option<&Path>, args: &'static [&'static str]) -> anyhow::Result<Supervised> {
+fn spawn(
+    exe: &Path,
+    config_file: Option<&Path>,
+    args: &'static [&'static str],
+) -> anyhow::Result<Supervised> {
     let mut cmd = Command::new(exe);
     if let Some(file) = config_file {
         cmd.arg("--config").arg(file);
@@ -72,7 +76,10 @@ async fn topics_with_retry(config: &Config, shutdown: &CancellationToken) -> any
         match components::topics(config).await {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() < deadline && !shutdown.is_cancelled() => {
-                warn!("waiting for Kafka at {}: {e:#}", config.kafka.bootstrap_servers);
+                warn!(
+                    "waiting for Kafka at {}: {e:#}",
+                    config.kafka.bootstrap_servers
+                );
                 sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e),
@@ -111,7 +118,11 @@ fn print_banner(config: &Config, exe: &Path) {
 }
 
 /// Runs every component until `shutdown`.
-pub async fn run(config: &Config, config_file: Option<PathBuf>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: &Config,
+    config_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the herald executable")?;
     topics_with_retry(config, &shutdown).await?;
     let mut children = Vec::new();

@@ -58,19 +58,31 @@ fn name(field: &str, value: &str, allowed: fn(char) -> bool, max: usize) -> Resu
         return Err(FieldViolation::new(field, "is required"));
     }
     if value.len() > max {
-        return Err(FieldViolation::new(field, format!("is longer than {max} bytes")));
+        return Err(FieldViolation::new(
+            field,
+            format!("is longer than {max} bytes"),
+        ));
     }
     if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
-        return Err(FieldViolation::new(field, format!("contains {bad:?}, which is not allowed")));
+        return Err(FieldViolation::new(
+            field,
+            format!("contains {bad:?}, which is not allowed"),
+        ));
     }
     Ok(())
 }
 
 fn text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
-        return Err(FieldViolation::new(field, format!("is longer than {max} bytes")));
+        return Err(FieldViolation::new(
+            field,
+            format!("is longer than {max} bytes"),
+        ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(FieldViolation::new(field, "contains control characters"));
     }
     Ok(())
@@ -109,7 +121,10 @@ fn url(field: &str, value: &str) -> Result<Option<String>> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     });
     if !scheme_ok || value.chars().any(char::is_whitespace) {
-        return Err(FieldViolation::new(field, "must be an absolute URL such as https://…"));
+        return Err(FieldViolation::new(
+            field,
+            "must be an absolute URL such as https://…",
+        ));
     }
     Ok(Some(value.to_owned()))
 }
@@ -120,20 +135,41 @@ pub fn to_event(req: SendNotificationRequest, now_ms: i64) -> Result<Notificatio
     let idempotency_key = if req.idempotency_key.is_empty() {
         None
     } else {
-        name("idempotency_key", &req.idempotency_key, printable_ascii, limits::ID)?;
+        name(
+            "idempotency_key",
+            &req.idempotency_key,
+            printable_ascii,
+            limits::ID,
+        )?;
         Some(req.idempotency_key)
     };
-    name("recipient_user_id", &req.recipient_user_id, user_char, limits::ID)?;
+    name(
+        "recipient_user_id",
+        &req.recipient_user_id,
+        user_char,
+        limits::ID,
+    )?;
     name("category", &req.category, category_char, limits::NAME)?;
     let priority = priority_from_proto(req.priority).ok_or_else(|| {
-        FieldViolation::new("priority", format!("{} is not a known priority", req.priority))
+        FieldViolation::new(
+            "priority",
+            format!("{} is not a known priority", req.priority),
+        )
     })?;
     let (template, inline) = match req.content {
         None => {
-            return Err(FieldViolation::new("content", "give either template or inline content"));
+            return Err(FieldViolation::new(
+                "content",
+                "give either template or inline content",
+            ));
         }
         Some(Content::Template(t)) => {
-            name("template.template_id", &t.template_id, tenant_char, limits::NAME)?;
+            name(
+                "template.template_id",
+                &t.template_id,
+                tenant_char,
+                limits::NAME,
+            )?;
             let locale = if t.locale.is_empty() {
                 None
             } else {
@@ -151,17 +187,31 @@ pub fn to_event(req: SendNotificationRequest, now_ms: i64) -> Result<Notificatio
                 text(&format!("template.variables[{k}]"), v, limits::BODY)?;
             }
             let variables = t.variables.into_iter().collect();
-            let template = TemplateRef { template_id: t.template_id, locale, variables };
+            let template = TemplateRef {
+                template_id: t.template_id,
+                locale,
+                variables,
+            };
             (Some(template), None)
         }
         Some(Content::Inline(i)) => {
             text("inline.title", &i.title, limits::TITLE)?;
             text("inline.body", &i.body, limits::BODY)?;
             if i.title.trim().is_empty() && i.body.trim().is_empty() {
-                return Err(FieldViolation::new("inline", "title and body are both empty"));
+                return Err(FieldViolation::new(
+                    "inline",
+                    "title and body are both empty",
+                ));
             }
             let action_url = url("inline.action_url", &i.action_url)?;
-            (None, Some(InlineContent { title: i.title, body: i.body, action_url }))
+            (
+                None,
+                Some(InlineContent {
+                    title: i.title,
+                    body: i.body,
+                    action_url,
+                }),
+            )
         }
     };
     let mut channels = Vec::with_capacity(req.channels.len());

@@ -127,7 +127,8 @@ pub async fn run<P: Processor>(
         };
         match received {
             Ok(Ok(message)) => {
-                let outputs = process_with_retry(&mut processor, &message, &shutdown, &mut stats).await?;
+                let outputs =
+                    process_with_retry(&mut processor, &message, &shutdown, &mut stats).await?;
                 let Some(outputs) = outputs else { break };
                 let trace = traceparent(&message);
                 for output in outputs {

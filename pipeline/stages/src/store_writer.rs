@@ -70,11 +70,20 @@ impl Processor for StoreWriterProcessor {
         if input.topic == self.requested_topic {
             let r: NotificationRequested = decode(input.payload)?;
             let (notification, accepted) = accepted_rows(&r);
-            self.store.upsert_notification(&notification).await.map_err(retry)?;
-            self.store.record_delivery_event(&accepted).await.map_err(retry)?;
+            self.store
+                .upsert_notification(&notification)
+                .await
+                .map_err(retry)?;
+            self.store
+                .record_delivery_event(&accepted)
+                .await
+                .map_err(retry)?;
         } else {
             let r: DeliveryResult = decode(input.payload)?;
-            self.store.record_delivery_event(&event_row(&r)).await.map_err(retry)?;
+            self.store
+                .record_delivery_event(&event_row(&r))
+                .await
+                .map_err(retry)?;
         }
         Ok(Vec::new())
     }

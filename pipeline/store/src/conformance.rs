@@ -115,9 +115,21 @@ pub async fn inbox_pages_newest_first(store: &dyn Store) {
 }
 
 pub async fn tenants_are_isolated(store: &dyn Store) {
-    store.upsert_notification(&notification("t2", "secret")).await.unwrap();
-    store.upsert_inbox_entry(&entry("t2", "carol", "secret", 1)).await.unwrap();
-    assert!(store.get_notification("t3", "secret").await.unwrap().is_none());
+    store
+        .upsert_notification(&notification("t2", "secret"))
+        .await
+        .unwrap();
+    store
+        .upsert_inbox_entry(&entry("t2", "carol", "secret", 1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_notification("t3", "secret")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let page = store
         .list_inbox(&InboxQuery {
             tenant: "t3".into(),
@@ -135,9 +147,15 @@ pub async fn contacts_and_templates(store: &dyn Store) {
         store.recipient_profile("t1", "dave").await.unwrap(),
         RecipientProfile::default()
     );
-    let email = Contact { channel: Channel::Email, address: "old@example.com".into() };
+    let email = Contact {
+        channel: Channel::Email,
+        address: "old@example.com".into(),
+    };
     store.put_contact("t1", "dave", &email).await.unwrap();
-    let email = Contact { channel: Channel::Email, address: "dave@example.com".into() };
+    let email = Contact {
+        channel: Channel::Email,
+        address: "dave@example.com".into(),
+    };
     store.put_contact("t1", "dave", &email).await.unwrap();
     let profile = store.recipient_profile("t1", "dave").await.unwrap();
     assert_eq!(profile.contacts, vec![email]);
@@ -150,14 +168,56 @@ pub async fn contacts_and_templates(store: &dyn Store) {
         body: "Hello {{name}}".into(),
         action_url: None,
     };
-    store.put_template(&template("en", "Welcome")).await.unwrap();
-    store.put_template(&template("pt-BR", "Bem-vindo")).await.unwrap();
+    store
+        .put_template(&template("en", "Welcome"))
+        .await
+        .unwrap();
+    store
+        .put_template(&template("pt-BR", "Bem-vindo"))
+        .await
+        .unwrap();
     let title = |t: Option<TemplateRecord>| t.map(|t| t.title);
-    assert_eq!(title(store.template("t1", "welcome", Some("pt-BR")).await.unwrap()).as_deref(), Some("Bem-vindo"));
-    assert_eq!(title(store.template("t1", "welcome", Some("en-GB")).await.unwrap()).as_deref(), Some("Welcome"));
-    assert!(store.template("t1", "welcome", Some("de")).await.unwrap().is_some());
-    assert!(store.template("t1", "missing", None).await.unwrap().is_none());
-    assert!(store.template("t2", "welcome", None).await.unwrap().is_none());
+    assert_eq!(
+        title(
+            store
+                .template("t1", "welcome", Some("pt-BR"))
+                .await
+                .unwrap()
+        )
+        .as_deref(),
+        Some("Bem-vindo")
+    );
+    assert_eq!(
+        title(
+            store
+                .template("t1", "welcome", Some("en-GB"))
+                .await
+                .unwrap()
+        )
+        .as_deref(),
+        Some("Welcome")
+    );
+    assert!(
+        store
+            .template("t1", "welcome", Some("de"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .template("t1", "missing", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .template("t2", "welcome", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
@@ -170,7 +230,10 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
         at_ms: 5,
     };
     store.ledger_put(&first).await.unwrap();
-    let second = LedgerEntry { state: DeliveryState::Failed, ..first.clone() };
+    let second = LedgerEntry {
+        state: DeliveryState::Failed,
+        ..first.clone()
+    };
     store.ledger_put(&second).await.unwrap();
     assert_eq!(store.ledger_get("d1").await.unwrap(), Some(first));
 }

@@ -235,7 +235,9 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.with(move |c| {
             // Fetch one extra row to learn whether another page exists.
-            let limit = i64::try_from(q.page_size).unwrap_or(i64::MAX).saturating_add(1);
+            let limit = i64::try_from(q.page_size)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1);
             let (before_ms, before_id) = after.unwrap_or((i64::MAX, String::new()));
             let mut entries = c
                 .prepare_cached(
@@ -301,7 +303,12 @@ impl Store for SqliteStore {
                 "INSERT INTO contacts (tenant, user_id, channel, address) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (tenant, user_id, channel) DO UPDATE SET address = excluded.address",
             )?
-            .execute(params![tenant, user, contact.channel.as_str(), contact.address])
+            .execute(params![
+                tenant,
+                user,
+                contact.channel.as_str(),
+                contact.address
+            ])
             .map(drop)
         })
         .await
@@ -315,7 +322,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<TemplateRecord>> {
         let (tenant, id) = (tenant.to_owned(), template_id.to_owned());
         let locale = locale.unwrap_or_default().to_owned();
-        let language = locale.split(['-', '_']).next().unwrap_or_default().to_owned();
+        let language = locale
+            .split(['-', '_'])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         self.with(move |c| {
             // Exact locale first, then the bare language, then the template's first locale.
             c.prepare_cached(
@@ -339,7 +350,14 @@ impl Store for SqliteStore {
                  ON CONFLICT (tenant, template_id, locale) DO UPDATE SET title = excluded.title,
                      body = excluded.body, action_url = excluded.action_url",
             )?
-            .execute(params![t.tenant, t.template_id, t.locale, t.title, t.body, t.action_url])
+            .execute(params![
+                t.tenant,
+                t.template_id,
+                t.locale,
+                t.title,
+                t.body,
+                t.action_url
+            ])
             .map(drop)
         })
         .await

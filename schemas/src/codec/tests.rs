@@ -110,14 +110,22 @@ fn every_schema_round_trips() {
             tenant: "t".into(),
             recipient_user_id: "u".into(),
             category: "c".into(),
-            channel: if state == DeliveryState::Accepted { None } else { Some(Channel::Webhook) },
+            channel: if state == DeliveryState::Accepted {
+                None
+            } else {
+                Some(Channel::Webhook)
+            },
             state,
             reason: Some("why".into()),
             provider_message_id: None,
             at_ms: 4,
         });
     }
-    for kind in [EngagementKind::Opened, EngagementKind::Clicked, EngagementKind::Read] {
+    for kind in [
+        EngagementKind::Opened,
+        EngagementKind::Clicked,
+        EngagementKind::Read,
+    ] {
         round_trip(Engagement {
             event_id: "e".into(),
             notification_id: "n".into(),
@@ -152,7 +160,10 @@ fn decoding_the_wrong_type_names_the_fingerprint() {
     let bytes = encode(&requested()).expect("encode");
     match decode::<Dispatch>(&bytes) {
         Err(SchemaError::UnknownWriterSchema(fp)) => {
-            assert_eq!(fp.to_le_bytes(), NotificationRequested::schema().fingerprint)
+            assert_eq!(
+                fp.to_le_bytes(),
+                NotificationRequested::schema().fingerprint
+            )
         }
         other => panic!("expected UnknownWriterSchema, got {other:?}"),
     }
@@ -160,7 +171,10 @@ fn decoding_the_wrong_type_names_the_fingerprint() {
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    assert!(matches!(decode::<Dispatch>(b""), Err(SchemaError::NotSingleObject(_))));
+    assert!(matches!(
+        decode::<Dispatch>(b""),
+        Err(SchemaError::NotSingleObject(_))
+    ));
     assert!(matches!(
         decode::<Dispatch>(b"{\"json\": true}"),
         Err(SchemaError::NotSingleObject(_))

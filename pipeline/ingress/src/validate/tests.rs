@@ -11,7 +11,11 @@ fn valid() -> SendNotificationRequest {
         recipient_user_id: "user-1".into(),
         category: "order_update".into(),
         priority: Priority::High as i32,
-        channels: vec![Channel::InApp as i32, Channel::Email as i32, Channel::InApp as i32],
+        channels: vec![
+            Channel::InApp as i32,
+            Channel::Email as i32,
+            Channel::InApp as i32,
+        ],
         content: Some(Content::Inline(PInline {
             title: "Shipped".into(),
             body: "Your order is on its way".into(),
@@ -31,7 +35,11 @@ fn field(req: SendNotificationRequest) -> String {
 fn a_valid_request_becomes_an_event() {
     let e = to_event(valid(), 42).expect("valid");
     assert_eq!(e.tenant, "acme");
-    assert_eq!(e.channels, vec![EvChannel::InApp, EvChannel::Email], "duplicates dropped");
+    assert_eq!(
+        e.channels,
+        vec![EvChannel::InApp, EvChannel::Email],
+        "duplicates dropped"
+    );
     assert_eq!(e.requested_at_ms, 42);
     assert_eq!(e.priority, herald_schemas::Priority::High);
     assert!(uuid_like(&e.notification_id));
@@ -43,46 +51,176 @@ fn uuid_like(s: &str) -> bool {
 
 #[test]
 fn idempotency_key_gives_a_stable_id() {
-    let keyed = || SendNotificationRequest { idempotency_key: "order-1".into(), ..valid() };
+    let keyed = || SendNotificationRequest {
+        idempotency_key: "order-1".into(),
+        ..valid()
+    };
     let a = to_event(keyed(), 1).expect("valid");
     let b = to_event(keyed(), 2).expect("valid");
     assert_eq!(a.notification_id, b.notification_id);
-    assert_ne!(to_event(valid(), 1).expect("valid").notification_id, to_event(valid(), 1).expect("valid").notification_id);
+    assert_ne!(
+        to_event(valid(), 1).expect("valid").notification_id,
+        to_event(valid(), 1).expect("valid").notification_id
+    );
 }
 
 #[test]
 fn each_bad_field_is_named() {
-    assert_eq!(field(SendNotificationRequest { tenant: String::new(), ..valid() }), "tenant");
-    assert_eq!(field(SendNotificationRequest { tenant: "a b".into(), ..valid() }), "tenant");
-    assert_eq!(field(SendNotificationRequest { recipient_user_id: String::new(), ..valid() }), "recipient_user_id");
-    assert_eq!(field(SendNotificationRequest { recipient_user_id: "x".repeat(129), ..valid() }), "recipient_user_id");
-    assert_eq!(field(SendNotificationRequest { category: "Caps".into(), ..valid() }), "category");
-    assert_eq!(field(SendNotificationRequest { idempotency_key: "has space".into(), ..valid() }), "idempotency_key");
-    assert_eq!(field(SendNotificationRequest { priority: 17, ..valid() }), "priority");
-    assert_eq!(field(SendNotificationRequest { channels: vec![0], ..valid() }), "channels[0]");
-    assert_eq!(field(SendNotificationRequest { channels: vec![1, 99], ..valid() }), "channels[1]");
-    assert_eq!(field(SendNotificationRequest { content: None, ..valid() }), "content");
+    assert_eq!(
+        field(SendNotificationRequest {
+            tenant: String::new(),
+            ..valid()
+        }),
+        "tenant"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            tenant: "a b".into(),
+            ..valid()
+        }),
+        "tenant"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            recipient_user_id: String::new(),
+            ..valid()
+        }),
+        "recipient_user_id"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            recipient_user_id: "x".repeat(129),
+            ..valid()
+        }),
+        "recipient_user_id"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            category: "Caps".into(),
+            ..valid()
+        }),
+        "category"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            idempotency_key: "has space".into(),
+            ..valid()
+        }),
+        "idempotency_key"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            priority: 17,
+            ..valid()
+        }),
+        "priority"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            channels: vec![0],
+            ..valid()
+        }),
+        "channels[0]"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            channels: vec![1, 99],
+            ..valid()
+        }),
+        "channels[1]"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: None,
+            ..valid()
+        }),
+        "content"
+    );
     let inline = |title: &str, body: &str, url: &str| {
-        Some(Content::Inline(PInline { title: title.into(), body: body.into(), action_url: url.into() }))
+        Some(Content::Inline(PInline {
+            title: title.into(),
+            body: body.into(),
+            action_url: url.into(),
+        }))
     };
-    assert_eq!(field(SendNotificationRequest { content: inline("", " ", ""), ..valid() }), "inline");
-    assert_eq!(field(SendNotificationRequest { content: inline(&"t".repeat(300), "b", ""), ..valid() }), "inline.title");
-    assert_eq!(field(SendNotificationRequest { content: inline("t", "b", "not a url"), ..valid() }), "inline.action_url");
-    assert_eq!(field(SendNotificationRequest { content: inline("t\u{7}", "b", ""), ..valid() }), "inline.title");
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: inline("", " ", ""),
+            ..valid()
+        }),
+        "inline"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: inline(&"t".repeat(300), "b", ""),
+            ..valid()
+        }),
+        "inline.title"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: inline("t", "b", "not a url"),
+            ..valid()
+        }),
+        "inline.action_url"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: inline("t\u{7}", "b", ""),
+            ..valid()
+        }),
+        "inline.title"
+    );
     let template = |id: &str, locale: &str| {
-        Some(Content::Template(PTemplate { template_id: id.into(), locale: locale.into(), variables: Default::default() }))
+        Some(Content::Template(PTemplate {
+            template_id: id.into(),
+            locale: locale.into(),
+            variables: Default::default(),
+        }))
     };
-    assert_eq!(field(SendNotificationRequest { content: template("", ""), ..valid() }), "template.template_id");
-    assert_eq!(field(SendNotificationRequest { content: template("welcome", "en US"), ..valid() }), "template.locale");
-    assert!(to_event(SendNotificationRequest { content: template("welcome", "pt-BR"), ..valid() }, 1).is_ok());
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: template("", ""),
+            ..valid()
+        }),
+        "template.template_id"
+    );
+    assert_eq!(
+        field(SendNotificationRequest {
+            content: template("welcome", "en US"),
+            ..valid()
+        }),
+        "template.locale"
+    );
+    assert!(
+        to_event(
+            SendNotificationRequest {
+                content: template("welcome", "pt-BR"),
+                ..valid()
+            },
+            1
+        )
+        .is_ok()
+    );
 }
 
 #[test]
 fn violations_become_invalid_argument_with_details() {
-    let v = to_event(SendNotificationRequest { tenant: String::new(), ..valid() }, 1).expect_err("invalid");
+    let v = to_event(
+        SendNotificationRequest {
+            tenant: String::new(),
+            ..valid()
+        },
+        1,
+    )
+    .expect_err("invalid");
     let status = v.into_status();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().starts_with("tenant:"), "{}", status.message());
+    assert!(
+        status.message().starts_with("tenant:"),
+        "{}",
+        status.message()
+    );
     let details = status.get_error_details();
     let bad = details.bad_request().expect("BadRequest detail");
     assert_eq!(bad.field_violations[0].field, "tenant");

@@ -36,6 +36,12 @@ pub fn result(d: &Dispatch, entry: &LedgerEntry) -> DeliveryResult {
     };
     DeliveryResult {
         provider_message_id: entry.provider_message_id.clone(),
-        ..result_for(subject, Some(d.channel), entry.state, entry.reason.clone(), entry.at_ms)
+        ..result_for(
+            subject,
+            Some(d.channel),
+            entry.state,
+            entry.reason.clone(),
+            entry.at_ms,
+        )
     }
 }

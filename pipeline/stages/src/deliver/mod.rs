@@ -49,7 +49,9 @@ impl Processor for DeliverProcessor {
                 let outcome = self.connector.send(&d).await;
                 let Some(entry) = ledger_entry(&d, &outcome, input.timestamp_ms) else {
                     let Outcome::Retry(reason) = outcome else {
-                        return Err(ProcessError::Fatal("no ledger entry for a final outcome".into()));
+                        return Err(ProcessError::Fatal(
+                            "no ledger entry for a final outcome".into(),
+                        ));
                     };
                     return Err(ProcessError::Retry(reason));
                 };

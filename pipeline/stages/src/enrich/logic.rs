@@ -78,7 +78,10 @@ pub fn enrich(
 
     let content = match (template, &request.inline, &request.template) {
         (TemplateLookup::Found(t), _, Some(r)) => {
-            match (render(&t.title, &r.variables), render(&t.body, &r.variables)) {
+            match (
+                render(&t.title, &r.variables),
+                render(&t.body, &r.variables),
+            ) {
                 (Ok(title), Ok(body)) => (title, body, t.action_url.clone()),
                 (Err(missing), _) | (_, Err(missing)) => {
                     let reason = format!(
@@ -129,7 +132,11 @@ pub fn enrich(
         };
         let reason = match address {
             _ if opted_out(profile, channel, &request.category) => {
-                format!("recipient opted out of {:?} on {}", request.category, channel.as_str())
+                format!(
+                    "recipient opted out of {:?} on {}",
+                    request.category,
+                    channel.as_str()
+                )
             }
             None => format!("recipient has no {} contact", channel.as_str()),
             Some(address) => {

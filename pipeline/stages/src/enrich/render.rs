@@ -28,16 +28,25 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn substitutes_and_reports_missing() {
         let v = vars(&[("name", "Ana"), ("n", "3")]);
-        assert_eq!(render("Hi {{name}}, {{ n }} new", &v), Ok("Hi Ana, 3 new".into()));
+        assert_eq!(
+            render("Hi {{name}}, {{ n }} new", &v),
+            Ok("Hi Ana, 3 new".into())
+        );
         assert_eq!(render("no placeholders", &v), Ok("no placeholders".into()));
         assert_eq!(render("{{missing}}", &v), Err("missing".into()));
-        assert_eq!(render("open {{ never closed", &v), Ok("open {{ never closed".into()));
+        assert_eq!(
+            render("open {{ never closed", &v),
+            Ok("open {{ never closed".into())
+        );
         assert_eq!(render("{{name}}{{name}}", &v), Ok("AnaAna".into()));
         assert_eq!(render("olá {{name}} ✓", &v), Ok("olá Ana ✓".into()));
     }

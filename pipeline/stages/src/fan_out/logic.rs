@@ -89,9 +89,18 @@ mod tests {
         let out = fan_out(&admitted(&[Channel::Email, Channel::InApp]), 9);
         assert_eq!(out.dispatches.len(), 2);
         assert_eq!(out.dispatches[0].address, "addr-email");
-        assert_eq!(out.dispatches[0].delivery_id, ids::delivery_id("n1", Channel::Email, 1));
-        assert_eq!(out.results[1].delivery_id.as_deref(), Some(out.dispatches[1].delivery_id.as_str()));
-        assert_eq!(out, fan_out(&admitted(&[Channel::Email, Channel::InApp]), 9));
+        assert_eq!(
+            out.dispatches[0].delivery_id,
+            ids::delivery_id("n1", Channel::Email, 1)
+        );
+        assert_eq!(
+            out.results[1].delivery_id.as_deref(),
+            Some(out.dispatches[1].delivery_id.as_str())
+        );
+        assert_eq!(
+            out,
+            fan_out(&admitted(&[Channel::Email, Channel::InApp]), 9)
+        );
     }
 
     fn channel() -> impl Strategy<Value = Channel> {

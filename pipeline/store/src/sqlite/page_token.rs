@@ -12,7 +12,11 @@ pub(super) fn encode(created_at_ms: i64, notification_id: &str) -> String {
 pub(super) fn decode(token: &str) -> Result<(i64, String), StoreError> {
     let bytes = (0..token.len())
         .step_by(2)
-        .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect::<Option<Vec<u8>>>()
         .ok_or(StoreError::BadPageToken)?;
     let text = String::from_utf8(bytes).map_err(|_| StoreError::BadPageToken)?;
@@ -33,7 +37,10 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let t = encode(1_700_000_000_123, "0192-abc");
-        assert_eq!(decode(&t).ok(), Some((1_700_000_000_123, "0192-abc".into())));
+        assert_eq!(
+            decode(&t).ok(),
+            Some((1_700_000_000_123, "0192-abc".into()))
+        );
         for bad in ["", "zz", "abc", "7631", &encode(1, "x")[..5]] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }

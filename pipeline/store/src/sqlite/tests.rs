@@ -6,7 +6,9 @@ use crate::conformance;
 #[tokio::test]
 async fn conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("herald.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("herald.db"))
+        .await
+        .unwrap();
     conformance::run_all(&store).await;
 }
 
@@ -25,6 +27,12 @@ async fn data_survives_reopening() {
 
 #[tokio::test]
 async fn open_rejects_unknown_urls() {
-    assert!(matches!(crate::open("mysql://x").await, Err(StoreError::BadUrl { .. })));
-    assert!(matches!(crate::open("sqlite://").await, Err(StoreError::BadUrl { .. })));
+    assert!(matches!(
+        crate::open("mysql://x").await,
+        Err(StoreError::BadUrl { .. })
+    ));
+    assert!(matches!(
+        crate::open("sqlite://").await,
+        Err(StoreError::BadUrl { .. })
+    ));
 }

@@ -1,6 +1,8 @@
 use std::collections::HashMap;
 
-use herald_schemas::{Channel, DeliveryState, InlineContent, NotificationRequested, Priority, TemplateRef};
+use herald_schemas::{
+    Channel, DeliveryState, InlineContent, NotificationRequested, Priority, TemplateRef,
+};
 use herald_store::{Contact, RecipientProfile, TemplateRecord};
 
 use super::*;
@@ -15,7 +17,11 @@ fn request() -> NotificationRequested {
         category: "orders".into(),
         priority: Priority::Normal,
         template: None,
-        inline: Some(InlineContent { title: "T".into(), body: "B".into(), action_url: None }),
+        inline: Some(InlineContent {
+            title: "T".into(),
+            body: "B".into(),
+            action_url: None,
+        }),
         channels: vec![],
         requested_at_ms: 1,
     }
@@ -24,15 +30,24 @@ fn request() -> NotificationRequested {
 fn profile() -> RecipientProfile {
     RecipientProfile {
         contacts: vec![
-            Contact { channel: Channel::Email, address: "ana@example.com".into() },
-            Contact { channel: Channel::Sms, address: "+15550100".into() },
+            Contact {
+                channel: Channel::Email,
+                address: "ana@example.com".into(),
+            },
+            Contact {
+                channel: Channel::Sms,
+                address: "+15550100".into(),
+            },
         ],
         opt_outs: vec![(Channel::Sms, "orders".into())],
     }
 }
 
 fn channels(e: &Enrichment) -> Vec<Channel> {
-    e.enriched.as_ref().map(|n| n.deliveries.iter().map(|d| d.channel).collect()).unwrap_or_default()
+    e.enriched
+        .as_ref()
+        .map(|n| n.deliveries.iter().map(|d| d.channel).collect())
+        .unwrap_or_default()
 }
 
 fn suppressed(e: &Enrichment) -> Vec<(Option<Channel>, DeliveryState)> {
@@ -43,7 +58,10 @@ fn suppressed(e: &Enrichment) -> Vec<(Option<Channel>, DeliveryState)> {
 fn no_channels_means_in_app_plus_every_contact_minus_opt_outs() {
     let e = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 7);
     assert_eq!(channels(&e), vec![Channel::InApp, Channel::Email]);
-    assert_eq!(suppressed(&e), vec![(Some(Channel::Sms), DeliveryState::Suppressed)]);
+    assert_eq!(
+        suppressed(&e),
+        vec![(Some(Channel::Sms), DeliveryState::Suppressed)]
+    );
     let reason = e.results[0].reason.as_deref().unwrap_or_default();
     assert!(reason.contains("opted out"), "{reason}");
     assert_eq!(e.results[0].at_ms, 7);
@@ -54,19 +72,37 @@ fn no_channels_means_in_app_plus_every_contact_minus_opt_outs() {
 
 #[test]
 fn requested_channel_without_contact_is_recorded() {
-    let req = NotificationRequested { channels: vec![Channel::PushApns, Channel::InApp, Channel::InApp], ..request() };
+    let req = NotificationRequested {
+        channels: vec![Channel::PushApns, Channel::InApp, Channel::InApp],
+        ..request()
+    };
     let e = enrich(&req, &profile(), TemplateLookup::NotNeeded, 1);
     assert_eq!(channels(&e), vec![Channel::InApp]);
-    assert_eq!(suppressed(&e), vec![(Some(Channel::PushApns), DeliveryState::Suppressed)]);
-    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("no push_apns contact"));
+    assert_eq!(
+        suppressed(&e),
+        vec![(Some(Channel::PushApns), DeliveryState::Suppressed)]
+    );
+    assert!(
+        e.results[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no push_apns contact")
+    );
 }
 
 #[test]
 fn opt_out_of_everything_leaves_only_results() {
-    let p = RecipientProfile { contacts: vec![], opt_outs: vec![(Channel::InApp, "*".into())] };
+    let p = RecipientProfile {
+        contacts: vec![],
+        opt_outs: vec![(Channel::InApp, "*".into())],
+    };
     let e = enrich(&request(), &p, TemplateLookup::NotNeeded, 1);
     assert!(e.enriched.is_none());
-    assert_eq!(suppressed(&e), vec![(Some(Channel::InApp), DeliveryState::Suppressed)]);
+    assert_eq!(
+        suppressed(&e),
+        vec![(Some(Channel::InApp), DeliveryState::Suppressed)]
+    );
 }
 
 fn templated(vars: &[(&str, &str)]) -> NotificationRequested {
@@ -75,7 +111,10 @@ fn templated(vars: &[(&str, &str)]) -> NotificationRequested {
         template: Some(TemplateRef {
             template_id: "shipped".into(),
             locale: Some("en".into()),
-            variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+            variables: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
         }),
         ..request()
     }
@@ -95,7 +134,12 @@ fn template() -> TemplateRecord {
 #[test]
 fn templates_render_per_channel() {
     let t = template();
-    let e = enrich(&templated(&[("order", "42"), ("name", "Ana")]), &profile(), TemplateLookup::Found(&t), 1);
+    let e = enrich(
+        &templated(&[("order", "42"), ("name", "Ana")]),
+        &profile(),
+        TemplateLookup::Found(&t),
+        1,
+    );
     let enriched = e.enriched.expect("enriched");
     for d in &enriched.deliveries {
         assert_eq!(d.title, "Order 42");
@@ -108,15 +152,40 @@ fn templates_render_per_channel() {
 fn missing_template_or_variable_is_a_recorded_status() {
     let e = enrich(&templated(&[]), &profile(), TemplateLookup::Missing, 1);
     assert!(e.enriched.is_none());
-    assert_eq!(e.results.len(), 3, "every wanted channel (in-app, e-mail, sms) gets a result");
-    assert!(e.results.iter().all(|r| r.state == DeliveryState::Suppressed));
-    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("not found"));
+    assert_eq!(
+        e.results.len(),
+        3,
+        "every wanted channel (in-app, e-mail, sms) gets a result"
+    );
+    assert!(
+        e.results
+            .iter()
+            .all(|r| r.state == DeliveryState::Suppressed)
+    );
+    assert!(
+        e.results[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not found")
+    );
 
     let t = template();
-    let e = enrich(&templated(&[("order", "42")]), &profile(), TemplateLookup::Found(&t), 1);
+    let e = enrich(
+        &templated(&[("order", "42")]),
+        &profile(),
+        TemplateLookup::Found(&t),
+        1,
+    );
     assert!(e.enriched.is_none());
     assert!(e.results.iter().all(|r| r.state == DeliveryState::Failed));
-    assert!(e.results[0].reason.as_deref().unwrap_or_default().contains("\"name\""));
+    assert!(
+        e.results[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"name\"")
+    );
 }
 
 #[test]
