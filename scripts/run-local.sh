@@ -17,6 +17,8 @@ fi
 port=$(scripts/tansu.sh start var/tansu "$port")
 trap 'scripts/tansu.sh stop var/tansu' EXIT
 export HERALD__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$port"
+# tansu has no Kafka transactions: run the stages at-least-once (their effects are idempotent).
+export HERALD__KAFKA__DELIVERY_MODE=${HERALD__KAFKA__DELIVERY_MODE:-at-least-once}
 # Ctrl-C reaches every process in the group; a SIGTERM to this script is passed on to herald,
 # which stops its components before the EXIT trap stops the broker.
 "$HERALD_BIN" run &

@@ -217,7 +217,8 @@ impl Platform {
         let store = dir.path().join("store.db");
         let recording = dir.path().join("deliveries.db");
         let config = format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n{extra}\n\
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
+             delivery_mode = \"at-least-once\"\n{extra}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
              [store]\nurl = \"sqlite://{}\"\n[provider]\nrecording_path = \"{}\"\n",
             broker.bootstrap,

@@ -114,6 +114,37 @@ async fn final_state(
     }
 }
 
+/// The services a server lists through gRPC reflection.
+async fn reflected_services(addr: std::net::SocketAddr) -> anyhow::Result<Vec<String>> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let channel = GrpcChannel::from_shared(Platform::url(addr))?
+        .connect()
+        .await?;
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await?
+        .into_inner();
+    let response = responses
+        .message()
+        .await?
+        .context("no reflection response")?;
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection response {other:?}"),
+    }
+}
+
 fn states(r: &GetNotificationResponse) -> Vec<(i32, i32)> {
     r.timeline.iter().map(|e| (e.channel, e.state)).collect()
 }
@@ -286,6 +317,22 @@ async fn edge_cases() -> anyhow::Result<()> {
         assert_eq!(
             r.into_inner().status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    // Reflection lists each server's service, as `grpcurl list` would.
+    for (addr, service) in [
+        (platform.ingress, "herald.v1.NotificationService"),
+        (platform.query, "herald.v1.QueryService"),
+    ] {
+        let services = reflected_services(addr).await?;
+        assert!(
+            services.iter().any(|s| s == service),
+            "{addr}: {services:?}"
+        );
+        assert!(
+            services.iter().any(|s| s == "grpc.health.v1.Health"),
+            "{addr}: {services:?}"
         );
     }
 

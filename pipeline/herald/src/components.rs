@@ -109,7 +109,7 @@ pub async fn stage(
             run_one(config, name, vec![topics.requested()], p, shutdown).await
         }
         Stage::RateLimit => {
-            let p = RateLimitProcessor::new(topics.clone());
+            let p = RateLimitProcessor::new(topics.clone(), config.rate_limit.clone());
             run_one(config, name, vec![topics.enriched()], p, shutdown).await
         }
         Stage::FanOut => {

@@ -25,6 +25,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The local recording provider used for every channel but in-app.
     pub provider: ProviderConfig,
+    /// Limits applied by the rate-limit stage.
+    pub rate_limit: herald_stages::rate_limit::LimitsConfig,
 }
 
 macro_rules! listen_config {

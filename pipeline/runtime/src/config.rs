@@ -7,6 +7,10 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeliveryMode {
+    /// Kafka transactions: each batch of outputs commits atomically with the input offsets, and
+    /// downstream consumers read with `read_committed`. Needs a broker with transactions (Apache
+    /// Kafka, Redpanda); the runner checks at start-up and stops with a clear message otherwise.
+    ExactlyOnce,
     /// Idempotent producer; outputs are acknowledged before input offsets are committed. A crash
     /// replays the uncommitted tail, and idempotent effects (deterministic ids, upserts, the
     /// delivery ledger) make the replay harmless. Works on any broker, including tansu.
@@ -25,8 +29,16 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor for topics Herald creates.
     pub replication_factor: i32,
-    /// How stages hand records on.
+    /// How stages hand records on: `exactly-once` (production, needs transactions) or
+    /// `at-least-once` (any broker; `make run` and the tests use it with tansu).
     pub delivery_mode: DeliveryMode,
+    /// Identifies this process among the replicas of a stage: the transactional id is
+    /// `<group>.<instance_id>`, so it must be stable across restarts (a restarted instance then
+    /// fences its zombie) and distinct between replicas. Default: `$HOSTNAME`, else `local`.
+    pub instance_id: String,
+    /// Kafka's `transaction.timeout.ms`: an open transaction older than this is aborted by the
+    /// coordinator (milliseconds).
+    pub transaction_timeout_ms: u64,
     /// Stages commit consumed offsets at least this often (milliseconds).
     pub commit_interval_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
@@ -42,7 +54,12 @@ impl Default for KafkaConfig {
             topic_prefix: "herald".into(),
             partitions: 3,
             replication_factor: 1,
-            delivery_mode: DeliveryMode::AtLeastOnce,
+            delivery_mode: DeliveryMode::ExactlyOnce,
+            instance_id: std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".into()),
+            transaction_timeout_ms: 60_000,
             commit_interval_ms: 100,
             message_timeout_ms: 10_000,
             compression: "lz4".into(),
@@ -66,6 +83,16 @@ impl KafkaConfig {
             .set("compression.type", &self.compression)
             .set("linger.ms", "5")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        c
+    }
+
+    /// A transactional producer with `transactional.id` = `id`.
+    pub fn transactional_producer(&self, id: &str) -> ClientConfig {
+        let mut c = self.producer();
+        c.set("transactional.id", id).set(
+            "transaction.timeout.ms",
+            self.transaction_timeout_ms.to_string(),
+        );
         c
     }
 

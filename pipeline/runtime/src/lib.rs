@@ -6,6 +6,7 @@
 //!   supplies a [`runner::Processor`].
 
 pub mod config;
+pub mod probe;
 pub mod runner;
 pub mod topics;
 
@@ -23,6 +24,19 @@ pub enum RuntimeError {
         /// The topic.
         topic: String,
         /// The broker's answer.
+        reason: String,
+    },
+    /// Exactly-once delivery is configured but the broker has no transactions.
+    #[error(
+        "kafka.delivery_mode is \"exactly-once\", but the broker at {bootstrap} does not support \
+         Kafka transactions ({reason}). Use a broker that does (Apache Kafka, Redpanda), or set \
+         kafka.delivery_mode = \"at-least-once\" (env HERALD__KAFKA__DELIVERY_MODE=at-least-once) \
+         to run on this one; Herald's idempotent stages keep at-least-once free of duplicate effects"
+    )]
+    TransactionsUnsupported {
+        /// The configured brokers.
+        bootstrap: String,
+        /// What the broker answered.
         reason: String,
     },
     /// A processor reported an error that needs the process restarted.

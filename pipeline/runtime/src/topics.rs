@@ -52,6 +52,11 @@ impl Topics {
     pub fn engagement(&self) -> String {
         self.name("engagement")
     }
+    /// Where the start-up check writes (and aborts) one record to learn whether the broker
+    /// supports transactions. Nothing ever reads it.
+    pub fn txn_probe(&self) -> String {
+        self.name("txn-probe")
+    }
     /// The consumer group of a stage.
     pub fn group(&self, stage: &str) -> String {
         self.name(&format!("stage.{stage}"))
@@ -61,7 +66,7 @@ impl Topics {
     pub fn all(&self) -> Vec<String> {
         let mut all = vec![self.requested(), self.enriched(), self.admitted()];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
-        all.extend([self.delivery_result(), self.engagement()]);
+        all.extend([self.delivery_result(), self.engagement(), self.txn_probe()]);
         all
     }
 }

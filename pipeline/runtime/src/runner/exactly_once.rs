@@ -1,0 +1,299 @@
+//! Exactly-once mode: consume → process → produce → `send_offsets_to_transaction` → commit, one
+//! Kafka transaction per batch (closed every `commit_interval_ms`).
+//!
+//! Errors, as librdkafka classifies them:
+//! - retriable (coordinator moved, concurrent transactions): the call is retried;
+//! - abortable (`txn_requires_abort`: e.g. a rejected TxnOffsetCommit after a rebalance, a
+//!   failed produce): the transaction is aborted and the consumer rewound to the first offset of
+//!   the batch, so the batch is processed again;
+//! - fatal (fenced by a newer instance with the same transactional id, authorisation): the runner
+//!   returns an error and the process exits non-zero for the orchestrator to restart it.
+//!
+//! On a rebalance the consumer's callback finishes the open transaction (commit, or abort if that
+//! fails) before the partitions are given up, so the next owner starts exactly where this one
+//! stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Processor, RunStats, RunnerSpec, process_with_retry, record, traceparent};
+use crate::{KafkaConfig, Result, RuntimeError, probe};
+
+/// How often a retriable transactional call is retried before giving up (fatal).
+const RETRIES: u32 = 5;
+
+type Partition = (String, i32);
+
+/// The open transaction, shared by the loop and the rebalance callback.
+struct Txn {
+    producer: FutureProducer,
+    timeout: Duration,
+    open: bool,
+    /// Next offset to commit per partition (last consumed + 1).
+    positions: HashMap<Partition, i64>,
+    /// First offset consumed in this transaction per partition: where an abort rewinds to.
+    starts: HashMap<Partition, i64>,
+    outputs: u64,
+}
+
+/// What finishing a transaction did.
+enum Finished {
+    /// Committed this many outputs.
+    Committed(u64),
+    /// Aborted; these partitions must be rewound to these offsets.
+    Aborted(HashMap<Partition, i64>),
+}
+
+fn retry<T>(mut call: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < RETRIES => {
+                warn!(error = %e, attempt, "retriable transaction error; retrying");
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn requires_abort(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.txn_requires_abort(),
+        // A produce that failed inside the transaction: the transaction must be aborted.
+        KafkaError::MessageProduction(code) => *code != RDKafkaErrorCode::Fatal,
+        _ => false,
+    }
+}
+
+impl Txn {
+    fn begin(&mut self) -> KafkaResult<()> {
+        if !self.open {
+            self.producer.begin_transaction()?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    fn consumed(&mut self, partition: Partition, offset: i64) {
+        self.starts.entry(partition.clone()).or_insert(offset);
+        self.positions.insert(partition, offset + 1);
+    }
+
+    fn clear(&mut self) -> HashMap<Partition, i64> {
+        self.open = false;
+        self.positions.clear();
+        self.outputs = 0;
+        std::mem::take(&mut self.starts)
+    }
+
+    fn commit(&mut self, group: &ConsumerGroupMetadata) -> KafkaResult<u64> {
+        if !self.positions.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), offset) in &self.positions {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            retry(|| {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, group, self.timeout)
+            })?;
+        }
+        retry(|| self.producer.commit_transaction(self.timeout))?;
+        let outputs = self.outputs;
+        self.clear();
+        Ok(outputs)
+    }
+
+    /// Commits the open transaction; on an abortable error aborts it instead. `Err` is fatal.
+    fn finish(&mut self, group: Option<&ConsumerGroupMetadata>) -> KafkaResult<Option<Finished>> {
+        if !self.open {
+            return Ok(None);
+        }
+        let error = match group {
+            Some(group) => match self.commit(group) {
+                Ok(outputs) => return Ok(Some(Finished::Committed(outputs))),
+                Err(e) if requires_abort(&e) => e.to_string(),
+                Err(e) => return Err(e),
+            },
+            None => "the consumer has no group metadata (not in a group)".to_owned(),
+        };
+        warn!(%error, "aborting the transaction; its batch will be processed again");
+        retry(|| self.producer.abort_transaction(self.timeout))?;
+        Ok(Some(Finished::Aborted(self.clear())))
+    }
+}
+
+fn lock(txn: &Mutex<Txn>) -> Result<MutexGuard<'_, Txn>> {
+    txn.lock()
+        .map_err(|_| RuntimeError::Fatal("transaction state poisoned".into()))
+}
+
+/// Finishes the open transaction before the group takes partitions away.
+struct TxnContext {
+    txn: Arc<Mutex<Txn>>,
+}
+
+impl ClientContext for TxnContext {}
+
+impl ConsumerContext for TxnContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Revoke(_)) {
+            return;
+        }
+        let Ok(mut txn) = self.txn.lock() else { return };
+        match txn.finish(consumer.group_metadata().as_ref()) {
+            Ok(Some(Finished::Committed(n))) => {
+                info!(
+                    outputs = n,
+                    "committed the open transaction before the rebalance"
+                )
+            }
+            Ok(Some(Finished::Aborted(_))) => {
+                info!("aborted the open transaction before the rebalance; the next owner redoes it")
+            }
+            Ok(None) => {}
+            // The loop's next call on the producer fails the same way and stops the runner.
+            Err(e) => warn!(error = %e, "could not finish the transaction before the rebalance"),
+        }
+    }
+}
+
+/// Runs `processor` with Kafka transactions until `shutdown` (then commits the open batch) or a
+/// fatal error.
+pub async fn run<P: Processor>(
+    kafka: &KafkaConfig,
+    spec: &RunnerSpec,
+    mut processor: P,
+    shutdown: CancellationToken,
+) -> Result<RunStats> {
+    probe::require_transactions(kafka).await?;
+    let transactional_id = format!("{}.{}", spec.group, kafka.instance_id);
+    let producer: FutureProducer = kafka.transactional_producer(&transactional_id).create()?;
+    let timeout = Duration::from_millis(kafka.transaction_timeout_ms);
+    let producer =
+        tokio::task::spawn_blocking(move || producer.init_transactions(timeout).map(|()| producer))
+            .await
+            .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
+    let txn = Arc::new(Mutex::new(Txn {
+        producer,
+        timeout,
+        open: false,
+        positions: HashMap::new(),
+        starts: HashMap::new(),
+        outputs: 0,
+    }));
+    let consumer: StreamConsumer<TxnContext> =
+        kafka
+            .consumer(&spec.group)
+            .create_with_context(TxnContext {
+                txn: Arc::clone(&txn),
+            })?;
+    let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let interval = Duration::from_millis(kafka.commit_interval_ms.max(1));
+    info!(stage = %spec.name, group = %spec.group, %transactional_id, "stage started (exactly-once)");
+
+    let mut stats = RunStats::default();
+    let mut batch_started = Instant::now();
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = tokio::time::timeout(interval, consumer.recv()) => r,
+        };
+        match received {
+            Ok(Ok(message)) => {
+                lock(&txn)?.begin()?;
+                let outputs =
+                    process_with_retry(&mut processor, &message, &shutdown, &mut stats).await?;
+                let Some(outputs) = outputs else { break };
+                let trace = traceparent(&message);
+                for output in &outputs {
+                    send(&txn, output, trace.as_deref()).await?;
+                }
+                let mut t = lock(&txn)?;
+                t.outputs += outputs.len() as u64;
+                t.consumed(
+                    (message.topic().to_owned(), message.partition()),
+                    message.offset(),
+                );
+                stats.consumed += 1;
+            }
+            Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
+            Err(_) => {}
+        }
+        if batch_started.elapsed() >= interval {
+            finish(&txn, &consumer, &mut stats).await?;
+            batch_started = Instant::now();
+        }
+    }
+    finish(&txn, &consumer, &mut stats).await?;
+    info!(stage = %spec.name, ?stats, "stage stopped");
+    Ok(stats)
+}
+
+/// Produces one output inside the open transaction, waiting while the producer queue is full.
+async fn send(txn: &Mutex<Txn>, output: &super::Output, trace: Option<&str>) -> Result<()> {
+    loop {
+        let result = lock(txn)?
+            .producer
+            .send_result(record(output, trace))
+            .map(drop);
+        match result {
+            // Delivery is confirmed by commit_transaction, which flushes and fails if any failed.
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Commits (or aborts and rewinds) the open transaction.
+async fn finish(
+    txn: &Arc<Mutex<Txn>>,
+    consumer: &StreamConsumer<TxnContext>,
+    stats: &mut RunStats,
+) -> Result<()> {
+    let group = consumer.group_metadata();
+    let shared = Arc::clone(txn);
+    let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
+        Ok(lock(&shared)?.finish(group.as_ref())?)
+    })
+    .await
+    .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
+    match finished {
+        None => {}
+        Some(Finished::Committed(outputs)) => {
+            stats.commits += 1;
+            stats.produced += outputs;
+        }
+        Some(Finished::Aborted(starts)) => {
+            stats.aborts += 1;
+            for ((topic, partition), offset) in starts {
+                if let Err(e) = consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                ) {
+                    // Not ours any more (rebalanced away): its next owner starts from the
+                    // committed offset anyway.
+                    warn!(%topic, partition, error = %e, "could not rewind after abort");
+                }
+            }
+        }
+    }
+    Ok(())
+}

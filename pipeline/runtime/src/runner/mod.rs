@@ -1,0 +1,190 @@
+//! The generic consume → process → produce → commit loop that runs every stage, in one of two
+//! modes ([`crate::DeliveryMode`]):
+//!
+//! - [`exactly_once`]: a transactional producer; each batch of outputs and the consumed offsets
+//!   commit atomically (Apache Kafka, Redpanda).
+//! - [`at_least_once`]: an idempotent producer; offsets are committed after the outputs are
+//!   acknowledged, and a crash replays the uncommitted tail (any broker, including tansu).
+//!
+//! In both, processor errors are classified: [`ProcessError::Poison`] records are logged, counted
+//! and skipped; [`ProcessError::Retry`] is retried with backoff while the partition waits;
+//! [`ProcessError::Fatal`] stops the runner with an error, so the process exits non-zero and
+//! restarts from the committed offsets. The stages' deterministic ids make every replay produce
+//! identical records.
+
+pub mod at_least_once;
+pub mod exactly_once;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{DeliveryMode, KafkaConfig, Result, RuntimeError};
+
+/// The W3C trace-context header carried from input records to their outputs.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// One consumed record, as a processor sees it.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// The topic it came from (a stage may read several).
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Its value; empty for a tombstone.
+    pub payload: &'a [u8],
+    /// The record's timestamp (ms since the epoch). Stages use it as "now", so a replay
+    /// produces identical records.
+    pub timestamp_ms: i64,
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key: tenant/recipient, so one recipient's events stay in order.
+    pub key: String,
+    /// Encoded value.
+    pub payload: Vec<u8>,
+}
+
+/// How a processor failed, which decides what the runner does next.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The record can never be processed (undecodable, invalid): logged, counted and skipped.
+    #[error("poison record: {0}")]
+    Poison(String),
+    /// A dependency failed: the same record is retried with backoff.
+    #[error("retriable: {0}")]
+    Retry(String),
+    /// A broken invariant: the runner stops and the process exits non-zero.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// A stage's logic: turns one input record into zero or more output records.
+#[async_trait]
+pub trait Processor: Send {
+    /// Processes one record. Must be deterministic in its outputs for a given input, so that a
+    /// replay after a crash produces the same records.
+    async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError>;
+}
+
+/// What the runner runs.
+#[derive(Debug, Clone)]
+pub struct RunnerSpec {
+    /// Stage name, for logs.
+    pub name: String,
+    /// Consumer group id.
+    pub group: String,
+    /// Topics to consume.
+    pub input_topics: Vec<String>,
+}
+
+/// Counters a runner returns when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Records processed (including poison ones).
+    pub consumed: u64,
+    /// Records produced and acknowledged (or committed, in exactly-once mode).
+    pub produced: u64,
+    /// Records skipped as poison.
+    pub poison: u64,
+    /// Retries of failed processing.
+    pub retries: u64,
+    /// Transactions committed (exactly-once mode).
+    pub commits: u64,
+    /// Transactions aborted and rewound (exactly-once mode).
+    pub aborts: u64,
+}
+
+/// Runs `processor` in the configured delivery mode until `shutdown` is cancelled (then it
+/// finishes the open batch) or a fatal error.
+pub async fn run<P: Processor>(
+    kafka: &KafkaConfig,
+    spec: &RunnerSpec,
+    processor: P,
+    shutdown: CancellationToken,
+) -> Result<RunStats> {
+    match kafka.delivery_mode {
+        DeliveryMode::AtLeastOnce => at_least_once::run(kafka, spec, processor, shutdown).await,
+        DeliveryMode::ExactlyOnce => exactly_once::run(kafka, spec, processor, shutdown).await,
+    }
+}
+
+/// Runs the processor on one record, retrying retriable errors with capped exponential backoff.
+/// `Ok(None)` means shutdown was requested while waiting.
+pub(crate) async fn process_with_retry<P: Processor>(
+    processor: &mut P,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+    stats: &mut RunStats,
+) -> Result<Option<Vec<Output>>> {
+    let input = Input {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload().unwrap_or_default(),
+        timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match processor.process(&input).await {
+            Ok(outputs) => return Ok(Some(outputs)),
+            Err(ProcessError::Poison(reason)) => {
+                warn!(topic = input.topic, partition = input.partition, offset = input.offset,
+                      %reason, "skipping poison record");
+                stats.poison += 1;
+                return Ok(Some(Vec::new()));
+            }
+            Err(ProcessError::Retry(reason)) => {
+                warn!(topic = input.topic, offset = input.offset, %reason, ?backoff, "retrying");
+                stats.retries += 1;
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
+        }
+    }
+}
+
+pub(crate) fn traceparent(message: &BorrowedMessage<'_>) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == TRACEPARENT)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
+
+/// The record for one output, carrying the input's trace context.
+pub(crate) fn record<'a>(
+    output: &'a Output,
+    trace: Option<&'a str>,
+) -> FutureRecord<'a, String, Vec<u8>> {
+    let record = FutureRecord::to(&output.topic)
+        .key(&output.key)
+        .payload(&output.payload);
+    match trace {
+        Some(trace) => record.headers(OwnedHeaders::new().insert(Header {
+            key: TRACEPARENT,
+            value: Some(trace),
+        })),
+        None => record,
+    }
+}

@@ -1,0 +1,126 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn limits(per_recipient: u32, window: u64, per_tenant: u32) -> LimitsConfig {
+    LimitsConfig {
+        per_recipient: QuotaConfig {
+            limit: per_recipient,
+            window_seconds: window,
+        },
+        per_tenant: QuotaConfig {
+            limit: per_tenant,
+            window_seconds: window,
+        },
+        bypass_categories: vec!["otp".into()],
+    }
+}
+
+#[test]
+fn quota_per_recipient_and_category_then_refill() {
+    let mut l = Limiter::new(limits(3, 60, 1_000));
+    let mut decide = |user: &str, cat: &str, at| l.decide("t", user, cat, Priority::Normal, at);
+    for _ in 0..3 {
+        assert_eq!(decide("ana", "news", 0), Decision::Admit);
+    }
+    assert!(
+        matches!(decide("ana", "news", 1_000), Decision::Limited(r) if r.contains("per-recipient"))
+    );
+    assert_eq!(
+        decide("ana", "orders", 1_000),
+        Decision::Admit,
+        "other category"
+    );
+    assert_eq!(
+        decide("bob", "news", 1_000),
+        Decision::Admit,
+        "other recipient"
+    );
+    // One token comes back every 20 s.
+    assert_eq!(decide("ana", "news", 20_500), Decision::Admit);
+    assert!(matches!(
+        decide("ana", "news", 21_000),
+        Decision::Limited(_)
+    ));
+}
+
+#[test]
+fn tenant_quota_spans_recipients() {
+    let mut l = Limiter::new(limits(100, 1, 5));
+    for i in 0..5 {
+        assert_eq!(
+            l.decide("t", &format!("u{i}"), "news", Priority::Normal, 0),
+            Decision::Admit
+        );
+    }
+    assert!(
+        matches!(l.decide("t", "u9", "news", Priority::Normal, 0), Decision::Limited(r) if r.contains("tenant"))
+    );
+    assert_eq!(
+        l.decide("other", "u9", "news", Priority::Normal, 0),
+        Decision::Admit
+    );
+}
+
+#[test]
+fn critical_and_bypass_categories_are_never_limited() {
+    let mut l = Limiter::new(limits(1, 3600, 1));
+    assert_eq!(
+        l.decide("t", "ana", "news", Priority::Normal, 0),
+        Decision::Admit
+    );
+    for _ in 0..50 {
+        assert_eq!(
+            l.decide("t", "ana", "otp", Priority::Normal, 0),
+            Decision::Bypass
+        );
+        assert_eq!(
+            l.decide("t", "ana", "news", Priority::Critical, 0),
+            Decision::Bypass
+        );
+    }
+}
+
+#[test]
+fn time_never_runs_backwards() {
+    let mut l = Limiter::new(limits(1, 10, 100));
+    assert_eq!(
+        l.decide("t", "ana", "news", Priority::Normal, 50_000),
+        Decision::Admit
+    );
+    // An older timestamp (another producer's clock) must not refill or break the bucket.
+    assert!(matches!(
+        l.decide("t", "ana", "news", Priority::Normal, 1_000),
+        Decision::Limited(_)
+    ));
+}
+
+proptest! {
+    /// The limiter's invariant with a fake clock: in any interval of length D, one recipient and
+    /// category get at most `limit + floor(D / T)` notifications, T = window / limit (a full bucket
+    /// of `limit`, then one more every T). Over a long run that is `limit` per window.
+    #[test]
+    fn never_more_than_the_quota_allows(
+        limit in 1u32..8,
+        window in 1u64..20,
+        gaps in proptest::collection::vec(0i64..3_000, 1..200),
+    ) {
+        let mut l = Limiter::new(limits(limit, window, u32::MAX));
+        let mut at = 0i64;
+        let mut admitted = Vec::new();
+        for gap in gaps {
+            at += gap;
+            if l.decide("t", "ana", "news", Priority::Normal, at) == Decision::Admit {
+                admitted.push(at);
+            }
+        }
+        let t_ns = (window as i128 * 1_000_000_000) / limit as i128;
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let span_ns = (admitted[j] - admitted[i]) as i128 * 1_000_000;
+                let allowed = limit as i128 + span_ns / t_ns;
+                prop_assert!((j - i + 1) as i128 <= allowed, "{} admitted in {} ms: {:?}", j - i + 1, admitted[j] - admitted[i], admitted);
+            }
+        }
+    }
+}
