@@ -1,6 +1,9 @@
-//! A provider that records every call it receives, one row per call, in a SQLite file.
-//! It does not deduplicate: a delivery sent twice shows up as two rows, which is what the
-//! crash tests count.
+//! A provider that records every call it receives, in a SQLite file, and behaves like a provider
+//! that honours idempotency keys (webhook receivers with `Idempotency-Key`, most e-mail and SMS
+//! APIs): every call is logged in `calls`, but a delivery id it has already delivered is not
+//! delivered again (`deliveries` has one row per id) and the first message id is returned.
+//! The crash tests count both: repeated calls measure the provider window, repeated deliveries
+//! must never happen.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,7 +57,9 @@ fn connect(path: &Path) -> Result<Connection, RecordingError> {
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
              delivery_id TEXT NOT NULL, notification_id TEXT NOT NULL, channel TEXT NOT NULL,
              address TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
-             recorded_at_ms INTEGER NOT NULL)",
+             recorded_at_ms INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS deliveries (
+             delivery_id TEXT PRIMARY KEY, first_call INTEGER NOT NULL) WITHOUT ROWID;",
     )?;
     Ok(conn)
 }
@@ -94,6 +99,44 @@ pub fn read_calls(path: &Path) -> Result<Vec<RecordedCall>, RecordingError> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Logs one call and delivers its id once; returns the call that delivered it (its message id).
+fn record_call(conn: &mut Connection, d: &Dispatch, now: i64) -> rusqlite::Result<i64> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO calls (delivery_id, notification_id, channel, address, title, body,
+             recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            d.delivery_id,
+            d.notification_id,
+            d.channel.as_str(),
+            d.address,
+            d.title,
+            d.body,
+            now
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO deliveries (delivery_id, first_call) VALUES (?1, ?2)
+         ON CONFLICT (delivery_id) DO NOTHING",
+        params![d.delivery_id, seq],
+    )?;
+    let first = tx.query_row(
+        "SELECT first_call FROM deliveries WHERE delivery_id = ?1",
+        params![d.delivery_id],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok(first)
+}
+
+/// How many distinct deliveries the provider accepted (repeated idempotency keys count once).
+pub fn delivered_ids(path: &Path) -> Result<u64, RecordingError> {
+    let conn = connect(path)?;
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 #[async_trait]
 impl Connector for RecordingProvider {
     async fn send(&self, d: &Dispatch) -> Outcome {
@@ -104,22 +147,8 @@ impl Connector for RecordingProvider {
             .map(|t| t.as_millis() as i64)
             .unwrap_or_default();
         let written = tokio::task::spawn_blocking(move || -> Result<i64, String> {
-            let conn = conn.lock().map_err(|_| "mutex poisoned".to_owned())?;
-            conn.execute(
-                "INSERT INTO calls (delivery_id, notification_id, channel, address, title, body,
-                     recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    d.delivery_id,
-                    d.notification_id,
-                    d.channel.as_str(),
-                    d.address,
-                    d.title,
-                    d.body,
-                    now
-                ],
-            )
-            .map_err(|e| e.to_string())?;
-            Ok(conn.last_insert_rowid())
+            let mut conn = conn.lock().map_err(|_| "mutex poisoned".to_owned())?;
+            record_call(&mut conn, &d, now).map_err(|e| e.to_string())
         })
         .await;
         match written {
@@ -140,7 +169,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn records_every_call_even_repeats() {
+    async fn records_every_call_and_delivers_each_id_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("calls.db");
         let provider = RecordingProvider::open(&path).unwrap();
@@ -162,9 +191,20 @@ mod tests {
         let first = provider.send(&d).await;
         let second = provider.send(&d).await;
         assert!(matches!(first, Outcome::Delivered { .. }));
-        assert_ne!(first, second, "each call gets its own provider id");
+        assert_eq!(
+            first, second,
+            "a repeated idempotency key gets the first message id"
+        );
+        let other = provider
+            .send(&Dispatch {
+                delivery_id: "d2".into(),
+                ..d
+            })
+            .await;
+        assert_ne!(first, other);
         let calls = read_calls(&path).unwrap();
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), 3, "every call is logged");
         assert_eq!(calls[0].address, "a@example.com");
+        assert_eq!(delivered_ids(&path).unwrap(), 2);
     }
 }

@@ -237,6 +237,15 @@ impl Platform {
         })
     }
 
+    /// Appends TOML sections to the config (before `start`).
+    pub fn with_extra_config(self, toml: &str) -> anyhow::Result<Platform> {
+        let path = self.config_path();
+        let mut config = std::fs::read_to_string(&path)?;
+        config.push_str(toml);
+        std::fs::write(&path, config)?;
+        Ok(self)
+    }
+
     /// The config file path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("herald.toml")
@@ -268,8 +277,111 @@ impl Platform {
             .unwrap_or_default()
     }
 
+    /// The component processes `herald run` has started right now, as (pid, arguments after
+    /// `--config FILE`), read from /proc.
+    pub fn components(&self) -> Vec<(i32, String)> {
+        let Some(parent) = self.supervisor.as_ref().and_then(|p| p.child.id()) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the last ')': state, ppid, ...
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            if ppid != Some(&parent.to_string()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let start = args
+                .iter()
+                .position(|a| a == "--config")
+                .map_or(1, |i| i + 2);
+            found.push((pid, args.get(start..).unwrap_or_default().join(" ")));
+        }
+        found
+    }
+
+    /// SIGKILLs the running component whose arguments are `args` (e.g. `stage enrich`); returns
+    /// whether one was found. The supervisor restarts it.
+    pub fn kill_component(&self, args: &str) -> bool {
+        match self.components().into_iter().find(|(_, a)| a == args) {
+            Some((pid, _)) => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok(),
+            None => false,
+        }
+    }
+
     /// gRPC endpoint URL of an address.
     pub fn url(addr: SocketAddr) -> String {
         format!("http://{addr}")
     }
+}
+
+/// Every record value in `topic`, read from the beginning to the current end of each partition.
+pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", random_name("reader"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut ends = std::collections::HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(*p, high);
+            assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut values = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "reading {topic} timed out"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        values.push(message.payload().unwrap_or_default().to_vec());
+        if ends
+            .get(&message.partition())
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(values)
 }

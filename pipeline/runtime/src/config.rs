@@ -17,6 +17,31 @@ pub enum DeliveryMode {
     AtLeastOnce,
 }
 
+/// A librdkafka property value as written in TOML or the environment (`7`, `true`, `"cgrp"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Property {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// Anything else.
+    Text(String),
+}
+
+impl std::fmt::Display for Property {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Property::Bool(b) => write!(f, "{b}"),
+            Property::Int(i) => write!(f, "{i}"),
+            Property::Float(x) => write!(f, "{x}"),
+            Property::Text(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Connection and topic settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +61,11 @@ pub struct KafkaConfig {
     /// `<group>.<instance_id>`, so it must be stable across restarts (a restarted instance then
     /// fences its zombie) and distinct between replicas. Default: `$HOSTNAME`, else `local`.
     pub instance_id: String,
+    /// Static group membership (KIP-345): every stage consumer joins with `group.instance.id` =
+    /// `<group>.<instance_id>`, so a restarted process takes its partitions back at once instead
+    /// of waiting for a rebalance. Needed on tansu, which otherwise keeps a SIGKILLed member as
+    /// the group leader and never hands its partitions to the replacement.
+    pub static_membership: bool,
     /// Kafka's `transaction.timeout.ms`: an open transaction older than this is aborted by the
     /// coordinator (milliseconds).
     pub transaction_timeout_ms: u64,
@@ -45,6 +75,9 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// Record compression: `none` or `lz4` (tansu cannot serve snappy; zstd is not built in).
     pub compression: String,
+    /// Extra librdkafka properties for every client (e.g. `debug = "cgrp"`, security settings),
+    /// applied last.
+    pub librdkafka: std::collections::BTreeMap<String, Property>,
 }
 
 impl Default for KafkaConfig {
@@ -59,10 +92,12 @@ impl Default for KafkaConfig {
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "local".into()),
+            static_membership: true,
             transaction_timeout_ms: 60_000,
             commit_interval_ms: 100,
             message_timeout_ms: 10_000,
             compression: "lz4".into(),
+            librdkafka: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -75,6 +110,13 @@ impl KafkaConfig {
         c
     }
 
+    fn finish(&self, mut c: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.librdkafka {
+            c.set(key, value.to_string());
+        }
+        c
+    }
+
     /// An idempotent producer: acks=all, no duplicates or reordering on retry.
     pub fn producer(&self) -> ClientConfig {
         let mut c = self.base();
@@ -83,7 +125,7 @@ impl KafkaConfig {
             .set("compression.type", &self.compression)
             .set("linger.ms", "5")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
-        c
+        self.finish(c)
     }
 
     /// A transactional producer with `transactional.id` = `id`.
@@ -106,11 +148,14 @@ impl KafkaConfig {
             .set("isolation.level", "read_committed")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
-        c
+        if self.static_membership {
+            c.set("group.instance.id", format!("{group}.{}", self.instance_id));
+        }
+        self.finish(c)
     }
 
     /// An admin client.
     pub fn admin(&self) -> ClientConfig {
-        self.base()
+        self.finish(self.base())
     }
 }

@@ -221,7 +221,16 @@ pub async fn contacts_and_templates(store: &dyn Store) {
 }
 
 pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
-    assert!(store.ledger_get("d1").await.unwrap().is_none());
+    assert_eq!(
+        store.ledger_begin("d1", 1).await.unwrap(),
+        LedgerBegin::Fresh
+    );
+    // A crash before finishing: the next attempt learns it is inside the provider window.
+    assert_eq!(
+        store.ledger_begin("d1", 2).await.unwrap(),
+        LedgerBegin::Unfinished
+    );
+    assert_eq!(store.ledger_resends().await.unwrap(), 1);
     let first = LedgerEntry {
         delivery_id: "d1".into(),
         state: DeliveryState::Delivered,
@@ -229,11 +238,29 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
         provider_message_id: Some("p-1".into()),
         at_ms: 5,
     };
-    store.ledger_put(&first).await.unwrap();
+    store.ledger_finish(&first).await.unwrap();
     let second = LedgerEntry {
         state: DeliveryState::Failed,
         ..first.clone()
     };
-    store.ledger_put(&second).await.unwrap();
-    assert_eq!(store.ledger_get("d1").await.unwrap(), Some(first));
+    store.ledger_finish(&second).await.unwrap();
+    assert_eq!(
+        store.ledger_begin("d1", 9).await.unwrap(),
+        LedgerBegin::Done(first)
+    );
+    assert_eq!(
+        store.ledger_resends().await.unwrap(),
+        1,
+        "a finished delivery is not a resend"
+    );
+    // Finishing without beginning (a connector that records directly) also works.
+    let other = LedgerEntry {
+        delivery_id: "d2".into(),
+        ..second
+    };
+    store.ledger_finish(&other).await.unwrap();
+    assert_eq!(
+        store.ledger_begin("d2", 9).await.unwrap(),
+        LedgerBegin::Done(other)
+    );
 }

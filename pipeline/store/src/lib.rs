@@ -74,10 +74,15 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a template for one locale.
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
 
-    /// The recorded outcome of a delivery, if the provider was already called for it.
-    async fn ledger_get(&self, delivery_id: &str) -> Result<Option<LedgerEntry>>;
-    /// Records a delivery's outcome once; a second call for the same id keeps the first outcome.
-    async fn ledger_put(&self, entry: &LedgerEntry) -> Result<()>;
+    /// Marks a delivery as about to be handed to its provider, before the call. Returns what the
+    /// ledger already knew: nothing (first attempt), an unfinished attempt (a crash between the
+    /// provider call and [`Store::ledger_finish`]: the one window where a provider may see a
+    /// delivery twice; counted in `resends`), or the recorded outcome (do not call again).
+    async fn ledger_begin(&self, delivery_id: &str, at_ms: i64) -> Result<LedgerBegin>;
+    /// Records a delivery's outcome; the first recorded outcome wins.
+    async fn ledger_finish(&self, entry: &LedgerEntry) -> Result<()>;
+    /// How many deliveries were resent after a crash inside the provider window, in total.
+    async fn ledger_resends(&self) -> Result<u64>;
 }
 
 /// Opens the store named by `url`. Today: `sqlite://<path>` (created if missing).

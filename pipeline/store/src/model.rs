@@ -124,3 +124,15 @@ pub struct LedgerEntry {
     pub provider_message_id: Option<String>,
     pub at_ms: i64,
 }
+
+/// What [`crate::Store::ledger_begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerBegin {
+    /// No earlier attempt: call the provider.
+    Fresh,
+    /// An earlier attempt began and never finished: the provider may or may not have it. The
+    /// deliver stage calls again with the same idempotency key (the delivery id).
+    Unfinished,
+    /// The outcome is recorded: re-emit it, do not call the provider.
+    Done(LedgerEntry),
+}

@@ -10,8 +10,8 @@ use herald_schemas::{Channel, DeliveryState, Priority};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    Contact, DeliveryEventRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerEntry,
-    NotificationRecord, RecipientProfile, Result, Store, StoreError, TemplateRecord,
+    Contact, DeliveryEventRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
+    LedgerEntry, NotificationRecord, RecipientProfile, Result, Store, StoreError, TemplateRecord,
 };
 
 mod page_token;
@@ -363,33 +363,58 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ledger_get(&self, delivery_id: &str) -> Result<Option<LedgerEntry>> {
+    async fn ledger_begin(&self, delivery_id: &str, at_ms: i64) -> Result<LedgerBegin> {
         let id = delivery_id.to_owned();
         self.with(move |c| {
-            c.prepare_cached(
-                "SELECT delivery_id, state, reason, provider_message_id, at_ms
-                 FROM delivery_ledger WHERE delivery_id = ?1",
-            )?
-            .query_row(params![id], |r| {
-                Ok(LedgerEntry {
-                    delivery_id: r.get(0)?,
-                    state: text_enum(1, r.get(1)?, DeliveryState::parse)?,
-                    reason: r.get(2)?,
-                    provider_message_id: r.get(3)?,
-                    at_ms: r.get(4)?,
-                })
-            })
-            .optional()
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO delivery_ledger (delivery_id, begun_at_ms) VALUES (?1, ?2)
+                     ON CONFLICT (delivery_id) DO NOTHING",
+                )?
+                .execute(params![id, at_ms])?;
+            if inserted == 1 {
+                return Ok(LedgerBegin::Fresh);
+            }
+            let row = c
+                .prepare_cached(
+                    "SELECT delivery_id, state, reason, provider_message_id, at_ms
+                     FROM delivery_ledger WHERE delivery_id = ?1",
+                )?
+                .query_row(params![id], |r| {
+                    let state: Option<String> = r.get(1)?;
+                    let Some(state) = state else { return Ok(None) };
+                    Ok(Some(LedgerEntry {
+                        delivery_id: r.get(0)?,
+                        state: text_enum(1, state, DeliveryState::parse)?,
+                        reason: r.get(2)?,
+                        provider_message_id: r.get(3)?,
+                        at_ms: r.get::<_, Option<i64>>(4)?.unwrap_or_default(),
+                    }))
+                })?;
+            match row {
+                Some(entry) => Ok(LedgerBegin::Done(entry)),
+                None => {
+                    c.prepare_cached(
+                        "UPDATE delivery_ledger SET resends = resends + 1 WHERE delivery_id = ?1",
+                    )?
+                    .execute(params![id])?;
+                    Ok(LedgerBegin::Unfinished)
+                }
+            }
         })
         .await
     }
 
-    async fn ledger_put(&self, e: &LedgerEntry) -> Result<()> {
+    async fn ledger_finish(&self, e: &LedgerEntry) -> Result<()> {
         let e = e.clone();
         self.with(move |c| {
             c.prepare_cached(
                 "INSERT INTO delivery_ledger (delivery_id, state, reason, provider_message_id,
-                     at_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (delivery_id) DO NOTHING",
+                     begun_at_ms, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
+                     reason = excluded.reason, provider_message_id = excluded.provider_message_id,
+                     at_ms = excluded.at_ms
+                 WHERE delivery_ledger.state IS NULL",
             )?
             .execute(params![
                 e.delivery_id,
@@ -399,6 +424,15 @@ impl Store for SqliteStore {
                 e.at_ms
             ])
             .map(drop)
+        })
+        .await
+    }
+
+    async fn ledger_resends(&self) -> Result<u64> {
+        self.with(|c| {
+            c.prepare_cached("SELECT COALESCE(SUM(resends), 0) FROM delivery_ledger")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
         })
         .await
     }

@@ -1,9 +1,11 @@
 //! The deliver stage: `dispatch.<channel>` → provider call → `delivery-result`.
 //!
-//! The delivery ledger keeps a provider from being called twice for the same delivery id: a
-//! replayed dispatch whose outcome is already recorded re-emits that outcome. The one window left
-//! is a crash after the provider accepted and before the ledger write; providers that take an
-//! idempotency key get `delivery_id` to close it on their side.
+//! The delivery ledger keeps a provider from being called twice for the same delivery id: the
+//! attempt is recorded before the call and its outcome after, and a replayed dispatch whose
+//! outcome is recorded re-emits that outcome. The one window left is a crash after the provider
+//! accepted and before the outcome was recorded: the replay finds the unfinished attempt, counts
+//! it (`resends`) and calls again with the same `delivery_id`, which providers that take an
+//! idempotency key use to drop the repeat; others may deliver twice in that window.
 
 mod logic;
 
@@ -14,7 +16,8 @@ use herald_connectors::{Connector, Outcome};
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::Dispatch;
-use herald_store::Store;
+use herald_store::{LedgerBegin, Store};
+use tracing::warn;
 
 pub use logic::{ledger_entry, result};
 
@@ -43,9 +46,17 @@ impl Processor for DeliverProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
         let retry = |e: herald_store::StoreError| ProcessError::Retry(e.to_string());
-        let entry = match self.store.ledger_get(&d.delivery_id).await.map_err(retry)? {
-            Some(entry) => entry,
-            None => {
+        let begun = self
+            .store
+            .ledger_begin(&d.delivery_id, input.timestamp_ms)
+            .await
+            .map_err(retry)?;
+        let entry = match begun {
+            LedgerBegin::Done(entry) => entry,
+            LedgerBegin::Fresh | LedgerBegin::Unfinished => {
+                if begun == LedgerBegin::Unfinished {
+                    warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
+                }
                 let outcome = self.connector.send(&d).await;
                 let Some(entry) = ledger_entry(&d, &outcome, input.timestamp_ms) else {
                     let Outcome::Retry(reason) = outcome else {
@@ -55,7 +66,7 @@ impl Processor for DeliverProcessor {
                     };
                     return Err(ProcessError::Retry(reason));
                 };
-                self.store.ledger_put(&entry).await.map_err(retry)?;
+                self.store.ledger_finish(&entry).await.map_err(retry)?;
                 entry
             }
         };

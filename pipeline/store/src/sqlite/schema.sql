@@ -62,12 +62,15 @@ CREATE TABLE IF NOT EXISTS templates (
     PRIMARY KEY (tenant, template_id, locale)
 ) WITHOUT ROWID;
 
--- One row per delivery whose provider call finished: a redelivered dispatch finds it here and
--- re-emits the recorded outcome instead of calling the provider again.
+-- One row per delivery, written before the provider call (state NULL) and completed after it.
+-- A redelivered dispatch whose row is complete re-emits the recorded outcome instead of calling
+-- the provider again; one whose row is incomplete crashed inside the provider window (resends).
 CREATE TABLE IF NOT EXISTS delivery_ledger (
     delivery_id         TEXT PRIMARY KEY,
-    state               TEXT    NOT NULL,
+    state               TEXT,
     reason              TEXT,
     provider_message_id TEXT,
-    at_ms               INTEGER NOT NULL
+    begun_at_ms         INTEGER NOT NULL,
+    at_ms               INTEGER,
+    resends             INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
