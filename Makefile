@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
 HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
 
-.PHONY: help build run test unit lint fmt tansu clean
+.PHONY: help build run test test-kafka unit lint fmt tansu clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+
+test-kafka: ## Exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
+	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }
+	cargo test -p herald-runtime --test real_kafka -- --ignored
 
 unit: ## Only the tests that need no broker
 	cargo test --workspace --lib --bins

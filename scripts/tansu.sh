@@ -61,7 +61,9 @@ case "${1:-}" in
       log "already running (pid $(cat "$dir/tansu.pid")) for $dir"; cat "$dir/tansu.port"; exit 0
     fi
     if port_open "$port"; then log "port $port is already in use"; exit 1; fi
-    (exec_broker "$dir" "$port") >"$dir/tansu.log" 2>&1 &
+    # Its own session: a Ctrl-C meant for `make run` must not stop the broker before the
+    # components have finished their graceful stop; the caller stops it with `stop`.
+    setsid "$0" run "$dir" "$port" >"$dir/tansu.log" 2>&1 &
     echo $! >"$dir/tansu.pid"
     echo "$port" >"$dir/tansu.port"
     for _ in $(seq 1 300); do

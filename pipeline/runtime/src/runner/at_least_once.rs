@@ -14,7 +14,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Output, Processor, RunStats, RunnerSpec, process_with_retry, record, traceparent};
+use super::{
+    Output, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent,
+};
 use crate::{KafkaConfig, Result, RuntimeError};
 
 /// Runs `processor` at least once until `shutdown` (then flushes and commits) or a fatal error.
@@ -33,6 +35,7 @@ pub async fn run<P: Processor>(
 
     let mut batch = Batch::default();
     let mut stats = RunStats::default();
+    let mut progress = Progress::new(&spec.name);
     let mut last_commit = Instant::now();
     loop {
         let received = tokio::select! {
@@ -58,6 +61,7 @@ pub async fn run<P: Processor>(
             stats.produced += batch.commit(&consumer, CommitMode::Async).await?;
             last_commit = Instant::now();
         }
+        progress.tick(&stats);
     }
     stats.produced += batch.commit(&consumer, CommitMode::Sync).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");

@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Processor, RunStats, RunnerSpec, process_with_retry, record, traceparent};
+use super::{Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent};
 use crate::{KafkaConfig, Result, RuntimeError, probe};
 
 /// How often a retriable transactional call is retried before giving up (fatal).
@@ -205,6 +205,7 @@ pub async fn run<P: Processor>(
     info!(stage = %spec.name, group = %spec.group, %transactional_id, "stage started (exactly-once)");
 
     let mut stats = RunStats::default();
+    let mut progress = Progress::new(&spec.name);
     let mut batch_started = Instant::now();
     loop {
         let received = tokio::select! {
@@ -236,6 +237,7 @@ pub async fn run<P: Processor>(
             finish(&txn, &consumer, &mut stats).await?;
             batch_started = Instant::now();
         }
+        progress.tick(&stats);
     }
     finish(&txn, &consumer, &mut stats).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");

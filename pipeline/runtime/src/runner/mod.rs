@@ -108,6 +108,44 @@ pub struct RunStats {
     pub aborts: u64,
 }
 
+/// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
+/// `make run` user) sees each stage at work without a line per record.
+pub(crate) struct Progress {
+    stage: String,
+    last: RunStats,
+    at: std::time::Instant,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+impl Progress {
+    pub(crate) fn new(stage: &str) -> Progress {
+        Progress {
+            stage: stage.to_owned(),
+            last: RunStats::default(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, stats: &RunStats) {
+        if self.at.elapsed() < PROGRESS_EVERY || *stats == self.last {
+            return;
+        }
+        tracing::info!(
+            stage = %self.stage,
+            consumed = stats.consumed,
+            new = stats.consumed - self.last.consumed,
+            produced = stats.produced,
+            poison = stats.poison,
+            retries = stats.retries,
+            aborts = stats.aborts,
+            "progress"
+        );
+        self.last = *stats;
+        self.at = std::time::Instant::now();
+    }
+}
+
 /// Runs `processor` in the configured delivery mode until `shutdown` is cancelled (then it
 /// finishes the open batch) or a fatal error.
 pub async fn run<P: Processor>(
