@@ -69,8 +69,10 @@ pub struct KafkaConfig {
     /// Kafka's `transaction.timeout.ms`: an open transaction older than this is aborted by the
     /// coordinator (milliseconds).
     pub transaction_timeout_ms: u64,
-    /// Stages commit consumed offsets at least this often (milliseconds).
+    /// Stages commit consumed offsets (close the transaction) at least this often (milliseconds)…
     pub commit_interval_ms: u64,
+    /// …and at the latest after this many input records.
+    pub max_batch_records: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
     /// Record compression: `none` or `lz4` (tansu cannot serve snappy; zstd is not built in).
@@ -95,6 +97,7 @@ impl Default for KafkaConfig {
             static_membership: true,
             transaction_timeout_ms: 60_000,
             commit_interval_ms: 100,
+            max_batch_records: 1_000,
             message_timeout_ms: 10_000,
             compression: "lz4".into(),
             librdkafka: std::collections::BTreeMap::new(),

@@ -267,3 +267,22 @@ async fn broker_outage_is_ridden_out() {
     let stats = result.expect("a short outage must not stop the runner");
     assert_eq!(rig.copy.seen.lock().unwrap().len(), 100, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_close_by_count_as_well_as_by_time() {
+    let mut rig = Rig::new();
+    rig.kafka.commit_interval_ms = 60_000;
+    rig.kafka.max_batch_records = 10;
+    rig.produce(100);
+    let (shutdown, handle) = rig.start();
+    rig.all_seen().await;
+    shutdown.cancel();
+    let stats = tokio::time::timeout(LIMIT, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // 100 records in batches of 10 (the last may close at shutdown), never a one-minute wait.
+    assert!(stats.commits >= 10, "{stats:?}");
+    assert_eq!(stats.produced, 100, "{stats:?}");
+}

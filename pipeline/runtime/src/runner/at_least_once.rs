@@ -36,6 +36,8 @@ pub async fn run<P: Processor>(
     let mut batch = Batch::default();
     let mut stats = RunStats::default();
     let mut progress = Progress::new(&spec.name);
+    // Input records consumed when the open batch began.
+    let mut batch_start = stats.consumed;
     let mut last_commit = Instant::now();
     loop {
         let received = tokio::select! {
@@ -57,9 +59,12 @@ pub async fn run<P: Processor>(
             Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
             Err(_) => {} // nothing arrived within the commit interval
         }
-        if last_commit.elapsed() >= interval {
+        if last_commit.elapsed() >= interval
+            || stats.consumed - batch_start >= kafka.max_batch_records
+        {
             stats.produced += batch.commit(&consumer, CommitMode::Async).await?;
             last_commit = Instant::now();
+            batch_start = stats.consumed;
         }
         progress.tick(&stats);
     }

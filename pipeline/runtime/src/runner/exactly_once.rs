@@ -206,6 +206,8 @@ pub async fn run<P: Processor>(
 
     let mut stats = RunStats::default();
     let mut progress = Progress::new(&spec.name);
+    // Input records consumed when the open batch began.
+    let mut batch_start = stats.consumed;
     let mut batch_started = Instant::now();
     loop {
         let received = tokio::select! {
@@ -233,9 +235,12 @@ pub async fn run<P: Processor>(
             Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
             Err(_) => {}
         }
-        if batch_started.elapsed() >= interval {
+        if batch_started.elapsed() >= interval
+            || stats.consumed - batch_start >= kafka.max_batch_records
+        {
             finish(&txn, &consumer, &mut stats).await?;
             batch_started = Instant::now();
+            batch_start = stats.consumed;
         }
         progress.tick(&stats);
     }
