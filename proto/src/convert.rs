@@ -59,6 +59,7 @@ pub fn state_to_proto(s: ev::DeliveryState) -> v1::DeliveryState {
         ev::DeliveryState::InvalidToken => v1::DeliveryState::InvalidToken,
         ev::DeliveryState::Suppressed => v1::DeliveryState::Suppressed,
         ev::DeliveryState::RateLimited => v1::DeliveryState::RateLimited,
+        ev::DeliveryState::Deferred => v1::DeliveryState::Deferred,
     }
 }
 

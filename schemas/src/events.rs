@@ -73,12 +73,17 @@ pub enum DeliveryState {
     InvalidToken,
     Suppressed,
     RateLimited,
+    /// Over a rate limit and scheduled to be tried again later.
+    Deferred,
 }
 
 impl DeliveryState {
     /// Whether no further change is expected for this channel.
     pub fn is_final(self) -> bool {
-        !matches!(self, DeliveryState::Accepted | DeliveryState::Dispatched)
+        !matches!(
+            self,
+            DeliveryState::Accepted | DeliveryState::Dispatched | DeliveryState::Deferred
+        )
     }
 }
 
@@ -140,6 +145,10 @@ pub struct NotificationEnriched {
     pub priority: Priority,
     pub requested_at_ms: i64,
     pub deliveries: Vec<ChannelContent>,
+    /// How often the rate-limit stage has deferred it.
+    pub deferrals: i32,
+    /// On the `deferred` topic: not to be re-evaluated before this time.
+    pub defer_until_ms: Option<i64>,
 }
 
 /// Topic `admitted`: within its rate limits.
@@ -261,4 +270,5 @@ symbols!(DeliveryState {
     InvalidToken => "INVALID_TOKEN",
     Suppressed => "SUPPRESSED",
     RateLimited => "RATE_LIMITED",
+    Deferred => "DEFERRED",
 });

@@ -4,7 +4,7 @@
 //! | topic (after the prefix) | event | schema file |
 //! |---|---|---|
 //! | `requested` | [`NotificationRequested`] | `notification_requested.avsc` |
-//! | `enriched` | [`NotificationEnriched`] | `notification_enriched.avsc` |
+//! | `enriched`, `deferred` | [`NotificationEnriched`] | `notification_enriched.avsc` |
 //! | `admitted` | [`NotificationAdmitted`] | `notification_admitted.avsc` |
 //! | `dispatch.<channel>` | [`Dispatch`] | `dispatch.avsc` |
 //! | `delivery-result` | [`DeliveryResult`] | `delivery_result.avsc` |

@@ -105,8 +105,12 @@ async fn final_state(
                 .as_ref()
                 .map(|n| n.status)
                 .unwrap_or_default();
-            let done = status != DeliveryState::Accepted as i32
-                && status != DeliveryState::Dispatched as i32;
+            let moving = [
+                DeliveryState::Accepted,
+                DeliveryState::Dispatched,
+                DeliveryState::Deferred,
+            ];
+            let done = !moving.iter().any(|s| *s as i32 == status);
             Ok(done.then_some(r))
         }
         Err(s) if s.code() == Code::NotFound => Ok(None),
@@ -461,5 +465,95 @@ async fn edge_cases() -> anyhow::Result<()> {
         .await
         .expect_err("other tenant");
     assert_eq!(status.code(), Code::NotFound);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_notifications_are_dropped_or_deferred_as_configured() {
+    tokio::time::timeout(TEST_LIMIT, over_limit())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn over_limit() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let limits = |mode: &str| {
+        format!(
+            "[rate_limit]\nper_recipient = {{ limit = 2, window_seconds = 2 }}\n\
+             over_limit = \"{mode}\"\nmax_deferrals = 10\n"
+        )
+    };
+    for mode in ["drop", "defer"] {
+        let platform = Platform::configure(&broker, "")?
+            .with_extra_config(&limits(mode))?
+            .start()
+            .await?;
+        let (mut ingress, query) = clients(&platform).await?;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(send(&mut ingress, inline("acme", "busy", &format!("n{i}"))).await?);
+        }
+        // Every notification reaches a final state: delivered, or (drop) rate-limited.
+        let mut finals = Vec::new();
+        for id in &ids {
+            let r = eventually(
+                Duration::from_secs(60),
+                &format!("{mode}: final state of {id}"),
+                || {
+                    let (mut query, id) = (query.clone(), id.clone());
+                    async move { final_state(&mut query, "acme", &id).await }
+                },
+            )
+            .await
+            .with_context(|| platform.log_tail())?;
+            finals.push(r);
+        }
+        let status = |r: &GetNotificationResponse| {
+            r.notification
+                .as_ref()
+                .map(|n| n.status)
+                .unwrap_or_default()
+        };
+        let delivered = finals
+            .iter()
+            .filter(|r| status(r) == DeliveryState::Delivered as i32)
+            .count();
+        let limited = finals
+            .iter()
+            .filter(|r| status(r) == DeliveryState::RateLimited as i32)
+            .count();
+        let deferred = finals
+            .iter()
+            .filter(|r| {
+                r.timeline
+                    .iter()
+                    .any(|e| e.state == DeliveryState::Deferred as i32)
+            })
+            .count();
+        match mode {
+            "drop" => {
+                assert_eq!((delivered, limited, deferred), (2, 3, 0), "{finals:?}");
+                let reason = &finals
+                    .iter()
+                    .find(|r| status(r) == DeliveryState::RateLimited as i32)
+                    .unwrap()
+                    .timeline;
+                assert!(
+                    reason
+                        .iter()
+                        .any(|e| e.reason.contains("per-recipient limit of 2")),
+                    "{reason:?}"
+                );
+            }
+            _ => {
+                assert_eq!((delivered, limited), (5, 0), "{finals:?}");
+                assert!(
+                    deferred >= 3,
+                    "at least three waited for the limit: {finals:?}"
+                );
+            }
+        }
+    }
     Ok(())
 }

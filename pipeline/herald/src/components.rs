@@ -13,7 +13,7 @@ use herald_schemas::Channel;
 use herald_stages::deliver::DeliverProcessor;
 use herald_stages::enrich::EnrichProcessor;
 use herald_stages::fan_out::FanOutProcessor;
-use herald_stages::rate_limit::RateLimitProcessor;
+use herald_stages::rate_limit::{DeferredRelay, RateLimitProcessor};
 use herald_stages::store_writer::StoreWriterProcessor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -109,8 +109,28 @@ pub async fn stage(
             run_one(config, name, vec![topics.requested()], p, shutdown).await
         }
         Stage::RateLimit => {
+            // The limiter and the relay of deferred notifications, each its own group.
+            let mut runners = tokio::task::JoinSet::new();
             let p = RateLimitProcessor::new(topics.clone(), config.rate_limit.clone());
-            run_one(config, name, vec![topics.enriched()], p, shutdown).await
+            spawn_runner(
+                &mut runners,
+                config,
+                &name,
+                vec![topics.enriched()],
+                p,
+                &shutdown,
+            );
+            let relay = DeferredRelay::new(topics.clone());
+            let relay_name = format!("{name}.deferred");
+            spawn_runner(
+                &mut runners,
+                config,
+                &relay_name,
+                vec![topics.deferred()],
+                relay,
+                &shutdown,
+            );
+            wait_all(runners, shutdown).await
         }
         Stage::FanOut => {
             let p = FanOutProcessor::new(topics.clone());
@@ -148,14 +168,40 @@ async fn deliver(
             _ => Arc::clone(&recording),
         };
         let p = DeliverProcessor::new(Arc::clone(&store), connector, topics.clone());
-        let (config, shutdown) = (config.clone(), shutdown.clone());
         let name = format!("deliver.{}", channel.as_str());
-        let input = vec![topics.dispatch(channel)];
-        runners.spawn(async move { run_one(&config, name, input, p, shutdown).await });
+        spawn_runner(
+            &mut runners,
+            config,
+            &name,
+            vec![topics.dispatch(channel)],
+            p,
+            &shutdown,
+        );
     }
-    // The first runner to fail stops the others: the process exits and is restarted whole.
+    wait_all(runners, shutdown).await
+}
+
+/// Starts one runner (its own consumer group) as a task of `runners`.
+fn spawn_runner<P: Processor + 'static>(
+    runners: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    config: &Config,
+    name: &str,
+    inputs: Vec<String>,
+    processor: P,
+    shutdown: &CancellationToken,
+) {
+    let (config, name, shutdown) = (config.clone(), name.to_owned(), shutdown.clone());
+    runners.spawn(async move { run_one(&config, name, inputs, processor, shutdown).await });
+}
+
+/// Waits for every runner; the first to fail stops the others, so the process exits and is
+/// restarted whole.
+async fn wait_all(
+    mut runners: tokio::task::JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     while let Some(result) = runners.join_next().await {
-        if let Err(e) = result.context("deliver runner panicked").and_then(|r| r) {
+        if let Err(e) = result.context("runner panicked").and_then(|r| r) {
             shutdown.cancel();
             return Err(e);
         }

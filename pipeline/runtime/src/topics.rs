@@ -36,6 +36,10 @@ impl Topics {
     pub fn enriched(&self) -> String {
         self.name("enriched")
     }
+    /// Over-limit notifications waiting to be re-evaluated (rate-limit stage, `defer` mode).
+    pub fn deferred(&self) -> String {
+        self.name("deferred")
+    }
     /// Output of the rate-limit stage.
     pub fn admitted(&self) -> String {
         self.name("admitted")
@@ -64,7 +68,12 @@ impl Topics {
 
     /// Every topic Herald uses.
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.requested(), self.enriched(), self.admitted()];
+        let mut all = vec![
+            self.requested(),
+            self.enriched(),
+            self.deferred(),
+            self.admitted(),
+        ];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
         all.extend([self.delivery_result(), self.engagement(), self.txn_probe()]);
         all

@@ -34,7 +34,7 @@ pub fn overall_state(timeline: &[DeliveryEventRecord]) -> DeliveryState {
     fn rank(s: DeliveryState) -> u8 {
         match s {
             DeliveryState::Accepted => 0,
-            DeliveryState::Dispatched => 1,
+            DeliveryState::Dispatched | DeliveryState::Deferred => 1,
             DeliveryState::Failed
             | DeliveryState::InvalidToken
             | DeliveryState::Suppressed

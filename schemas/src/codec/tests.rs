@@ -69,6 +69,8 @@ fn every_schema_round_trips() {
         priority: Priority::Low,
         requested_at_ms: 1,
         deliveries: vec![content()],
+        deferrals: 2,
+        defer_until_ms: Some(1_763_800_060_000),
     });
     round_trip(NotificationAdmitted {
         notification_id: "n".into(),
@@ -102,6 +104,7 @@ fn every_schema_round_trips() {
         DeliveryState::InvalidToken,
         DeliveryState::Suppressed,
         DeliveryState::RateLimited,
+        DeliveryState::Deferred,
     ] {
         round_trip(DeliveryResult {
             result_id: ids::result_id("n", None, 0, state),

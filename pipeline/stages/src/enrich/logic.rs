@@ -167,6 +167,8 @@ pub fn enrich(
             priority: request.priority,
             requested_at_ms: request.requested_at_ms,
             deliveries,
+            deferrals: 0,
+            defer_until_ms: None,
         });
     }
     out

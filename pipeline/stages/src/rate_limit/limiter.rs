@@ -10,6 +10,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use governor::clock::Clock;
 use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -51,6 +52,22 @@ pub struct LimitsConfig {
     pub per_tenant: QuotaConfig,
     /// Categories that are never limited (as are CRITICAL-priority notifications).
     pub bypass_categories: Vec<String>,
+    /// What happens to a notification over its limit: `drop` (recorded as RATE_LIMITED) or
+    /// `defer` (recorded as DEFERRED and tried again when the limit allows, at most
+    /// `max_deferrals` times, then RATE_LIMITED).
+    pub over_limit: OverLimit,
+    /// How often one notification may be deferred.
+    pub max_deferrals: i32,
+}
+
+/// What to do with a notification over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverLimit {
+    /// Record it as RATE_LIMITED and deliver nothing.
+    Drop,
+    /// Try again when the limit allows.
+    Defer,
 }
 
 impl Default for LimitsConfig {
@@ -65,6 +82,8 @@ impl Default for LimitsConfig {
                 window_seconds: 1,
             },
             bypass_categories: vec!["security".into(), "otp".into()],
+            over_limit: OverLimit::Drop,
+            max_deferrals: 3,
         }
     }
 }
@@ -76,8 +95,17 @@ pub enum Decision {
     Admit,
     /// Not limited at all (critical priority or a bypass category).
     Bypass,
-    /// Over a limit; the reason names which.
-    Limited(String),
+    /// Over a limit; the reason names which, `retry_after_ms` says when the limit allows one more.
+    Limited {
+        /// Which limit, in words.
+        reason: String,
+        /// Milliseconds (event time) until the limit admits one more.
+        retry_after_ms: i64,
+    },
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, FakeRelativeClock, NoOpMiddleware<Nanos>>;
@@ -143,19 +171,25 @@ impl Limiter {
             return Decision::Bypass;
         }
         let key = (tenant.to_owned(), recipient.to_owned(), category.to_owned());
-        if self.recipients.check_key(&key).is_err() {
+        if let Err(not_until) = self.recipients.check_key(&key) {
             let q = self.config.per_recipient;
-            return Decision::Limited(format!(
-                "over the per-recipient limit of {} {category:?} notifications per {} s",
-                q.limit, q.window_seconds
-            ));
+            return Decision::Limited {
+                reason: format!(
+                    "over the per-recipient limit of {} {category:?} notifications per {} s",
+                    q.limit, q.window_seconds
+                ),
+                retry_after_ms: millis(not_until.wait_time_from(self.clock.now())),
+            };
         }
-        if self.tenants.check_key(&tenant.to_owned()).is_err() {
+        if let Err(not_until) = self.tenants.check_key(&tenant.to_owned()) {
             let q = self.config.per_tenant;
-            return Decision::Limited(format!(
-                "over the tenant limit of {} notifications per {} s",
-                q.limit, q.window_seconds
-            ));
+            return Decision::Limited {
+                reason: format!(
+                    "over the tenant limit of {} notifications per {} s",
+                    q.limit, q.window_seconds
+                ),
+                retry_after_ms: millis(not_until.wait_time_from(self.clock.now())),
+            };
         }
         Decision::Admit
     }

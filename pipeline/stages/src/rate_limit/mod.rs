@@ -1,35 +1,27 @@
-//! The rate-limit stage: `enriched` → `admitted`, or a `RATE_LIMITED` result on
-//! `delivery-result` with the limit that was hit. Over-limit notifications are dropped and
-//! recorded (never silently); critical ones bypass the limits.
+//! The rate-limit stage: `enriched` → `admitted`; over a limit, either a `RATE_LIMITED` result
+//! (drop) or a `DEFERRED` result plus the notification parked on `deferred` until the limit
+//! allows it (defer), which the [`DeferredRelay`] puts back on `enriched`. Critical
+//! notifications bypass the limits. Nothing is dropped silently.
 
 mod limiter;
+mod relay;
+mod route;
 
 use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
-use herald_schemas::{DeliveryState, NotificationAdmitted, NotificationEnriched};
+use herald_schemas::NotificationEnriched;
 
-pub use limiter::{Decision, Limiter, LimitsConfig, QuotaConfig};
+pub use limiter::{Decision, Limiter, LimitsConfig, OverLimit, QuotaConfig};
+pub use relay::{DeferredRelay, wait_for};
+pub use route::{Routed, admit, route};
 
 use crate::wire::{decode, output};
-use crate::{Subject, result_for};
-
-/// An admitted notification carries the enriched one unchanged.
-pub fn admit(n: NotificationEnriched) -> NotificationAdmitted {
-    NotificationAdmitted {
-        notification_id: n.notification_id,
-        tenant: n.tenant,
-        recipient_user_id: n.recipient_user_id,
-        category: n.category,
-        priority: n.priority,
-        requested_at_ms: n.requested_at_ms,
-        deliveries: n.deliveries,
-    }
-}
 
 /// The rate-limit stage's processor.
 pub struct RateLimitProcessor {
     topics: Topics,
+    limits: LimitsConfig,
     limiter: Limiter,
 }
 
@@ -38,7 +30,8 @@ impl RateLimitProcessor {
     pub fn new(topics: Topics, limits: LimitsConfig) -> RateLimitProcessor {
         RateLimitProcessor {
             topics,
-            limiter: Limiter::new(limits),
+            limiter: Limiter::new(limits.clone()),
+            limits,
         }
     }
 }
@@ -47,42 +40,21 @@ impl RateLimitProcessor {
 impl Processor for RateLimitProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let n: NotificationEnriched = decode(input.payload)?;
-        let decision = self.limiter.decide(
-            &n.tenant,
-            &n.recipient_user_id,
-            &n.category,
-            n.priority,
-            input.timestamp_ms,
-        );
+        let at = input.timestamp_ms;
+        let decision =
+            self.limiter
+                .decide(&n.tenant, &n.recipient_user_id, &n.category, n.priority, at);
         let (tenant, user) = (n.tenant.clone(), n.recipient_user_id.clone());
-        match decision {
-            Decision::Admit | Decision::Bypass => Ok(vec![output(
-                self.topics.admitted(),
-                &tenant,
-                &user,
-                &admit(n),
-            )?]),
-            Decision::Limited(reason) => {
-                let subject = Subject {
-                    notification_id: &n.notification_id,
-                    tenant: &n.tenant,
-                    recipient_user_id: &n.recipient_user_id,
-                    category: &n.category,
-                };
-                let r = result_for(
-                    subject,
-                    None,
-                    DeliveryState::RateLimited,
-                    Some(reason),
-                    input.timestamp_ms,
-                );
-                Ok(vec![output(
-                    self.topics.delivery_result(),
-                    &tenant,
-                    &user,
-                    &r,
-                )?])
+        let topics = &self.topics;
+        Ok(match route(n, decision, &self.limits, at) {
+            Routed::Admit(a) => vec![output(topics.admitted(), &tenant, &user, &a)?],
+            Routed::Defer(parked, result) => vec![
+                output(topics.deferred(), &tenant, &user, &parked)?,
+                output(topics.delivery_result(), &tenant, &user, &result)?,
+            ],
+            Routed::Drop(result) => {
+                vec![output(topics.delivery_result(), &tenant, &user, &result)?]
             }
-        }
+        })
     }
 }
