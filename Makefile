@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
 HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
 
-.PHONY: help build run test test-kafka unit lint fmt tansu clean
+.PHONY: help build run test test-kafka bench unit lint fmt tansu clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 test-kafka: ## Exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
 	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }
 	cargo test -p herald-runtime --test real_kafka -- --ignored
+
+bench: tansu ## Throughput, latency and memory against raw baselines (release build; writes target/bench/)
+	cargo build --release --bin herald
+	cargo build --release -p herald-tests --bin herald-bench
+	HERALD_BIN=$(CARGO_TARGET_DIR)/release/herald $(CARGO_TARGET_DIR)/release/herald-bench
 
 unit: ## Only the tests that need no broker
 	cargo test --workspace --lib --bins

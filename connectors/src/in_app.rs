@@ -41,4 +41,9 @@ impl Connector for InAppConnector {
             Err(e) => Outcome::Retry(format!("inbox write failed: {e}")),
         }
     }
+
+    /// The inbox upsert is keyed by notification id: a repeat changes nothing.
+    fn idempotent(&self) -> bool {
+        true
+    }
 }

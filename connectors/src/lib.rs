@@ -35,4 +35,10 @@ pub trait Connector: Send + Sync {
     /// Delivers one dispatch. Implementations should pass `dispatch.delivery_id` to the provider
     /// as an idempotency key where the provider supports one.
     async fn send(&self, dispatch: &Dispatch) -> Outcome;
+
+    /// Whether sending the same dispatch twice has the effect of sending it once (an upsert
+    /// keyed by the delivery). Such connectors skip the delivery ledger's two extra writes.
+    fn idempotent(&self) -> bool {
+        false
+    }
 }

@@ -52,12 +52,15 @@ fn connect(path: &Path) -> Result<Connection, RecordingError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Survives a killed process (what the crash tests need) without an fsync per call; a
+    // stand-in provider need not survive power loss.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS calls (
              seq INTEGER PRIMARY KEY AUTOINCREMENT,
              delivery_id TEXT NOT NULL, notification_id TEXT NOT NULL, channel TEXT NOT NULL,
              address TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
-             recorded_at_ms INTEGER NOT NULL);
+             requested_at_ms INTEGER NOT NULL, recorded_at_ms INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS deliveries (
              delivery_id TEXT PRIMARY KEY, first_call INTEGER NOT NULL) WITHOUT ROWID;",
     )?;
@@ -104,7 +107,7 @@ fn record_call(conn: &mut Connection, d: &Dispatch, now: i64) -> rusqlite::Resul
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO calls (delivery_id, notification_id, channel, address, title, body,
-             recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             requested_at_ms, recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             d.delivery_id,
             d.notification_id,
@@ -112,6 +115,7 @@ fn record_call(conn: &mut Connection, d: &Dispatch, now: i64) -> rusqlite::Resul
             d.address,
             d.title,
             d.body,
+            d.requested_at_ms,
             now
         ],
     )?;
@@ -128,6 +132,22 @@ fn record_call(conn: &mut Connection, d: &Dispatch, now: i64) -> rusqlite::Resul
     )?;
     tx.commit()?;
     Ok(first)
+}
+
+/// End-to-end latencies (provider call time − request time, ms) of calls after call `after_seq`,
+/// and the highest call number seen.
+pub fn latencies_since(path: &Path, after_seq: i64) -> Result<(Vec<i64>, i64), RecordingError> {
+    let conn = connect(path)?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, recorded_at_ms - requested_at_ms FROM calls WHERE seq > ?1 ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map(params![after_seq], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let last = rows.last().map_or(after_seq, |r| r.0);
+    Ok((rows.into_iter().map(|r| r.1).collect(), last))
 }
 
 /// How many distinct deliveries the provider accepted (repeated idempotency keys count once).

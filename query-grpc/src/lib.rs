@@ -156,6 +156,9 @@ impl QueryService for Query {
     }
 }
 
+/// HTTP/2 streams one client connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
+
 /// Serves the query service (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -165,11 +168,15 @@ pub async fn serve(
     let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     tonic::transport::Server::builder()
+        // Bounds what one connection can make the server buffer; excess streams wait in the
+        // client.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
         .add_service(QueryServiceServer::new(Query::new(store)))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled_owned(),
         )
         .await?;

@@ -63,12 +63,11 @@ pub trait Event: Serialize + DeserializeOwned {
 /// Encodes `event` as a single-object encoded Avro value.
 pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, SchemaError> {
     let schema = E::schema();
-    let value = apache_avro::to_value(event)?.resolve(&schema.schema)?;
-    let body = apache_avro::to_avro_datum(&schema.schema, value)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&schema.fingerprint);
-    out.extend_from_slice(&body);
+    // Serialises straight into the buffer, schema-aware, without an intermediate Value tree.
+    apache_avro::write_avro_datum_ref(&schema.schema, event, &mut out)?;
     Ok(out)
 }
 

@@ -8,6 +8,8 @@
 //! dies (their stdin closes). Every wait has a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -140,6 +142,11 @@ impl Proc {
         )
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
@@ -171,6 +178,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self._proc.pid()
+    }
+
     /// Starts tansu through `scripts/tansu.sh run` and waits until it listens.
     pub async fn start() -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
@@ -267,6 +279,25 @@ impl Platform {
             }
         }
         Ok(self)
+    }
+
+    /// Starts one component (`herald <args>`) with this platform's config, instead of the
+    /// whole `herald run`; waits for `wait_for` to listen if given. Killed on drop.
+    pub async fn spawn_component(
+        &self,
+        args: &[&str],
+        wait_for: Option<SocketAddr>,
+    ) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        let log = self.dir.path().join(format!("{}.log", args.join("-")));
+        let proc = Proc::spawn(&args.join(" "), cmd, log, Group::Own)?;
+        if let Some(addr) = wait_for {
+            if let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await {
+                bail!("{e}\n{}", proc.log_tail());
+            }
+        }
+        Ok(proc)
     }
 
     /// The supervisor's log tail (it includes every component's output).

@@ -54,7 +54,7 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("ingress cannot listen on {addr}"))?;
-    herald_ingress::serve(listener, &config.kafka, shutdown).await?;
+    herald_ingress::serve(listener, &config.kafka, config.ingress.limits(), shutdown).await?;
     Ok(())
 }
 

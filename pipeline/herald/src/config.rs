@@ -29,37 +29,72 @@ pub struct Config {
     pub rate_limit: herald_stages::rate_limit::LimitsConfig,
 }
 
-macro_rules! listen_config {
-    ($name:ident, $what:literal, $port:literal) => {
-        #[doc = concat!("The ", $what, " gRPC server.")]
-        #[derive(Debug, Clone, Deserialize)]
-        #[serde(deny_unknown_fields, default)]
-        pub struct $name {
-            /// `host:port` to listen on (and for the CLI to connect to).
-            pub listen: String,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                $name {
-                    listen: concat!("127.0.0.1:", $port).into(),
-                }
-            }
-        }
-
-        impl $name {
-            /// The parsed address.
-            pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-                self.listen
-                    .parse()
-                    .with_context(|| format!("listen address {:?} is not host:port", self.listen))
-            }
-        }
-    };
+fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    listen
+        .parse()
+        .with_context(|| format!("listen address {listen:?} is not host:port"))
 }
 
-listen_config!(IngressConfig, "ingress", 50051);
-listen_config!(QueryConfig, "query", 50052);
+/// The ingress gRPC server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// `host:port` to listen on (and for the CLI to connect to).
+    pub listen: String,
+    /// Requests written to Kafka at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// The producer's queue in KiB; when full, requests are refused with RESOURCE_EXHAUSTED.
+    pub producer_queue_kbytes: u64,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        let limits = herald_ingress::IngressLimits::default();
+        IngressConfig {
+            listen: "127.0.0.1:50051".into(),
+            max_in_flight: limits.max_in_flight,
+            producer_queue_kbytes: limits.producer_queue_kbytes,
+        }
+    }
+}
+
+impl IngressConfig {
+    /// The parsed address.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_listen(&self.listen)
+    }
+
+    /// The overload limits.
+    pub fn limits(&self) -> herald_ingress::IngressLimits {
+        herald_ingress::IngressLimits {
+            max_in_flight: self.max_in_flight,
+            producer_queue_kbytes: self.producer_queue_kbytes,
+        }
+    }
+}
+
+/// The query gRPC server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// `host:port` to listen on (and for the CLI to connect to).
+    pub listen: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            listen: "127.0.0.1:50052".into(),
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The parsed address.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_listen(&self.listen)
+    }
+}
 
 /// The store.
 #[derive(Debug, Clone, Deserialize)]

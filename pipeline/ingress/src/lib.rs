@@ -6,6 +6,7 @@
 pub mod validate;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_proto::v1::notification_service_server::{
@@ -19,6 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -37,20 +39,46 @@ pub enum IngressError {
     Reflection(#[from] herald_proto::ReflectionError),
 }
 
+/// Limits that keep the ingress's memory bounded under overload: past them a request is
+/// refused at once with RESOURCE_EXHAUSTED (retry with backoff) instead of queueing.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressLimits {
+    /// Requests being written to Kafka at once.
+    pub max_in_flight: usize,
+    /// librdkafka's producer queue (`queue.buffering.max.kbytes`; its default is 1 GiB).
+    pub producer_queue_kbytes: u64,
+}
+
+impl Default for IngressLimits {
+    fn default() -> Self {
+        IngressLimits {
+            max_in_flight: 4_096,
+            producer_queue_kbytes: 32 * 1024,
+        }
+    }
+}
+
 /// The `NotificationService` implementation.
 pub struct Ingress {
     producer: FutureProducer,
     topic: String,
     ack_timeout: Duration,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Ingress {
     /// An ingress writing to the `requested` topic under `kafka.topic_prefix`.
-    pub fn new(kafka: &KafkaConfig) -> Result<Ingress, IngressError> {
+    pub fn new(kafka: &KafkaConfig, limits: IngressLimits) -> Result<Ingress, IngressError> {
+        let mut producer = kafka.producer();
+        producer.set(
+            "queue.buffering.max.kbytes",
+            limits.producer_queue_kbytes.to_string(),
+        );
         Ok(Ingress {
-            producer: kafka.producer().create()?,
+            producer: producer.create()?,
             topic: Topics::new(&kafka.topic_prefix).requested(),
             ack_timeout: Duration::from_millis(kafka.message_timeout_ms + 1_000),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         })
     }
 }
@@ -80,6 +108,11 @@ impl NotificationService for Ingress {
         &self,
         request: Request<SendNotificationRequest>,
     ) -> Result<Response<SendNotificationResponse>, Status> {
+        let Ok(_permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "ingress is at its limit of requests in flight; retry with backoff",
+            ));
+        };
         let trace = request
             .metadata()
             .get(TRACEPARENT)
@@ -110,23 +143,31 @@ impl NotificationService for Ingress {
     }
 }
 
+/// HTTP/2 streams one client connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
+
 /// Serves the ingress (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     kafka: &KafkaConfig,
+    limits: IngressLimits,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let ingress = Ingress::new(kafka)?;
+    let ingress = Ingress::new(kafka, limits)?;
     let (health, reflection) =
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "ingress listening");
     tonic::transport::Server::builder()
+        // Bounds what one connection can make the server buffer; excess streams wait in the
+        // client.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
         .add_service(NotificationServiceServer::new(ingress))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.cancelled_owned(),
         )
         .await?;

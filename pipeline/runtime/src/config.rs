@@ -73,6 +73,10 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// …and at the latest after this many input records.
     pub max_batch_records: u64,
+    /// librdkafka's `fetch.wait.max.ms` for stage consumers: the longest a fetch waits for data.
+    /// Each hop can add up to this much latency on brokers that hold fetches for the full wait
+    /// (tansu does), so it is lower than librdkafka's 500 ms default.
+    pub fetch_wait_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
     /// Record compression: `none` or `lz4` (tansu cannot serve snappy; zstd is not built in).
@@ -98,6 +102,7 @@ impl Default for KafkaConfig {
             transaction_timeout_ms: 60_000,
             commit_interval_ms: 100,
             max_batch_records: 1_000,
+            fetch_wait_max_ms: 50,
             message_timeout_ms: 10_000,
             compression: "lz4".into(),
             librdkafka: std::collections::BTreeMap::new(),
@@ -150,7 +155,8 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         if self.static_membership {
             c.set("group.instance.id", format!("{group}.{}", self.instance_id));
         }

@@ -16,7 +16,7 @@ use herald_connectors::{Connector, Outcome};
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::Dispatch;
-use herald_store::{LedgerBegin, Store};
+use herald_store::{LedgerBegin, LedgerEntry, Store};
 use tracing::warn;
 
 pub use logic::{ledger_entry, result};
@@ -41,33 +41,45 @@ impl DeliverProcessor {
     }
 }
 
+/// The ledger entry for a final outcome; a temporary failure becomes a retry of the record.
+fn final_entry(d: &Dispatch, outcome: Outcome, at_ms: i64) -> Result<LedgerEntry, ProcessError> {
+    match ledger_entry(d, &outcome, at_ms) {
+        Some(entry) => Ok(entry),
+        None => match outcome {
+            Outcome::Retry(reason) => Err(ProcessError::Retry(reason)),
+            _ => Err(ProcessError::Fatal(
+                "no ledger entry for a final outcome".into(),
+            )),
+        },
+    }
+}
+
 #[async_trait]
 impl Processor for DeliverProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
         let retry = |e: herald_store::StoreError| ProcessError::Retry(e.to_string());
-        let begun = self
-            .store
-            .ledger_begin(&d.delivery_id, input.timestamp_ms)
-            .await
-            .map_err(retry)?;
-        let entry = match begun {
-            LedgerBegin::Done(entry) => entry,
-            LedgerBegin::Fresh | LedgerBegin::Unfinished => {
-                if begun == LedgerBegin::Unfinished {
-                    warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
+        let entry = if self.connector.idempotent() {
+            // A repeat is harmless: no ledger round trips.
+            let outcome = self.connector.send(&d).await;
+            final_entry(&d, outcome, input.timestamp_ms)?
+        } else {
+            let begun = self
+                .store
+                .ledger_begin(&d.delivery_id, input.timestamp_ms)
+                .await
+                .map_err(retry)?;
+            match begun {
+                LedgerBegin::Done(entry) => entry,
+                LedgerBegin::Fresh | LedgerBegin::Unfinished => {
+                    if begun == LedgerBegin::Unfinished {
+                        warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
+                    }
+                    let outcome = self.connector.send(&d).await;
+                    let entry = final_entry(&d, outcome, input.timestamp_ms)?;
+                    self.store.ledger_finish(&entry).await.map_err(retry)?;
+                    entry
                 }
-                let outcome = self.connector.send(&d).await;
-                let Some(entry) = ledger_entry(&d, &outcome, input.timestamp_ms) else {
-                    let Outcome::Retry(reason) = outcome else {
-                        return Err(ProcessError::Fatal(
-                            "no ledger entry for a final outcome".into(),
-                        ));
-                    };
-                    return Err(ProcessError::Retry(reason));
-                };
-                self.store.ledger_finish(&entry).await.map_err(retry)?;
-                entry
             }
         };
         let r = result(&d, &entry);

@@ -1,0 +1,388 @@
+//! `make bench`: Herald's throughput, latency and memory, each next to a raw baseline measured
+//! in the same run on the same machine and broker. Prints a table and writes
+//! `target/bench/results.json`. Nothing here asserts a speed: the goals are reported as ratios.
+//!
+//! Sections: [`produce`] (raw rdkafka produce vs the ingress, closed loop and open loop at
+//! 25/50/75/100 % of the ingress maximum, and at twice it), [`pipeline`] (a pass-through chain
+//! with Herald's number of hops vs Herald end to end), [`query`] (ListInbox vs raw store reads),
+//! and the peak RSS of every Herald process.
+
+pub mod pipeline;
+pub mod produce;
+pub mod query;
+pub mod stats;
+
+use std::time::{Duration, Instant};
+
+use herald_schemas::Channel;
+use herald_store::Contact;
+use serde_json::{Value, json};
+use tonic::transport::Channel as GrpcChannel;
+
+use crate::{Broker, Platform, random_name};
+
+/// Seconds per measured level.
+pub const LEVEL_SECONDS: u64 = 5;
+/// Requests in flight in closed-loop runs: enough that the servers, not the round trips, limit.
+pub const WORKERS: usize = 256;
+/// Notifications in the pipeline burst.
+const BURST: u64 = 5_000;
+/// Users the pipeline's notifications go to (each with an e-mail address).
+const USERS: usize = 1_000;
+
+/// Peak RSS (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: i32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, whole line).
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds each process used between two snapshots.
+fn cpu_delta(before: &[(String, i32, f64)]) -> Vec<(String, f64)> {
+    before
+        .iter()
+        .filter_map(|(name, pid, b)| cpu_seconds(*pid).map(|a| (name.clone(), a - b)))
+        .collect()
+}
+
+fn snapshot(procs: Vec<(String, i32)>) -> Vec<(String, i32, f64)> {
+    procs
+        .into_iter()
+        .filter_map(|(name, pid)| cpu_seconds(pid).map(|c| (name, pid, c)))
+        .collect()
+}
+
+fn row(name: &str, herald: f64, baseline: f64, unit: &str, goal: &str) -> Value {
+    let ratio = herald / baseline;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{name:<44} {herald:>10.1} {baseline:>10.1} {unit:<6} {ratio:>6.2}  {goal}");
+    }
+    json!({ "metric": name, "herald": herald, "baseline": baseline, "unit": unit, "ratio": ratio, "goal": goal })
+}
+
+/// Runs every section against a fresh local broker and writes the report.
+pub async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let broker = Broker::start().await?;
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine());
+
+    // 1–2: raw produce vs the ingress (only the ingress runs, so both see the same broker load).
+    let platform = Platform::configure(&broker, "")?;
+    let ingress_proc = platform
+        .spawn_component(&["ingress"], Some(platform.ingress))
+        .await?;
+    let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
+        .connect()
+        .await?;
+    let kafka = bench_kafka(&broker, &platform.prefix);
+    herald_runtime::topics::ensure_topics(&kafka).await?;
+    let raw_topic = format!("{}.raw", platform.prefix);
+    create_topic(&kafka, &raw_topic).await?;
+    let produce = produce::run(&kafka, &raw_topic, ingress).await?;
+    let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
+    drop(ingress_proc);
+    report.insert("produce".into(), produce.json());
+
+    // 3: the pipeline, all of Herald under `herald run`, against the pass-through chain.
+    let pipeline = pipeline_section(&broker).await?;
+    report.insert("pipeline".into(), pipeline.0.clone());
+
+    // 4: queries.
+    let query = query::run(&broker).await?;
+    report.insert("query".into(), query.json());
+
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "\n{:<44} {:>10} {:>10} {:<6} {:>6}  goal",
+            "", "herald", "baseline", "unit", "ratio"
+        );
+    }
+    let mut rows = Vec::new();
+    rows.push(row(
+        "ingress rate vs raw produce (closed loop)",
+        produce.ingress_max.achieved,
+        produce.raw_max.achieved,
+        "/s",
+        ">= 0.8",
+    ));
+    for (fraction, raw, ing) in &produce.levels {
+        rows.push(row(
+            &format!(
+                "ingress p99 at {:.0} % load vs raw produce p99",
+                fraction * 100.0
+            ),
+            ing.quantile_ms(0.99),
+            raw.quantile_ms(0.99),
+            "ms",
+            "<= 1.5",
+        ));
+    }
+    let (chain, herald) = (&pipeline.1, &pipeline.2);
+    rows.push(row(
+        "pipeline burst rate vs pass-through chain",
+        herald.rate,
+        chain.rate,
+        "/s",
+        ">= 0.8",
+    ));
+    rows.push(row(
+        "pipeline e2e p50 vs chain p50",
+        herald.at_rate.quantile_ms(0.5),
+        chain.at_rate.quantile_ms(0.5),
+        "ms",
+        "-",
+    ));
+    rows.push(row(
+        "pipeline e2e p99 vs chain p99",
+        herald.at_rate.quantile_ms(0.99),
+        chain.at_rate.quantile_ms(0.99),
+        "ms",
+        "<= 1.25",
+    ));
+    rows.push(row(
+        "ListInbox QPS vs raw store reads",
+        query.grpc.achieved,
+        query.raw.achieved,
+        "/s",
+        ">= 0.8",
+    ));
+    rows.push(row(
+        "ListInbox p99 vs raw store read p99",
+        query.grpc.quantile_ms(0.99),
+        query.raw.quantile_ms(0.99),
+        "ms",
+        "<= 1.5",
+    ));
+    let overload = &produce.overload;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "\ningress offered 2x its maximum ({:.0}/s): accepted {:.0}/s, {} errors, p99 {:.1} ms",
+            overload.offered,
+            overload.achieved,
+            overload.errors,
+            overload.quantile_ms(0.99)
+        );
+        println!(
+            "peak RSS (MiB, goal <= 100 each): ingress {:.1}",
+            ingress_rss.unwrap_or(f64::NAN)
+        );
+        for (name, mib) in pipeline.3.iter() {
+            println!("  {name:<24} {mib:>6.1}");
+        }
+        println!("query service {:.1}", query.rss_mib.unwrap_or(f64::NAN));
+    }
+    report.insert("summary".into(), Value::Array(rows));
+    report.insert("peak_rss_mib".into(), json!({
+        "ingress_under_load": ingress_rss,
+        "pipeline_components": pipeline.3.iter().map(|(n, m)| json!({ "component": n, "mib": m })).collect::<Vec<_>>(),
+        "query": query.rss_mib,
+    }));
+    report.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+    let dir = crate::repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?)?;
+    eprintln!(
+        "bench: wrote {} after {:.0} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_owned())
+    });
+    json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "broker": "tansu 0.6.0 (sqlite)" })
+}
+
+fn bench_kafka(broker: &Broker, prefix: &str) -> herald_runtime::KafkaConfig {
+    herald_runtime::KafkaConfig {
+        bootstrap_servers: broker.bootstrap.clone(),
+        topic_prefix: prefix.to_owned(),
+        delivery_mode: herald_runtime::DeliveryMode::AtLeastOnce,
+        instance_id: random_name("bench"),
+        ..herald_runtime::KafkaConfig::default()
+    }
+}
+
+async fn create_topic(kafka: &herald_runtime::KafkaConfig, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka.admin().create()?;
+    admin
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                kafka.partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// (json, chain, herald, peak RSS per component).
+async fn pipeline_section(
+    broker: &Broker,
+) -> anyhow::Result<(
+    Value,
+    pipeline::PipelineRun,
+    pipeline::PipelineRun,
+    Vec<(String, f64)>,
+)> {
+    let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
+    let platform = Platform::configure(broker, "")?.with_extra_config(limits)?;
+    {
+        let store = herald_store::open(&platform.store_url).await?;
+        for u in 0..USERS {
+            let email = Contact {
+                channel: Channel::Email,
+                address: format!("user-{u}@example.com"),
+            };
+            store
+                .put_contact("bench", &format!("user-{u}"), &email)
+                .await?;
+        }
+    }
+    let platform = platform.start().await?;
+    let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
+        .connect()
+        .await?;
+
+    eprintln!("bench: Herald end to end, a burst of {BURST}…");
+    let mut procs: Vec<(String, i32)> = platform
+        .components()
+        .into_iter()
+        .map(|(pid, a)| (a, pid))
+        .collect();
+    procs.push((
+        "broker (tansu)".into(),
+        broker.pid().unwrap_or_default() as i32,
+    ));
+    procs.push(("bench load generator".into(), std::process::id() as i32));
+    let cpu_before = snapshot(procs);
+    let started = Instant::now();
+    let sent = stats::closed_loop_count(WORKERS, BURST, {
+        let ingress = ingress.clone();
+        move |i| {
+            let mut client =
+                herald_proto::v1::notification_service_client::NotificationServiceClient::new(
+                    ingress.clone(),
+                );
+            async move { client.send_notification(produce::request(i)).await.is_ok() }
+        }
+    })
+    .await;
+    anyhow::ensure!(sent == BURST, "only {sent} of {BURST} accepted");
+    let recording = platform.recording.clone();
+    pipeline::wait_until(Duration::from_secs(600), || {
+        herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= BURST
+    })
+    .await?;
+    let herald_rate = BURST as f64 / started.elapsed().as_secs_f64();
+    let herald_cpu = cpu_delta(&cpu_before);
+    let (_, watermark) = herald_connectors::recording::latencies_since(&platform.recording, 0)?;
+    let rate = (herald_rate * 0.5).max(1.0);
+    eprintln!("bench: Herald end to end at {rate:.0}/s…");
+    let offered = stats::open_loop(rate, Duration::from_secs(LEVEL_SECONDS), {
+        let ingress = ingress.clone();
+        move |i| {
+            let mut client =
+                herald_proto::v1::notification_service_client::NotificationServiceClient::new(
+                    ingress.clone(),
+                );
+            async move { client.send_notification(produce::request(i)).await.is_ok() }
+        }
+    })
+    .await;
+    let want = BURST + offered.latencies.len() as u64;
+    pipeline::wait_until(Duration::from_secs(300), || {
+        herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= want
+    })
+    .await?;
+    let (ms, _) = herald_connectors::recording::latencies_since(&platform.recording, watermark)?;
+    let mut latencies: Vec<Duration> = ms
+        .into_iter()
+        .map(|m| Duration::from_millis(m.max(0) as u64))
+        .collect();
+    latencies.sort();
+    let herald = pipeline::PipelineRun {
+        rate: herald_rate,
+        at_rate: stats::Run {
+            latencies,
+            ..offered
+        },
+    };
+    let rss: Vec<(String, f64)> = platform
+        .components()
+        .into_iter()
+        .filter_map(|(pid, args)| peak_rss_mib(pid).map(|m| (args, m)))
+        .collect();
+    drop(platform);
+
+    eprintln!("bench: pass-through chain of {} hops…", pipeline::HOPS);
+    let kafka = bench_kafka(broker, &random_name("chain"));
+    let chain = pipeline::Chain::start(&kafka, produce::record_size()).await?;
+    let cpu_before = snapshot(vec![
+        (
+            "broker (tansu)".into(),
+            broker.pid().unwrap_or_default() as i32,
+        ),
+        (
+            "chain runners + producer (bench process)".into(),
+            std::process::id() as i32,
+        ),
+    ]);
+    let chain_rate = pipeline::chain_burst(&chain, BURST).await?;
+    let chain_cpu = cpu_delta(&cpu_before);
+    let chain_run = pipeline::PipelineRun {
+        rate: chain_rate,
+        at_rate: pipeline::chain_at_rate(&chain, rate, LEVEL_SECONDS).await?,
+    };
+    chain.stop().await;
+    let cpu_json = |cpu: &[(String, f64)]| {
+        cpu.iter()
+            .map(|(n, s)| json!({ "process": n, "cpu_s": s }))
+            .collect::<Vec<_>>()
+    };
+    #[allow(clippy::print_stdout)]
+    {
+        println!("\nCPU seconds during the Herald burst, per process:");
+        for (n, s) in &herald_cpu {
+            println!("  {n:<40} {s:>6.2}");
+        }
+        println!("CPU seconds during the chain burst:");
+        for (n, s) in &chain_cpu {
+            println!("  {n:<40} {s:>6.2}");
+        }
+    }
+    let json = json!({
+        "herald": herald.json(), "chain": chain_run.json(), "hops": pipeline::HOPS, "offered_per_s": rate,
+        "herald_burst_cpu_s": cpu_json(&herald_cpu), "chain_cpu_s": cpu_json(&chain_cpu),
+    });
+    Ok((json, chain_run, herald, rss))
+}

@@ -1,0 +1,175 @@
+//! Section 1 and 2: the raw rdkafka produce baseline and the ingress, at the same offered loads
+//! on the same broker, with records of the same size.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_proto::v1::notification_service_client::NotificationServiceClient;
+use herald_proto::v1::send_notification_request::Content;
+use herald_proto::v1::{InlineContent, SendNotificationRequest};
+use herald_runtime::KafkaConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use super::stats::{Run, closed_loop, open_loop};
+use super::{LEVEL_SECONDS, WORKERS};
+
+/// The request every ingress benchmark sends (a new notification id each time).
+pub fn request(i: u64) -> SendNotificationRequest {
+    SendNotificationRequest {
+        tenant: "bench".into(),
+        idempotency_key: String::new(),
+        recipient_user_id: format!("user-{}", i % 1_000),
+        category: "orders".into(),
+        priority: 0,
+        channels: vec![],
+        content: Some(Content::Inline(InlineContent {
+            title: format!("Order {i} shipped"),
+            body: "Your order is on its way and should arrive within two working days.".into(),
+            action_url: "https://shop.example/orders/123".into(),
+        })),
+    }
+}
+
+/// The size of the Avro record the ingress writes for [`request`], so the raw baseline sends
+/// records of the same size.
+pub fn record_size() -> usize {
+    let event = herald_ingress_event(request(1));
+    herald_schemas::codec::encode(&event)
+        .map(|b| b.len())
+        .unwrap_or(256)
+}
+
+fn herald_ingress_event(r: SendNotificationRequest) -> herald_schemas::NotificationRequested {
+    let Some(Content::Inline(i)) = r.content else {
+        unreachable!("bench requests are inline")
+    };
+    herald_schemas::NotificationRequested {
+        notification_id: herald_schemas::ids::new_notification_id().to_string(),
+        tenant: r.tenant,
+        idempotency_key: None,
+        recipient_user_id: r.recipient_user_id,
+        category: r.category,
+        priority: herald_schemas::Priority::Normal,
+        template: None,
+        inline: Some(herald_schemas::InlineContent {
+            title: i.title,
+            body: i.body,
+            action_url: Some(i.action_url),
+        }),
+        channels: vec![],
+        requested_at_ms: 0,
+    }
+}
+
+/// Produces one record of `size` bytes and waits for the broker's acknowledgement.
+fn raw_send(
+    producer: Arc<FutureProducer>,
+    topic: Arc<str>,
+    size: usize,
+) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
+    move |i| {
+        let (producer, topic) = (Arc::clone(&producer), Arc::clone(&topic));
+        Box::pin(async move {
+            let key = format!("bench/user-{}", i % 1_000);
+            let payload = vec![b'x'; size];
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .is_ok()
+        })
+    }
+}
+
+/// Sends one SendNotification.
+fn ingress_send(channel: Channel) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
+    move |i| {
+        let mut client = NotificationServiceClient::new(channel.clone());
+        Box::pin(async move { client.send_notification(request(i)).await.is_ok() })
+    }
+}
+
+pub mod futures_like {
+    //! A boxed request future, so closures of both sections have one type.
+    /// A request that resolves to "succeeded?".
+    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+}
+
+/// Both sections' results.
+pub struct ProduceResults {
+    /// Raw produce at most concurrency.
+    pub raw_max: Run,
+    /// Ingress at most concurrency.
+    pub ingress_max: Run,
+    /// (fraction of the ingress maximum, raw run, ingress run) per level.
+    pub levels: Vec<(f64, Run, Run)>,
+    /// Ingress offered twice its maximum.
+    pub overload: Run,
+}
+
+/// Runs both sections. `kafka` points at the broker, `topic` is the raw baseline's topic.
+pub async fn run(
+    kafka: &KafkaConfig,
+    topic: &str,
+    ingress: Channel,
+) -> anyhow::Result<ProduceResults> {
+    let size = record_size();
+    let producer = Arc::new(kafka.producer().create::<FutureProducer>()?);
+    let topic: Arc<str> = Arc::from(topic);
+    let seconds = Duration::from_secs(LEVEL_SECONDS);
+    eprintln!("bench: raw produce, {WORKERS} in flight, {size}-byte records…");
+    let raw_max = closed_loop(
+        WORKERS,
+        seconds,
+        raw_send(Arc::clone(&producer), Arc::clone(&topic), size),
+    )
+    .await;
+    eprintln!("bench: ingress, {WORKERS} in flight…");
+    let ingress_max = closed_loop(WORKERS, seconds, ingress_send(ingress.clone())).await;
+    let mut levels = Vec::new();
+    for fraction in [0.25, 0.5, 0.75, 1.0] {
+        let rate = (ingress_max.achieved * fraction).max(1.0);
+        eprintln!(
+            "bench: open loop at {rate:.0}/s ({:.0} % of the ingress maximum)…",
+            fraction * 100.0
+        );
+        let raw = open_loop(
+            rate,
+            seconds,
+            raw_send(Arc::clone(&producer), Arc::clone(&topic), size),
+        )
+        .await;
+        let ing = open_loop(rate, seconds, ingress_send(ingress.clone())).await;
+        levels.push((fraction, raw, ing));
+    }
+    eprintln!("bench: ingress at twice its maximum…");
+    let overload = open_loop(ingress_max.achieved * 2.0, seconds, ingress_send(ingress)).await;
+    Ok(ProduceResults {
+        raw_max,
+        ingress_max,
+        levels,
+        overload,
+    })
+}
+
+impl ProduceResults {
+    /// As JSON.
+    pub fn json(&self) -> Value {
+        json!({
+            "raw_produce_max": self.raw_max.json(),
+            "ingress_max": self.ingress_max.json(),
+            "ingress_to_raw_rate": self.ingress_max.achieved / self.raw_max.achieved,
+            "levels": self.levels.iter().map(|(f, raw, ing)| json!({
+                "fraction_of_ingress_max": f,
+                "raw": raw.json(),
+                "ingress": ing.json(),
+                "p99_ratio": ing.quantile_ms(0.99) / raw.quantile_ms(0.99),
+            })).collect::<Vec<_>>(),
+            "ingress_at_2x": self.overload.json(),
+        })
+    }
+}
