@@ -292,10 +292,10 @@ impl Platform {
         cmd.arg("--config").arg(self.config_path()).args(args);
         let log = self.dir.path().join(format!("{}.log", args.join("-")));
         let proc = Proc::spawn(&args.join(" "), cmd, log, Group::Own)?;
-        if let Some(addr) = wait_for {
-            if let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await {
-                bail!("{e}\n{}", proc.log_tail());
-            }
+        if let Some(addr) = wait_for
+            && let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await
+        {
+            bail!("{e}\n{}", proc.log_tail());
         }
         Ok(proc)
     }
