@@ -557,3 +557,57 @@ async fn over_limit() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_ingress_sheds_with_resource_exhausted() {
+    tokio::time::timeout(TEST_LIMIT, overload())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn overload() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?;
+    // Only the ingress, allowed one request in flight.
+    let config = std::fs::read_to_string(platform.config_path())?
+        .replace("[ingress]\n", "[ingress]\nmax_in_flight = 1\n");
+    std::fs::write(platform.config_path(), config)?;
+    let mut topics = tokio::process::Command::new(herald_tests::herald_bin()?);
+    topics
+        .arg("--config")
+        .arg(platform.config_path())
+        .arg("topics");
+    anyhow::ensure!(topics.status().await?.success(), "creating topics failed");
+    let _ingress = platform
+        .spawn_component(&["ingress"], Some(platform.ingress))
+        .await?;
+    let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?
+        .connect()
+        .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let mut client = NotificationServiceClient::new(channel.clone());
+        tasks.spawn(async move {
+            client
+                .send_notification(inline("acme", "u", &format!("n{i}")))
+                .await
+        });
+    }
+    let (mut ok, mut shed) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r? {
+            Ok(_) => ok += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(s.message().contains("retry"), "{}", s.message());
+                shed += 1;
+            }
+            Err(s) => anyhow::bail!("unexpected error {s}"),
+        }
+    }
+    assert!(ok >= 1 && shed >= 1, "accepted {ok}, shed {shed}");
+    // Once the burst is over, the ingress serves again.
+    let mut client = NotificationServiceClient::new(channel);
+    send(&mut client, inline("acme", "u", "after")).await?;
+    Ok(())
+}
