@@ -369,6 +369,26 @@ impl Platform {
     }
 }
 
+/// Gives `user-0` … `user-{n-1}` of `tenant` an e-mail address (`user-i@example.com`), so their
+/// notifications also go to the recording provider.
+pub async fn seed_email_contacts(
+    store_url: &str,
+    tenant: &str,
+    users: usize,
+) -> anyhow::Result<()> {
+    let store = herald_store::open(store_url).await?;
+    for u in 0..users {
+        let email = herald_store::Contact {
+            channel: herald_schemas::Channel::Email,
+            address: format!("user-{u}@example.com"),
+        };
+        store
+            .put_contact(tenant, &format!("user-{u}"), &email)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Every record value in `topic`, read from the beginning to the current end of each partition.
 pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};

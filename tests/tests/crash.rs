@@ -16,7 +16,6 @@ use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{InlineContent, SendNotificationRequest};
 use herald_schemas::{Channel, DeliveryState};
-use herald_store::Contact;
 use herald_tests::{Broker, Platform};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -123,16 +122,8 @@ async fn crash() -> anyhow::Result<()> {
     let limits = "[rate_limit]\nper_recipient = { limit = 1000, window_seconds = 1 }\n\
                   per_tenant = { limit = 1000000, window_seconds = 1 }\n";
     let platform = Platform::configure(&broker, "")?.with_extra_config(limits)?;
+    herald_tests::seed_email_contacts(&platform.store_url, "acme", USERS).await?;
     let store = herald_store::open(&platform.store_url).await?;
-    for u in 0..USERS {
-        let email = Contact {
-            channel: Channel::Email,
-            address: format!("user-{u}@example.com"),
-        };
-        store
-            .put_contact("acme", &format!("user-{u}"), &email)
-            .await?;
-    }
     let platform = Arc::new(platform.start().await?);
     let seed: u64 = rand::rng().random();
     println!("crash test: seed {seed}, {NOTIFICATIONS} notifications to {USERS} users");

@@ -14,8 +14,6 @@ pub mod stats;
 
 use std::time::{Duration, Instant};
 
-use herald_schemas::Channel;
-use herald_store::Contact;
 use serde_json::{Value, json};
 use tonic::transport::Channel as GrpcChannel;
 
@@ -115,17 +113,17 @@ pub async fn main() -> anyhow::Result<()> {
             "", "herald", "baseline", "unit", "ratio"
         );
     }
-    let mut rows = Vec::new();
-    rows.push(row(
-        "ingress rate vs raw produce (closed loop)",
+    let (chain, herald) = (&pipeline.1, &pipeline.2);
+    let mut table = vec![(
+        "ingress rate vs raw produce (closed loop)".to_owned(),
         produce.ingress_max.achieved,
         produce.raw_max.achieved,
         "/s",
         ">= 0.8",
-    ));
+    )];
     for (fraction, raw, ing) in &produce.levels {
-        rows.push(row(
-            &format!(
+        table.push((
+            format!(
                 "ingress p99 at {:.0} % load vs raw produce p99",
                 fraction * 100.0
             ),
@@ -135,42 +133,47 @@ pub async fn main() -> anyhow::Result<()> {
             "<= 1.5",
         ));
     }
-    let (chain, herald) = (&pipeline.1, &pipeline.2);
-    rows.push(row(
-        "pipeline burst rate vs pass-through chain",
-        herald.rate,
-        chain.rate,
-        "/s",
-        ">= 0.8",
-    ));
-    rows.push(row(
-        "pipeline e2e p50 vs chain p50",
-        herald.at_rate.quantile_ms(0.5),
-        chain.at_rate.quantile_ms(0.5),
-        "ms",
-        "-",
-    ));
-    rows.push(row(
-        "pipeline e2e p99 vs chain p99",
-        herald.at_rate.quantile_ms(0.99),
-        chain.at_rate.quantile_ms(0.99),
-        "ms",
-        "<= 1.25",
-    ));
-    rows.push(row(
-        "ListInbox QPS vs raw store reads",
-        query.grpc.achieved,
-        query.raw.achieved,
-        "/s",
-        ">= 0.8",
-    ));
-    rows.push(row(
-        "ListInbox p99 vs raw store read p99",
-        query.grpc.quantile_ms(0.99),
-        query.raw.quantile_ms(0.99),
-        "ms",
-        "<= 1.5",
-    ));
+    table.extend([
+        (
+            "pipeline burst rate vs pass-through chain".to_owned(),
+            herald.rate,
+            chain.rate,
+            "/s",
+            ">= 0.8",
+        ),
+        (
+            "pipeline e2e p50 vs chain p50".to_owned(),
+            herald.at_rate.quantile_ms(0.5),
+            chain.at_rate.quantile_ms(0.5),
+            "ms",
+            "-",
+        ),
+        (
+            "pipeline e2e p99 vs chain p99".to_owned(),
+            herald.at_rate.quantile_ms(0.99),
+            chain.at_rate.quantile_ms(0.99),
+            "ms",
+            "<= 1.25",
+        ),
+        (
+            "ListInbox QPS vs raw store reads".to_owned(),
+            query.grpc.achieved,
+            query.raw.achieved,
+            "/s",
+            ">= 0.8",
+        ),
+        (
+            "ListInbox p99 vs raw store read p99".to_owned(),
+            query.grpc.quantile_ms(0.99),
+            query.raw.quantile_ms(0.99),
+            "ms",
+            "<= 1.5",
+        ),
+    ]);
+    let rows: Vec<Value> = table
+        .iter()
+        .map(|(name, herald, baseline, unit, goal)| row(name, *herald, *baseline, unit, goal))
+        .collect();
     let overload = &produce.overload;
     #[allow(clippy::print_stdout)]
     {
@@ -256,18 +259,7 @@ async fn pipeline_section(
 )> {
     let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
     let platform = Platform::configure(broker, "")?.with_extra_config(limits)?;
-    {
-        let store = herald_store::open(&platform.store_url).await?;
-        for u in 0..USERS {
-            let email = Contact {
-                channel: Channel::Email,
-                address: format!("user-{u}@example.com"),
-            };
-            store
-                .put_contact("bench", &format!("user-{u}"), &email)
-                .await?;
-        }
-    }
+    crate::seed_email_contacts(&platform.store_url, "bench", USERS).await?;
     let platform = platform.start().await?;
     let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
         .connect()
