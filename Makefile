@@ -25,6 +25,11 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+	@if [ -n "$$HERALD_TEST_KAFKA" ]; then \
+		$(MAKE) test-kafka; \
+	else \
+		echo "make test: real-Kafka exactly-once tests SKIPPED (set HERALD_TEST_KAFKA=host:port to run them)"; \
+	fi
 
 test-kafka: ## Exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
 	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }
