@@ -44,6 +44,11 @@ struct Txn {
     /// First offset consumed in this transaction per partition: where an abort rewinds to.
     starts: HashMap<Partition, i64>,
     outputs: u64,
+    /// Rewinds owed after the rebalance callback aborted a transaction (for the partitions the
+    /// consumer keeps, e.g. under cooperative rebalancing).
+    rewind: HashMap<Partition, i64>,
+    /// Set when the rebalance callback could not finish the transaction: the loop stops.
+    broken: Option<String>,
 }
 
 /// What finishing a transaction did.
@@ -89,6 +94,15 @@ impl Txn {
     fn consumed(&mut self, partition: Partition, offset: i64) {
         self.starts.entry(partition.clone()).or_insert(offset);
         self.positions.insert(partition, offset + 1);
+    }
+
+    /// Aborts the open transaction, if any, ignoring errors: used on the way out after a fatal
+    /// error, so that closing the consumer cannot commit part of a batch.
+    fn abandon(&mut self) {
+        if self.open {
+            let _ = self.producer.abort_transaction(self.timeout);
+            self.clear();
+        }
     }
 
     fn clear(&mut self) -> HashMap<Partition, i64> {
@@ -159,12 +173,15 @@ impl ConsumerContext for TxnContext {
                     "committed the open transaction before the rebalance"
                 )
             }
-            Ok(Some(Finished::Aborted(_))) => {
-                info!("aborted the open transaction before the rebalance; the next owner redoes it")
+            Ok(Some(Finished::Aborted(starts))) => {
+                info!("aborted the open transaction before the rebalance; its batch is redone");
+                txn.rewind.extend(starts);
             }
             Ok(None) => {}
-            // The loop's next call on the producer fails the same way and stops the runner.
-            Err(e) => warn!(error = %e, "could not finish the transaction before the rebalance"),
+            Err(e) => {
+                warn!(error = %e, "could not finish the transaction before the rebalance");
+                txn.broken = Some(e.to_string());
+            }
         }
     }
 }
@@ -192,6 +209,8 @@ pub async fn run<P: Processor>(
         positions: HashMap::new(),
         starts: HashMap::new(),
         outputs: 0,
+        rewind: HashMap::new(),
+        broken: None,
     }));
     let consumer: StreamConsumer<TxnContext> =
         kafka
@@ -201,10 +220,44 @@ pub async fn run<P: Processor>(
             })?;
     let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let interval = Duration::from_millis(kafka.commit_interval_ms.max(1));
     info!(stage = %spec.name, group = %spec.group, %transactional_id, "stage started (exactly-once)");
 
     let mut stats = RunStats::default();
+    let result = run_loop(
+        kafka,
+        spec,
+        &mut processor,
+        &txn,
+        &consumer,
+        &shutdown,
+        &mut stats,
+    )
+    .await;
+    if result.is_err() {
+        // Abort before the consumer closes: its revoke callback must not commit part of a batch.
+        let shared = Arc::clone(&txn);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut t) = shared.lock() {
+                t.abandon();
+            }
+        })
+        .await;
+    }
+    result?;
+    info!(stage = %spec.name, ?stats, "stage stopped");
+    Ok(stats)
+}
+
+async fn run_loop<P: Processor>(
+    kafka: &KafkaConfig,
+    spec: &RunnerSpec,
+    processor: &mut P,
+    txn: &Arc<Mutex<Txn>>,
+    consumer: &StreamConsumer<TxnContext>,
+    shutdown: &CancellationToken,
+    stats: &mut RunStats,
+) -> Result<()> {
+    let interval = Duration::from_millis(kafka.commit_interval_ms.max(1));
     let mut progress = Progress::new(&spec.name);
     // Input records consumed when the open batch began.
     let mut batch_start = stats.consumed;
@@ -214,17 +267,34 @@ pub async fn run<P: Processor>(
             () = shutdown.cancelled() => break,
             r = tokio::time::timeout(interval, consumer.recv()) => r,
         };
+        // What the rebalance callback (run inside recv) left for the loop.
+        let owed = {
+            let mut t = lock(txn)?;
+            if let Some(reason) = t.broken.take() {
+                return Err(RuntimeError::Fatal(format!(
+                    "transaction lost in a rebalance: {reason}"
+                )));
+            }
+            std::mem::take(&mut t.rewind)
+        };
+        let rewound: Vec<Partition> = owed.keys().cloned().collect();
+        if !owed.is_empty() {
+            rewind(consumer, owed)?;
+        }
         match received {
+            // From a partition just rewound: the seek delivers it again.
+            Ok(Ok(message))
+                if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
             Ok(Ok(message)) => {
-                lock(&txn)?.begin()?;
-                let outputs =
-                    process_with_retry(&mut processor, &message, &shutdown, &mut stats).await?;
+                let outputs = process_with_retry(processor, &message, shutdown, stats).await?;
                 let Some(outputs) = outputs else { break };
+                // Begun only now, so a processor's retries never hold a transaction open.
+                lock(txn)?.begin()?;
                 let trace = traceparent(&message);
                 for output in &outputs {
-                    send(&txn, output, trace.as_deref()).await?;
+                    send(txn, output, trace.as_deref()).await?;
                 }
-                let mut t = lock(&txn)?;
+                let mut t = lock(txn)?;
                 t.outputs += outputs.len() as u64;
                 t.consumed(
                     (message.topic().to_owned(), message.partition()),
@@ -238,15 +308,38 @@ pub async fn run<P: Processor>(
         if batch_started.elapsed() >= interval
             || stats.consumed - batch_start >= kafka.max_batch_records
         {
-            finish(&txn, &consumer, &mut stats).await?;
+            finish(txn, consumer, stats).await?;
             batch_started = Instant::now();
             batch_start = stats.consumed;
         }
-        progress.tick(&stats);
+        progress.tick(stats);
     }
-    finish(&txn, &consumer, &mut stats).await?;
-    info!(stage = %spec.name, ?stats, "stage stopped");
-    Ok(stats)
+    finish(txn, consumer, stats).await
+}
+
+/// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
+/// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
+/// owns is fatal, since reading on would skip the aborted batch.
+fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64>) -> Result<()> {
+    let assignment = consumer.assignment()?;
+    for ((topic, partition), offset) in offsets {
+        if assignment.find_partition(&topic, partition).is_none() {
+            continue;
+        }
+        consumer
+            .seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                RuntimeError::Fatal(format!(
+                    "could not rewind {topic}[{partition}] after an abort: {e}"
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// Produces one output inside the open transaction, waiting while the producer queue is full.
@@ -288,18 +381,7 @@ async fn finish(
         }
         Some(Finished::Aborted(starts)) => {
             stats.aborts += 1;
-            for ((topic, partition), offset) in starts {
-                if let Err(e) = consumer.seek(
-                    &topic,
-                    partition,
-                    Offset::Offset(offset),
-                    Duration::from_secs(10),
-                ) {
-                    // Not ours any more (rebalanced away): its next owner starts from the
-                    // committed offset anyway.
-                    warn!(%topic, partition, error = %e, "could not rewind after abort");
-                }
-            }
+            rewind(consumer, starts)?;
         }
     }
     Ok(())
