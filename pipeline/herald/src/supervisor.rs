@@ -19,7 +19,8 @@ use crate::components;
 use crate::config::Config;
 use crate::shutdown::EXIT_WITH_STDIN;
 
-const GRACE: Duration = Duration::from_secs(10);
+/// Longer than a component's own graceful-stop limit (15 s), so a clean stop is never cut short.
+const GRACE: Duration = Duration::from_secs(20);
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The component processes `herald run` starts, as `herald` argument lists.
@@ -144,8 +145,15 @@ pub async fn run(
                 for s in &mut children {
                     if let Ok(Some(status)) = s.child.try_wait() {
                         warn!(component = %s.args.join(" "), %status, "exited; restarting");
-                        sleep(RESTART_BACKOFF).await;
-                        *s = spawn(&exe, config_file.as_deref(), s.args)?;
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = sleep(RESTART_BACKOFF) => {}
+                        }
+                        match spawn(&exe, config_file.as_deref(), s.args) {
+                            Ok(replacement) => *s = replacement,
+                            // Keep the others running; the exited one is tried again next round.
+                            Err(e) => error!(component = %s.args.join(" "), "restart failed: {e:#}"),
+                        }
                     }
                 }
             }

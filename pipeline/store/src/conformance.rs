@@ -253,6 +253,21 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
         1,
         "a finished delivery is not a resend"
     );
+    // A provider's "retry later" withdraws the attempt: the next one is fresh, not a resend.
+    assert_eq!(
+        store.ledger_begin("d3", 1).await.unwrap(),
+        LedgerBegin::Fresh
+    );
+    store.ledger_abandon("d3").await.unwrap();
+    assert_eq!(
+        store.ledger_begin("d3", 2).await.unwrap(),
+        LedgerBegin::Fresh
+    );
+    assert_eq!(
+        store.ledger_begin("d3", 3).await.unwrap(),
+        LedgerBegin::Unfinished
+    );
+    assert_eq!(store.ledger_resends().await.unwrap(), 2);
     // Finishing without beginning (a connector that records directly) also works.
     let other = LedgerEntry {
         delivery_id: "d2".into(),

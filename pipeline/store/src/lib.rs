@@ -79,6 +79,9 @@ pub trait Store: Send + Sync + 'static {
     /// provider call and [`Store::ledger_finish`]: the one window where a provider may see a
     /// delivery twice; counted in `resends`), or the recorded outcome (do not call again).
     async fn ledger_begin(&self, delivery_id: &str, at_ms: i64) -> Result<LedgerBegin>;
+    /// Withdraws an unfinished attempt whose provider answered "try again later": the next
+    /// attempt then begins as fresh instead of counting as a crash inside the provider window.
+    async fn ledger_abandon(&self, delivery_id: &str) -> Result<()>;
     /// Records a delivery's outcome; the first recorded outcome wins.
     async fn ledger_finish(&self, entry: &LedgerEntry) -> Result<()>;
     /// How many deliveries were resent after a crash inside the provider window, in total.

@@ -394,6 +394,17 @@ impl Store for SqliteStore {
             match row {
                 Some(entry) => Ok(LedgerBegin::Done(entry)),
                 None => {
+                    // An abandoned attempt (provider said "retry later") starts afresh; any other
+                    // unfinished one crashed inside the provider window.
+                    let fresh = c
+                        .prepare_cached(
+                            "UPDATE delivery_ledger SET abandoned = 0
+                             WHERE delivery_id = ?1 AND abandoned = 1",
+                        )?
+                        .execute(params![id])?;
+                    if fresh == 1 {
+                        return Ok(LedgerBegin::Fresh);
+                    }
                     c.prepare_cached(
                         "UPDATE delivery_ledger SET resends = resends + 1 WHERE delivery_id = ?1",
                     )?
@@ -401,6 +412,18 @@ impl Store for SqliteStore {
                     Ok(LedgerBegin::Unfinished)
                 }
             }
+        })
+        .await
+    }
+
+    async fn ledger_abandon(&self, delivery_id: &str) -> Result<()> {
+        let id = delivery_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(
+                "UPDATE delivery_ledger SET abandoned = 1 WHERE delivery_id = ?1 AND state IS NULL",
+            )?
+            .execute(params![id])
+            .map(drop)
         })
         .await
     }

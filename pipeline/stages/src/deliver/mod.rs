@@ -41,6 +41,28 @@ impl DeliverProcessor {
     }
 }
 
+impl DeliverProcessor {
+    /// Records the outcome, retrying in place: failing here and reprocessing the record would
+    /// call the provider again for a delivery it has already accepted.
+    async fn finish_with_retries(&self, entry: &LedgerEntry) -> Result<(), ProcessError> {
+        let mut delay = std::time::Duration::from_millis(50);
+        for _ in 0..6 {
+            match self.store.ledger_finish(entry).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %e, delivery_id = %entry.delivery_id, "recording the outcome failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        Err(ProcessError::Retry(format!(
+            "could not record the outcome of delivery {}",
+            entry.delivery_id
+        )))
+    }
+}
+
 /// The ledger entry for a final outcome; a temporary failure becomes a retry of the record.
 fn final_entry(d: &Dispatch, outcome: Outcome, at_ms: i64) -> Result<LedgerEntry, ProcessError> {
     match ledger_entry(d, &outcome, at_ms) {
@@ -76,8 +98,15 @@ impl Processor for DeliverProcessor {
                         warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
                     }
                     let outcome = self.connector.send(&d).await;
+                    if let Outcome::Retry(reason) = &outcome {
+                        self.store
+                            .ledger_abandon(&d.delivery_id)
+                            .await
+                            .map_err(retry)?;
+                        return Err(ProcessError::Retry(reason.clone()));
+                    }
                     let entry = final_entry(&d, outcome, input.timestamp_ms)?;
-                    self.store.ledger_finish(&entry).await.map_err(retry)?;
+                    self.finish_with_retries(&entry).await?;
                     entry
                 }
             }

@@ -72,5 +72,6 @@ CREATE TABLE IF NOT EXISTS delivery_ledger (
     provider_message_id TEXT,
     begun_at_ms         INTEGER NOT NULL,
     at_ms               INTEGER,
-    resends             INTEGER NOT NULL DEFAULT 0
+    resends             INTEGER NOT NULL DEFAULT 0,
+    abandoned           INTEGER NOT NULL DEFAULT 0  -- 1: the provider said "retry later"
 ) WITHOUT ROWID;
