@@ -278,17 +278,8 @@ async fn pipeline_section(
     procs.push(("bench load generator".into(), std::process::id() as i32));
     let cpu_before = snapshot(procs);
     let started = Instant::now();
-    let sent = stats::closed_loop_count(WORKERS, BURST, {
-        let ingress = ingress.clone();
-        move |i| {
-            let mut client =
-                herald_proto::v1::notification_service_client::NotificationServiceClient::new(
-                    ingress.clone(),
-                );
-            async move { client.send_notification(produce::request(i)).await.is_ok() }
-        }
-    })
-    .await;
+    let sent =
+        stats::closed_loop_count(WORKERS, BURST, produce::ingress_send(ingress.clone())).await;
     anyhow::ensure!(sent == BURST, "only {sent} of {BURST} accepted");
     let recording = platform.recording.clone();
     pipeline::wait_until(Duration::from_secs(600), || {
@@ -300,16 +291,11 @@ async fn pipeline_section(
     let (_, watermark) = herald_connectors::recording::latencies_since(&platform.recording, 0)?;
     let rate = (herald_rate * 0.5).max(1.0);
     eprintln!("bench: Herald end to end at {rate:.0}/s…");
-    let offered = stats::open_loop(rate, Duration::from_secs(LEVEL_SECONDS), {
-        let ingress = ingress.clone();
-        move |i| {
-            let mut client =
-                herald_proto::v1::notification_service_client::NotificationServiceClient::new(
-                    ingress.clone(),
-                );
-            async move { client.send_notification(produce::request(i)).await.is_ok() }
-        }
-    })
+    let offered = stats::open_loop(
+        rate,
+        Duration::from_secs(LEVEL_SECONDS),
+        produce::ingress_send(ingress.clone()),
+    )
     .await;
     let want = BURST + offered.latencies.len() as u64;
     pipeline::wait_until(Duration::from_secs(300), || {

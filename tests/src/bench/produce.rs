@@ -85,8 +85,8 @@ fn raw_send(
     }
 }
 
-/// Sends one SendNotification.
-fn ingress_send(channel: Channel) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
+/// Sends one SendNotification through `channel`.
+pub(crate) fn ingress_send(channel: Channel) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
     move |i| {
         let mut client = NotificationServiceClient::new(channel.clone());
         Box::pin(async move { client.send_notification(request(i)).await.is_ok() })

@@ -3,7 +3,7 @@
 //! A crash or a lost partition replays the uncommitted tail; a failed produce stops the runner.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    Output, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent,
+    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record,
+    traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError};
 
@@ -30,19 +31,16 @@ pub async fn run<P: Processor>(
     let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let producer: FutureProducer = kafka.producer().create()?;
-    let interval = Duration::from_millis(kafka.commit_interval_ms.max(1));
     info!(stage = %spec.name, group = %spec.group, topics = ?spec.input_topics, "stage started");
 
     let mut batch = Batch::default();
     let mut stats = RunStats::default();
     let mut progress = Progress::new(&spec.name);
-    // Input records consumed when the open batch began.
-    let mut batch_start = stats.consumed;
-    let mut last_commit = Instant::now();
+    let mut clock = BatchClock::new(kafka);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(interval, consumer.recv()) => r,
+            r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
         };
         match received {
             Ok(Ok(message)) => {
@@ -59,12 +57,9 @@ pub async fn run<P: Processor>(
             Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
             Err(_) => {} // nothing arrived within the commit interval
         }
-        if last_commit.elapsed() >= interval
-            || stats.consumed - batch_start >= kafka.max_batch_records
-        {
+        if clock.due(&stats) {
             stats.produced += batch.commit(&consumer, CommitMode::Async).await?;
-            last_commit = Instant::now();
-            batch_start = stats.consumed;
+            clock.restart(&stats);
         }
         progress.tick(&stats);
     }

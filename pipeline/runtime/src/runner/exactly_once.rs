@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
@@ -26,7 +26,9 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent};
+use super::{
+    BatchClock, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent,
+};
 use crate::{KafkaConfig, Result, RuntimeError, probe};
 
 /// How often a retriable transactional call is retried before giving up (fatal).
@@ -257,15 +259,12 @@ async fn run_loop<P: Processor>(
     shutdown: &CancellationToken,
     stats: &mut RunStats,
 ) -> Result<()> {
-    let interval = Duration::from_millis(kafka.commit_interval_ms.max(1));
     let mut progress = Progress::new(&spec.name);
-    // Input records consumed when the open batch began.
-    let mut batch_start = stats.consumed;
-    let mut batch_started = Instant::now();
+    let mut clock = BatchClock::new(kafka);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(interval, consumer.recv()) => r,
+            r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
         };
         // What the rebalance callback (run inside recv) left for the loop.
         let owed = {
@@ -305,12 +304,9 @@ async fn run_loop<P: Processor>(
             Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
             Err(_) => {}
         }
-        if batch_started.elapsed() >= interval
-            || stats.consumed - batch_start >= kafka.max_batch_records
-        {
+        if clock.due(stats) {
             finish(txn, consumer, stats).await?;
-            batch_started = Instant::now();
-            batch_start = stats.consumed;
+            clock.restart(stats);
         }
         progress.tick(stats);
     }

@@ -108,6 +108,42 @@ pub struct RunStats {
     pub aborts: u64,
 }
 
+/// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
+/// input records into it, whichever comes first.
+pub(crate) struct BatchClock {
+    interval: Duration,
+    max_records: u64,
+    began: std::time::Instant,
+    began_at_record: u64,
+}
+
+impl BatchClock {
+    pub(crate) fn new(kafka: &KafkaConfig) -> BatchClock {
+        BatchClock {
+            interval: Duration::from_millis(kafka.commit_interval_ms.max(1)),
+            max_records: kafka.max_batch_records,
+            began: std::time::Instant::now(),
+            began_at_record: 0,
+        }
+    }
+
+    /// How long to wait for the next record before checking again.
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub(crate) fn due(&self, stats: &RunStats) -> bool {
+        self.began.elapsed() >= self.interval
+            || stats.consumed - self.began_at_record >= self.max_records
+    }
+
+    /// A new batch begins now.
+    pub(crate) fn restart(&mut self, stats: &RunStats) {
+        self.began = std::time::Instant::now();
+        self.began_at_record = stats.consumed;
+    }
+}
+
 /// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
 /// `make run` user) sees each stage at work without a line per record.
 pub(crate) struct Progress {
