@@ -19,6 +19,9 @@ trap 'scripts/tansu.sh stop var/tansu' EXIT
 export HERALD__KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:$port"
 # tansu has no Kafka transactions: run the stages at-least-once (their effects are idempotent).
 export HERALD__KAFKA__DELIVERY_MODE=${HERALD__KAFKA__DELIVERY_MODE:-at-least-once}
+# tansu's group coordinator can wedge a group after rapid restarts: a stage left without
+# partitions for 30 s exits and is restarted by `herald run`, which rejoins it.
+export HERALD__KAFKA__REJOIN_IF_UNASSIGNED_MS=${HERALD__KAFKA__REJOIN_IF_UNASSIGNED_MS:-30000}
 # Ctrl-C reaches every process in the group; a SIGTERM to this script is passed on to herald,
 # which stops its components before the EXIT trap stops the broker.
 "$HERALD_BIN" run &

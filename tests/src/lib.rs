@@ -230,7 +230,7 @@ impl Platform {
         let recording = dir.path().join("deliveries.db");
         let config = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
-             delivery_mode = \"at-least-once\"\n{extra}\n\
+             delivery_mode = \"at-least-once\"\nrejoin_if_unassigned_ms = 30000\n{extra}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
              [store]\nurl = \"sqlite://{}\"\n[provider]\nrecording_path = \"{}\"\n",
             broker.bootstrap,

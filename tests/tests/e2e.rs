@@ -224,9 +224,13 @@ async fn hundred() -> anyhow::Result<()> {
     let mut emailed = BTreeSet::new();
     for (user, expected) in &sent {
         for (id, _) in expected {
-            let r = eventually(Duration::from_secs(60), "a final state", || {
+            // The overall state is final once any channel is; wait for the in-app channel itself.
+            let r = eventually(Duration::from_secs(60), "in-app delivered", || {
                 let (mut query, id) = (query.clone(), id.clone());
-                async move { final_state(&mut query, "acme", &id).await }
+                async move {
+                    let r = final_state(&mut query, "acme", &id).await?;
+                    Ok(r.filter(|r| states(r).contains(&(in_app, delivered))))
+                }
             })
             .await?;
             let n = r.notification.as_ref().unwrap();

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record,
-    traceparent,
+    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, Starvation, process_with_retry,
+    record, traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError};
 
@@ -37,6 +37,7 @@ pub async fn run<P: Processor>(
     let mut stats = RunStats::default();
     let mut progress = Progress::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
+    let mut starvation = Starvation::new(kafka);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -62,6 +63,7 @@ pub async fn run<P: Processor>(
             clock.restart(&stats);
         }
         progress.tick(&stats);
+        starvation.check(&consumer)?;
     }
     stats.produced += batch.commit(&consumer, CommitMode::Sync).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");

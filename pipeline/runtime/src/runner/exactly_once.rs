@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    BatchClock, Processor, Progress, RunStats, RunnerSpec, process_with_retry, record, traceparent,
+    BatchClock, Processor, Progress, RunStats, RunnerSpec, Starvation, process_with_retry, record,
+    traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError, probe};
 
@@ -261,6 +262,7 @@ async fn run_loop<P: Processor>(
 ) -> Result<()> {
     let mut progress = Progress::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
+    let mut starvation = Starvation::new(kafka);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -309,6 +311,7 @@ async fn run_loop<P: Processor>(
             clock.restart(stats);
         }
         progress.tick(stats);
+        starvation.check(consumer)?;
     }
     finish(txn, consumer, stats).await
 }

@@ -144,6 +144,48 @@ impl BatchClock {
     }
 }
 
+/// Notices a consumer that has held no partition for `rejoin_if_unassigned_ms`.
+pub(crate) struct Starvation {
+    limit: Option<Duration>,
+    since: Option<std::time::Instant>,
+}
+
+impl Starvation {
+    pub(crate) fn new(kafka: &KafkaConfig) -> Starvation {
+        let limit = (kafka.rejoin_if_unassigned_ms > 0)
+            .then(|| Duration::from_millis(kafka.rejoin_if_unassigned_ms));
+        Starvation { limit, since: None }
+    }
+
+    /// Checks the consumer's assignment; an error once it has been empty for too long.
+    pub(crate) fn check<
+        C: rdkafka::consumer::Consumer<X>,
+        X: rdkafka::consumer::ConsumerContext,
+    >(
+        &mut self,
+        consumer: &C,
+    ) -> Result<()> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let empty = consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(false);
+        match (empty, self.since) {
+            (false, _) => self.since = None,
+            (true, None) => self.since = Some(std::time::Instant::now()),
+            (true, Some(since)) if since.elapsed() >= limit => {
+                return Err(RuntimeError::Fatal(format!(
+                    "no partition assigned for {limit:?}; exiting so that a restart rejoins the group"
+                )));
+            }
+            (true, Some(_)) => {}
+        }
+        Ok(())
+    }
+}
+
 /// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
 /// `make run` user) sees each stage at work without a line per record.
 pub(crate) struct Progress {
