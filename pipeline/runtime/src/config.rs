@@ -66,11 +66,12 @@ pub struct KafkaConfig {
     /// of waiting for a rebalance. Needed on tansu, which otherwise keeps a SIGKILLed member as
     /// the group leader and never hands its partitions to the replacement.
     pub static_membership: bool,
-    /// If not 0: a stage whose consumer has held no partition for this long exits (non-zero), so
-    /// that its supervisor restarts it and it joins the group afresh. A workaround for tansu,
-    /// whose coordinator can wedge a group in "rebalance in progress" after one static member
-    /// is replaced several times within seconds; leave it 0 on Kafka, where an idle standby
-    /// replica legitimately holds no partition.
+    /// If not 0: a stage that has consumed nothing for this long although it holds no partition,
+    /// or although records wait beyond its position, exits (non-zero), so that its supervisor
+    /// restarts it and it joins the group afresh. A workaround for tansu, whose coordinator can
+    /// wedge a group in "rebalance in progress" after one static member is replaced several
+    /// times within seconds; leave it 0 on Kafka, where an idle standby replica legitimately
+    /// holds no partition.
     pub rejoin_if_unassigned_ms: u64,
     /// Kafka's `transaction.timeout.ms`: an open transaction older than this is aborted by the
     /// coordinator (milliseconds).

@@ -63,7 +63,7 @@ pub async fn run<P: Processor>(
             clock.restart(&stats);
         }
         progress.tick(&stats);
-        starvation.check(&consumer)?;
+        starvation.check(&consumer, &stats)?;
     }
     stats.produced += batch.commit(&consumer, CommitMode::Sync).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");

@@ -311,7 +311,7 @@ async fn run_loop<P: Processor>(
             clock.restart(stats);
         }
         progress.tick(stats);
-        starvation.check(consumer)?;
+        starvation.check(consumer, stats)?;
     }
     finish(txn, consumer, stats).await
 }

@@ -144,46 +144,84 @@ impl BatchClock {
     }
 }
 
-/// Notices a consumer that has held no partition for `rejoin_if_unassigned_ms`.
+/// Notices a stalled consumer: nothing consumed for `rejoin_if_unassigned_ms` while it holds
+/// no partition, or while an assigned partition has records beyond its position.
 pub(crate) struct Starvation {
     limit: Option<Duration>,
-    since: Option<std::time::Instant>,
+    idle_since: Option<std::time::Instant>,
+    last_consumed: u64,
 }
 
 impl Starvation {
     pub(crate) fn new(kafka: &KafkaConfig) -> Starvation {
         let limit = (kafka.rejoin_if_unassigned_ms > 0)
             .then(|| Duration::from_millis(kafka.rejoin_if_unassigned_ms));
-        Starvation { limit, since: None }
+        Starvation {
+            limit,
+            idle_since: None,
+            last_consumed: 0,
+        }
     }
 
-    /// Checks the consumer's assignment; an error once it has been empty for too long.
-    pub(crate) fn check<
+    /// An error once the consumer has been stalled for the limit.
+    pub(crate) fn check<C, X>(&mut self, consumer: &C, stats: &RunStats) -> Result<()>
+    where
         C: rdkafka::consumer::Consumer<X>,
         X: rdkafka::consumer::ConsumerContext,
-    >(
-        &mut self,
-        consumer: &C,
-    ) -> Result<()> {
+    {
         let Some(limit) = self.limit else {
             return Ok(());
         };
-        let empty = consumer
-            .assignment()
-            .map(|a| a.count() == 0)
-            .unwrap_or(false);
-        match (empty, self.since) {
-            (false, _) => self.since = None,
-            (true, None) => self.since = Some(std::time::Instant::now()),
-            (true, Some(since)) if since.elapsed() >= limit => {
-                return Err(RuntimeError::Fatal(format!(
-                    "no partition assigned for {limit:?}; exiting so that a restart rejoins the group"
-                )));
-            }
-            (true, Some(_)) => {}
+        if stats.consumed != self.last_consumed {
+            self.last_consumed = stats.consumed;
+            self.idle_since = None;
+            return Ok(());
         }
-        Ok(())
+        let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < limit {
+            return Ok(());
+        }
+        // Idle for the whole limit: stalled, or simply nothing to do? Ask the broker once.
+        self.idle_since = Some(std::time::Instant::now());
+        let stalled = stalled_partition(consumer)?;
+        match stalled {
+            None => Ok(()),
+            Some(reason) => Err(RuntimeError::Fatal(format!(
+                "nothing consumed for {limit:?} although {reason}; exiting so that a restart rejoins the group"
+            ))),
+        }
     }
+}
+
+/// Why the consumer looks stalled, if it does.
+fn stalled_partition<C, X>(consumer: &C) -> Result<Option<String>>
+where
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+{
+    let timeout = Duration::from_secs(2);
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(Some("no partition is assigned".into()));
+    }
+    let positions = consumer.position()?;
+    let committed = consumer.committed(timeout)?;
+    for element in positions.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let position = match element.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => committed
+                .find_partition(topic, partition)
+                .and_then(|c| c.offset().to_raw()),
+        };
+        let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        if let Some(position) = position.filter(|p| *p >= 0 && *p < high) {
+            return Ok(Some(format!(
+                "{topic}[{partition}] has records {position}..{high} waiting"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
