@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_schemas::Dispatch;
-use herald_store::{InboxEntryRecord, Store};
+use herald_store::{Clock, InboxEntryRecord, Store, SystemClock};
 
 use crate::{Connector, Outcome};
 
@@ -32,6 +32,8 @@ impl Connector for InAppConnector {
             body: d.body.clone(),
             action_url: d.action_url.clone(),
             created_at_ms: d.requested_at_ms,
+            // WatchInbox pushes in this order; a replay keeps the first entry and its time.
+            delivered_at_ms: SystemClock.now_ms(),
             read_at_ms: None,
         };
         match self.store.upsert_inbox_entry(&entry).await {

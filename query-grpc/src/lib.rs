@@ -1,26 +1,48 @@
-//! Herald's read side: `GetNotification` (status and per-channel timeline) and `ListInbox`
-//! (newest first, opaque page tokens), served from the store by its own process so that a surge
-//! of sends never slows reads. Handlers validate, call the store, and map errors to a `Status`
-//! in one place ([`store_status`]).
+//! Herald's read side, served from the store by its own process so that a surge of sends never
+//! slows reads: `GetNotification` (status and per-channel timeline), `ListInbox` (newest first,
+//! opaque page tokens, unread/category filters), `ListFailures`, `UnreadCount`, `MarkRead` and
+//! `MarkAllRead` (stored, and emitted as READ engagement events: [`engagement`]) and
+//! `WatchInbox` (server streaming with resume tokens: [`watch`]). Handlers validate, call the
+//! store, and map errors to a `Status` in one place ([`store_status`]).
 
+pub mod engagement;
+pub mod watch;
+
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_proto::convert::{channel_to_proto, priority_to_proto, state_to_proto};
 use herald_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use herald_proto::v1::{
-    DeliveryEvent, GetNotificationRequest, GetNotificationResponse, InboxEntry, ListInboxRequest,
-    ListInboxResponse, Notification,
+    DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, InboxEntry,
+    ListFailuresRequest, ListFailuresResponse, ListInboxRequest, ListInboxResponse,
+    MarkAllReadRequest, MarkAllReadResponse, MarkReadRequest, MarkReadResponse, Notification,
+    UnreadCountRequest, UnreadCountResponse, WatchInboxRequest, WatchInboxResponse,
 };
-use herald_store::{InboxQuery, Store, StoreError, overall_state};
+use herald_store::retention::DAY_MS;
+use herald_store::{
+    Clock, FailureQuery, InboxEntryRecord, InboxQuery, Retention, Store, StoreError, SystemClock,
+    overall_state,
+};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
+
+use crate::engagement::EngagementSink;
 
 /// Default and maximum inbox page sizes.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// The largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u32 = 100;
+/// `UnreadCount` stops counting here.
+pub const UNREAD_CAP: u32 = 1_000;
+/// The most ids one `MarkRead` may name.
+pub const MAX_MARK_READ: usize = 100;
+/// Watchers one query process serves at once; more are refused with RESOURCE_EXHAUSTED.
+pub const MAX_WATCHERS: usize = 10_000;
 
 /// What can stop the query service.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +61,11 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::BadPageToken => {
             Status::invalid_argument("page_token: not a token this service issued")
         }
-        StoreError::BadUrl { .. } => Status::internal(e.to_string()),
+        StoreError::BeyondRetention { .. } => Status::out_of_range(e.to_string()),
+        StoreError::BadUrl { .. } | StoreError::Corrupt(_) => {
+            warn!(error = %e, "store read failed");
+            Status::internal(e.to_string())
+        }
         StoreError::Sqlite(_) | StoreError::Worker(_) => {
             warn!(error = %e, "store read failed");
             Status::unavailable(format!("store unavailable: {e}"))
@@ -55,17 +81,72 @@ fn required(field: &str, value: &str) -> Result<(), Status> {
     }
 }
 
+fn page_size(requested: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if n > MAX_PAGE_SIZE => Err(Status::invalid_argument(format!(
+            "page_size: at most {MAX_PAGE_SIZE}"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
+/// The wire form of an inbox entry.
+pub fn inbox_entry(e: InboxEntryRecord) -> InboxEntry {
+    InboxEntry {
+        notification_id: e.notification_id,
+        category: e.category,
+        title: e.title,
+        body: e.body,
+        action_url: e.action_url.unwrap_or_default(),
+        created_at_ms: e.created_at_ms,
+        read: e.read_at_ms.is_some(),
+    }
+}
+
+/// How the query service behaves beyond the store it reads.
+#[derive(Clone)]
+pub struct QueryOptions {
+    /// Where READ engagement events go; `None` stores read state without emitting events
+    /// (tests of the read path alone).
+    pub engagement: Option<EngagementSink>,
+    /// How often a `WatchInbox` stream polls the store.
+    pub watch_poll: Duration,
+    /// The store's retention, for validating resume tokens.
+    pub retention: Retention,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            engagement: None,
+            watch_poll: Duration::from_millis(250),
+            retention: Retention::default(),
+        }
+    }
+}
+
 /// The `QueryService` implementation.
 pub struct Query {
     store: Arc<dyn Store>,
+    options: QueryOptions,
+    watchers: Arc<tokio::sync::Semaphore>,
+    shutdown: CancellationToken,
 }
 
 impl Query {
     /// A query service reading `store`.
-    pub fn new(store: Arc<dyn Store>) -> Query {
-        Query { store }
+    pub fn new(store: Arc<dyn Store>, options: QueryOptions, shutdown: CancellationToken) -> Query {
+        Query {
+            store,
+            options,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
+            shutdown,
+        }
     }
 }
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchInboxResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl QueryService for Query {
@@ -118,53 +199,204 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: at most {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        };
+        if req.before_ms < 0 {
+            return Err(Status::invalid_argument("before_ms: must not be negative"));
+        }
         let page = self
             .store
             .list_inbox(&InboxQuery {
                 tenant: req.tenant,
                 recipient_user_id: req.recipient_user_id,
-                page_size: page_size as usize,
+                page_size: page_size(req.page_size)?,
                 page_token: Some(req.page_token).filter(|t| !t.is_empty()),
+                before_ms: Some(req.before_ms).filter(|ms| *ms > 0),
+                unread_only: req.unread_only,
+                category: Some(req.category).filter(|c| !c.is_empty()),
             })
             .await
             .map_err(store_status)?;
         Ok(Response::new(ListInboxResponse {
-            entries: page
-                .entries
+            entries: page.entries.into_iter().map(inbox_entry).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_failures(
+        &self,
+        request: Request<ListFailuresRequest>,
+    ) -> Result<Response<ListFailuresResponse>, Status> {
+        let req = request.into_inner();
+        required("tenant", &req.tenant)?;
+        let now = SystemClock.now_ms();
+        let to_ms = if req.to_ms == 0 { now } else { req.to_ms };
+        let from_ms = if req.from_ms == 0 {
+            to_ms - DAY_MS
+        } else {
+            req.from_ms
+        };
+        if from_ms < 0 || to_ms < from_ms {
+            return Err(Status::invalid_argument(
+                "from_ms, to_ms: need 0 <= from_ms <= to_ms",
+            ));
+        }
+        let page = self
+            .store
+            .list_failures(&FailureQuery {
+                tenant: req.tenant,
+                from_ms,
+                to_ms,
+                page_size: page_size(req.page_size)?,
+                page_token: Some(req.page_token).filter(|t| !t.is_empty()),
+            })
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(ListFailuresResponse {
+            failures: page
+                .failures
                 .into_iter()
-                .map(|e| InboxEntry {
-                    notification_id: e.notification_id,
-                    category: e.category,
-                    title: e.title,
-                    body: e.body,
-                    action_url: e.action_url.unwrap_or_default(),
-                    created_at_ms: e.created_at_ms,
-                    read: e.read_at_ms.is_some(),
+                .map(|f| Failure {
+                    notification_id: f.notification_id,
+                    recipient_user_id: f.recipient_user_id,
+                    category: f.category,
+                    channel: f.channel.map_or(0, |c| channel_to_proto(c) as i32),
+                    state: state_to_proto(f.state) as i32,
+                    reason: f.reason.unwrap_or_default(),
+                    at_ms: f.at_ms,
                 })
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    async fn unread_count(
+        &self,
+        request: Request<UnreadCountRequest>,
+    ) -> Result<Response<UnreadCountResponse>, Status> {
+        let req = request.into_inner();
+        required("tenant", &req.tenant)?;
+        required("recipient_user_id", &req.recipient_user_id)?;
+        // Count one past the cap to tell "exactly the cap" from "more".
+        let n = self
+            .store
+            .unread_count(&req.tenant, &req.recipient_user_id, UNREAD_CAP + 1)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(UnreadCountResponse {
+            unread: n.min(UNREAD_CAP),
+            capped: n > UNREAD_CAP,
+        }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<MarkReadRequest>,
+    ) -> Result<Response<MarkReadResponse>, Status> {
+        let req = request.into_inner();
+        required("tenant", &req.tenant)?;
+        required("recipient_user_id", &req.recipient_user_id)?;
+        if req.notification_ids.is_empty() || req.notification_ids.len() > MAX_MARK_READ {
+            return Err(Status::invalid_argument(format!(
+                "notification_ids: give 1 to {MAX_MARK_READ} ids"
+            )));
+        }
+        if req.notification_ids.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("notification_ids: an id is empty"));
+        }
+        let newly = self
+            .store
+            .mark_read(
+                &req.tenant,
+                &req.recipient_user_id,
+                &req.notification_ids,
+                SystemClock.now_ms(),
+            )
+            .await
+            .map_err(store_status)?;
+        self.emit_read(&newly).await?;
+        Ok(Response::new(MarkReadResponse {
+            newly_read: newly.into_iter().map(|e| e.notification_id).collect(),
+        }))
+    }
+
+    async fn mark_all_read(
+        &self,
+        request: Request<MarkAllReadRequest>,
+    ) -> Result<Response<MarkAllReadResponse>, Status> {
+        let req = request.into_inner();
+        required("tenant", &req.tenant)?;
+        required("recipient_user_id", &req.recipient_user_id)?;
+        let now = SystemClock.now_ms();
+        let up_to_ms = if req.up_to_ms == 0 { now } else { req.up_to_ms };
+        let newly = self
+            .store
+            .mark_all_read(&req.tenant, &req.recipient_user_id, up_to_ms, now)
+            .await
+            .map_err(store_status)?;
+        self.emit_read(&newly).await?;
+        Ok(Response::new(MarkAllReadResponse {
+            marked: u32::try_from(newly.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    type WatchInboxStream = WatchStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
+        let req = request.into_inner();
+        required("tenant", &req.tenant)?;
+        required("recipient_user_id", &req.recipient_user_id)?;
+        let since_ms = watch::start_ms(&req.resume_token, &self.options.retention)?;
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this query process already serves {MAX_WATCHERS} watchers; retry another"
+            )));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let watch = watch::Watch {
+            store: Arc::clone(&self.store),
+            tenant: req.tenant,
+            user: req.recipient_user_id,
+            since_ms,
+            poll: self.options.watch_poll,
+        };
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            watch.run(tx, shutdown).await;
+            drop(permit);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+impl Query {
+    /// Emits READ events for entries this call marked read. The read state is already stored;
+    /// an event Kafka cannot take waits in the outbox.
+    async fn emit_read(&self, newly: &[InboxEntryRecord]) -> Result<(), Status> {
+        match &self.options.engagement {
+            Some(sink) if !newly.is_empty() => sink.read(newly).await.map_err(store_status),
+            _ => Ok(()),
+        }
     }
 }
 
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
 
-/// Serves the query service (plus health and reflection) on `listener` until `shutdown`.
+/// Serves the query service (plus health and reflection) on `listener` until `shutdown`, and
+/// replays the engagement outbox meanwhile.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    options: QueryOptions,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
+    if let Some(sink) = options.engagement.clone() {
+        tokio::spawn(sink.replay(shutdown.clone()));
+    }
     let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     tonic::transport::Server::builder()
@@ -173,7 +405,11 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
-        .add_service(QueryServiceServer::new(Query::new(store)))
+        .add_service(QueryServiceServer::new(Query::new(
+            store,
+            options,
+            shutdown.clone(),
+        )))
         .serve_with_incoming_shutdown(
             // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -46,6 +46,16 @@ pub fn result_id(
     .to_string()
 }
 
+/// The id of a user's reaction to a notification: one id per (notification, kind), so a
+/// repeated emission (a retry, a replayed outbox) is recognisable downstream.
+pub fn engagement_id(notification_id: &str, kind: crate::EngagementKind) -> String {
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("e/{notification_id}/{kind:?}").as_bytes(),
+    )
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

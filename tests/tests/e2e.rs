@@ -70,6 +70,7 @@ async fn whole_inbox(
                 recipient_user_id: user.into(),
                 page_size: 7,
                 page_token: token,
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -393,6 +394,7 @@ async fn edge_cases() -> anyhow::Result<()> {
             recipient_user_id: "u".into(),
             page_size: 0,
             page_token: "garbage".into(),
+            ..Default::default()
         })
         .await
         .expect_err("bad token");

@@ -141,6 +141,7 @@ pub async fn inbox(
             recipient_user_id: user,
             page_size,
             page_token,
+            ..Default::default()
         })
         .await
         .map_err(status_error)?

@@ -64,8 +64,15 @@ pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("query service cannot listen on {addr}"))?;
-    let store = herald_store::open(&config.store.url).await?;
-    herald_query::serve(listener, store, shutdown).await?;
+    let store = crate::store::open(config).await?;
+    let engagement =
+        herald_query::engagement::EngagementSink::new(&config.kafka, Arc::clone(&store))
+            .context("creating the engagement producer")?;
+    let options = herald_query::QueryOptions {
+        engagement: Some(engagement),
+        ..herald_query::QueryOptions::default()
+    };
+    herald_query::serve(listener, store, options, shutdown).await?;
     Ok(())
 }
 
@@ -104,7 +111,7 @@ pub async fn stage(
     let name = stage.name().to_owned();
     match stage {
         Stage::Enrich => {
-            let store = herald_store::open(&config.store.url).await?;
+            let store = crate::store::open(config).await?;
             let p = EnrichProcessor::new(store, topics.clone());
             run_one(config, name, vec![topics.requested()], p, shutdown).await
         }
@@ -137,7 +144,11 @@ pub async fn stage(
             run_one(config, name, vec![topics.admitted()], p, shutdown).await
         }
         Stage::StoreWriter => {
-            let store = herald_store::open(&config.store.url).await?;
+            let store = crate::store::open(config).await?;
+            tokio::spawn(crate::store::retention_loop(
+                Arc::clone(&store),
+                shutdown.clone(),
+            ));
             let p = StoreWriterProcessor::new(store, &topics);
             let inputs = vec![topics.requested(), topics.delivery_result()];
             run_one(config, name, inputs, p, shutdown).await
@@ -153,7 +164,7 @@ async fn deliver(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let topics = Topics::new(&config.kafka.topic_prefix);
-    let store = herald_store::open(&config.store.url).await?;
+    let store = crate::store::open(config).await?;
     let recording: Arc<dyn Connector> =
         Arc::new(RecordingProvider::open(&config.provider.recording_path)?);
     let channels = if channels.is_empty() {

@@ -5,6 +5,7 @@ mod client;
 mod components;
 mod config;
 mod shutdown;
+mod store;
 mod supervisor;
 
 use std::path::PathBuf;
@@ -36,8 +37,10 @@ enum Command {
     Run,
     /// The SendNotification gRPC server.
     Ingress,
-    /// The query gRPC server (GetNotification, ListInbox).
+    /// The query gRPC server (inbox, status, failures, read state, WatchInbox).
     Query,
+    /// Apply the store's schema migrations (idempotent).
+    Migrate,
     /// One stream stage.
     Stage {
         /// Which stage.
@@ -71,16 +74,26 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+fn main() {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run()) {
+        Ok(()) => 0,
         Err(e) => {
             // The one place errors reach the user: one line with its causes, no backtrace.
             eprintln!("herald: {e:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit without dropping the runtime: dropping it waits for every blocking task, and the
+    // stdin watcher's read (or a blocked librdkafka call) may never return, which would leave a
+    // failed stage alive, holding its partitions, instead of letting the supervisor restart it.
+    std::process::exit(code);
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -110,6 +123,7 @@ async fn run() -> anyhow::Result<()> {
             components::stage(&config, stage, &channels, shutdown::token()?).await?;
             None
         }
+        Command::Migrate => Some(store::migrate(&config).await?),
         Command::Topics => {
             components::topics(&config).await?;
             Some("topics ready".to_owned())

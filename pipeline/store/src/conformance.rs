@@ -1,57 +1,61 @@
-//! One test body for every [`Store`] backend: each function takes a fresh store and panics on the
-//! first broken expectation. Backends call [`run_all`] from their tests.
+//! One test body for every [`Store`] backend: each function takes a fresh store whose clock is a
+//! [`ManualClock`] at [`NOW`], and panics on the first broken expectation. Backends call
+//! [`run_all`] from their tests (or the functions their server supports).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use herald_schemas::{Channel, DeliveryState, Priority};
 
+use crate::retention::DAY_MS;
 use crate::*;
 
-pub async fn run_all(store: &dyn Store) {
-    notifications_and_timeline(store).await;
-    inbox_pages_newest_first(store).await;
-    tenants_are_isolated(store).await;
-    contacts_and_templates(store).await;
-    ledger_keeps_the_first_outcome(store).await;
+/// The clock at the start of every test: 2026-03-10T12:00:00Z.
+pub const NOW: i64 = 1_773_144_000_000;
+
+/// Every test, in order, on one store.
+pub async fn run_all(store: &dyn Store, clock: &ManualClock) {
+    notifications_and_timeline(store, clock).await;
+    failures_by_tenant_and_time(store, clock).await;
+    inbox_pages_newest_first(store, clock).await;
+    inbox_filters_and_read_state(store, clock).await;
+    inbox_feed_in_delivery_order(store, clock).await;
+    tenants_are_isolated(store, clock).await;
+    contacts_preferences_templates(store, clock).await;
+    idempotency_keys(store, clock).await;
+    outbox_per_owner(store, clock).await;
+    ledger_keeps_the_first_outcome(store, clock).await;
+    // Last: it moves the clock.
+    retention_keeps_a_year_and_refuses_older(store, clock).await;
 }
 
-fn notification(tenant: &str, id: &str) -> NotificationRecord {
+fn notification(tenant: &str, id: &str, at: i64) -> NotificationRecord {
     NotificationRecord {
         tenant: tenant.into(),
         notification_id: id.into(),
         recipient_user_id: "alice".into(),
         category: "news".into(),
         priority: Priority::High,
-        created_at_ms: 1_000,
+        created_at_ms: at,
     }
 }
 
-fn event(id: &str, channel: Option<Channel>, state: DeliveryState, at: i64) -> DeliveryEventRecord {
+fn event(
+    tenant: &str,
+    id: &str,
+    channel: Option<Channel>,
+    state: DeliveryState,
+    at: i64,
+) -> DeliveryEventRecord {
     DeliveryEventRecord {
-        tenant: "t1".into(),
+        tenant: tenant.into(),
         notification_id: id.into(),
         result_id: format!("{id}/{channel:?}/{state:?}"),
+        recipient_user_id: "alice".into(),
+        category: "news".into(),
         channel,
         state,
-        reason: None,
+        reason: is_failure(state).then(|| format!("{state:?} reason")),
         at_ms: at,
     }
-}
-
-pub async fn notifications_and_timeline(store: &dyn Store) {
-    assert!(store.get_notification("t1", "n1").await.unwrap().is_none());
-    let n = notification("t1", "n1");
-    store.upsert_notification(&n).await.unwrap();
-    store.upsert_notification(&n).await.unwrap();
-    let accepted = event("n1", None, DeliveryState::Accepted, 1_000);
-    let delivered = event("n1", Some(Channel::Email), DeliveryState::Delivered, 1_500);
-    // Out of order and twice: replays must not duplicate the timeline.
-    for e in [&delivered, &accepted, &delivered, &accepted] {
-        store.record_delivery_event(e).await.unwrap();
-    }
-    let (got, timeline) = store.get_notification("t1", "n1").await.unwrap().unwrap();
-    assert_eq!(got, n);
-    assert_eq!(timeline, vec![accepted, delivered]);
-    assert_eq!(overall_state(&timeline), DeliveryState::Delivered);
 }
 
 fn entry(tenant: &str, user: &str, id: &str, at: i64) -> InboxEntryRecord {
@@ -64,15 +68,157 @@ fn entry(tenant: &str, user: &str, id: &str, at: i64) -> InboxEntryRecord {
         body: "body".into(),
         action_url: None,
         created_at_ms: at,
+        delivered_at_ms: at + 50,
         read_at_ms: None,
     }
 }
 
-pub async fn inbox_pages_newest_first(store: &dyn Store) {
-    // 25 entries, two sharing a timestamp, inserted out of order and some twice.
+/// Reads every page of `q` (page size 10 unless set), checking page sizes on the way.
+async fn all_pages(store: &dyn Store, mut q: InboxQuery) -> Vec<InboxEntryRecord> {
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_inbox(&q).await.unwrap();
+        assert!(page.entries.len() <= q.page_size);
+        seen.extend(page.entries);
+        match page.next_page_token {
+            Some(t) => q.page_token = Some(t),
+            None => return seen,
+        }
+    }
+}
+
+fn newest_first(entries: &mut [InboxEntryRecord]) {
+    entries.sort_by(|a, b| {
+        (b.created_at_ms, &b.notification_id).cmp(&(a.created_at_ms, &a.notification_id))
+    });
+}
+
+pub async fn notifications_and_timeline(store: &dyn Store, _clock: &ManualClock) {
+    assert!(store.get_notification("t1", "n1").await.unwrap().is_none());
+    // Created in the last second of February; its outcome lands in March.
+    let created = Month::of_ms(NOW).start_ms() - 1_000;
+    let n = notification("t1", "n1", created);
+    store.upsert_notification(&n).await.unwrap();
+    store.upsert_notification(&n).await.unwrap();
+    let accepted = event("t1", "n1", None, DeliveryState::Accepted, created);
+    let failed = event(
+        "t1",
+        "n1",
+        Some(Channel::Sms),
+        DeliveryState::Failed,
+        created + 900,
+    );
+    let delivered = event(
+        "t1",
+        "n1",
+        Some(Channel::Email),
+        DeliveryState::Delivered,
+        created + 1_500,
+    );
+    // Out of order and twice: replays must not duplicate the timeline.
+    for e in [
+        &delivered, &accepted, &failed, &delivered, &accepted, &failed,
+    ] {
+        store.record_delivery_event(e).await.unwrap();
+    }
+    let (got, timeline) = store.get_notification("t1", "n1").await.unwrap().unwrap();
+    assert_eq!(got, n);
+    assert_eq!(timeline, vec![accepted, failed, delivered]);
+    assert_eq!(overall_state(&timeline), DeliveryState::Delivered);
+}
+
+pub async fn failures_by_tenant_and_time(store: &dyn Store, _clock: &ManualClock) {
     let mut expected = Vec::new();
-    for i in (0..25).rev() {
-        let at = if i == 10 { 10_009 } else { 10_000 + i };
+    // Failures over 40 days (two calendar months), some delivered events and another tenant's
+    // failures in between, each recorded twice.
+    for i in 0..12_i64 {
+        let at = NOW - 40 * DAY_MS + i * 3 * DAY_MS;
+        let id = format!("f{i:02}");
+        let state = [
+            DeliveryState::Failed,
+            DeliveryState::Delivered,
+            DeliveryState::Suppressed,
+        ][(i % 3) as usize];
+        let e = event("t5", &id, Some(Channel::Email), state, at);
+        let other = event("t6", &id, Some(Channel::Email), DeliveryState::Failed, at);
+        for e in [&e, &other, &e] {
+            store.record_delivery_event(e).await.unwrap();
+        }
+        if is_failure(state) {
+            expected.push(FailureRecord {
+                tenant: e.tenant.clone(),
+                notification_id: e.notification_id.clone(),
+                result_id: e.result_id.clone(),
+                recipient_user_id: e.recipient_user_id.clone(),
+                category: e.category.clone(),
+                channel: e.channel,
+                state: e.state,
+                reason: e.reason.clone(),
+                at_ms: e.at_ms,
+            });
+        }
+    }
+    expected.reverse();
+    let query = |from_ms, to_ms, token| FailureQuery {
+        tenant: "t5".into(),
+        from_ms,
+        to_ms,
+        page_size: 3,
+        page_token: token,
+    };
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store
+            .list_failures(&query(NOW - 60 * DAY_MS, NOW, token.take()))
+            .await
+            .unwrap();
+        assert!(page.failures.len() <= 3);
+        seen.extend(page.failures);
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // A narrower range: [from, to).
+    let (from, to) = (expected[5].at_ms, expected[1].at_ms);
+    let mut narrow = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store
+            .list_failures(&query(from, to, token.take()))
+            .await
+            .unwrap();
+        narrow.extend(page.failures);
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(narrow, expected[2..=5].to_vec());
+    let bad = store
+        .list_failures(&query(NOW - DAY_MS, NOW, Some("nope".into())))
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadPageToken)), "{bad:?}");
+    let too_old = store
+        .list_failures(&query(NOW - 400 * DAY_MS, NOW, None))
+        .await;
+    assert!(
+        matches!(too_old, Err(StoreError::BeyondRetention { days: 365, .. })),
+        "{too_old:?}"
+    );
+}
+
+pub async fn inbox_pages_newest_first(store: &dyn Store, _clock: &ManualClock) {
+    // 25 entries over two months, two sharing a timestamp, inserted out of order, some twice.
+    let mut expected = Vec::new();
+    for i in (0..25_i64).rev() {
+        let at = if i == 10 {
+            NOW - 9 * DAY_MS
+        } else {
+            NOW - 40 * DAY_MS + i * 2 * DAY_MS
+        };
         let e = entry("t1", "bob", &format!("n{i:02}"), at);
         store.upsert_inbox_entry(&e).await.unwrap();
         if i % 7 == 0 {
@@ -80,47 +226,203 @@ pub async fn inbox_pages_newest_first(store: &dyn Store) {
         }
         expected.push(e);
     }
-    expected.sort_by(|a, b| {
-        (b.created_at_ms, &b.notification_id).cmp(&(a.created_at_ms, &a.notification_id))
-    });
-    let mut seen = Vec::new();
-    let mut token = None;
-    loop {
-        let page = store
-            .list_inbox(&InboxQuery {
-                tenant: "t1".into(),
-                recipient_user_id: "bob".into(),
-                page_size: 10,
-                page_token: token.take(),
-            })
-            .await
-            .unwrap();
-        assert!(page.entries.len() <= 10);
-        seen.extend(page.entries);
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    newest_first(&mut expected);
+    let seen = all_pages(store, InboxQuery::first_page("t1", "bob", 10)).await;
     assert_eq!(seen, expected);
+    // Starting below a time.
+    let before = InboxQuery {
+        before_ms: Some(expected[20].created_at_ms),
+        ..InboxQuery::first_page("t1", "bob", 10)
+    };
+    assert_eq!(all_pages(store, before).await, expected[21..].to_vec());
     let bad = store
         .list_inbox(&InboxQuery {
-            tenant: "t1".into(),
-            recipient_user_id: "bob".into(),
-            page_size: 10,
             page_token: Some("not-a-token".into()),
+            ..InboxQuery::first_page("t1", "bob", 10)
         })
         .await;
-    assert!(matches!(bad, Err(StoreError::BadPageToken)));
+    assert!(matches!(bad, Err(StoreError::BadPageToken)), "{bad:?}");
 }
 
-pub async fn tenants_are_isolated(store: &dyn Store) {
+pub async fn inbox_filters_and_read_state(store: &dyn Store, _clock: &ManualClock) {
+    let mut all = Vec::new();
+    for i in 0..10_i64 {
+        let mut e = entry(
+            "t1",
+            "erin",
+            &format!("r{i}"),
+            NOW - 35 * DAY_MS + i * 3 * DAY_MS,
+        );
+        if i % 2 == 1 {
+            e.category = "billing".into();
+        }
+        store.upsert_inbox_entry(&e).await.unwrap();
+        all.push(e);
+    }
+    // Someone else's entry with the same id is not touched.
     store
-        .upsert_notification(&notification("t2", "secret"))
+        .upsert_inbox_entry(&entry("t1", "frank", "r3", NOW))
+        .await
+        .unwrap();
+    assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 10);
+    assert_eq!(
+        store.unread_count("t1", "erin", 4).await.unwrap(),
+        4,
+        "capped"
+    );
+
+    let ids = |v: &[InboxEntryRecord]| {
+        v.iter()
+            .map(|e| e.notification_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let read_at = NOW + 1;
+    let newly = store
+        .mark_read(
+            "t1",
+            "erin",
+            &["r3".into(), "r0".into(), "missing".into()],
+            read_at,
+        )
+        .await
+        .unwrap();
+    let mut got = ids(&newly);
+    got.sort();
+    assert_eq!(got, ["r0", "r3"]);
+    assert!(newly.iter().all(|e| e.read_at_ms == Some(read_at)));
+    let again = store
+        .mark_read("t1", "erin", &["r3".into()], NOW + 2)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "already read: {again:?}");
+    assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 8);
+    assert_eq!(store.unread_count("t1", "frank", 100).await.unwrap(), 1);
+
+    for e in &mut all {
+        if ["r0", "r3"].contains(&e.notification_id.as_str()) {
+            e.read_at_ms = Some(read_at);
+        }
+    }
+    newest_first(&mut all);
+    let unread = all_pages(
+        store,
+        InboxQuery {
+            unread_only: true,
+            page_size: 3,
+            ..InboxQuery::first_page("t1", "erin", 3)
+        },
+    )
+    .await;
+    let want: Vec<_> = all
+        .iter()
+        .filter(|e| e.read_at_ms.is_none())
+        .cloned()
+        .collect();
+    assert_eq!(unread, want);
+    let billing = all_pages(
+        store,
+        InboxQuery {
+            category: Some("billing".into()),
+            unread_only: true,
+            ..InboxQuery::first_page("t1", "erin", 2)
+        },
+    )
+    .await;
+    let want: Vec<_> = all
+        .iter()
+        .filter(|e| e.read_at_ms.is_none() && e.category == "billing")
+        .cloned()
+        .collect();
+    assert_eq!(billing, want);
+
+    // Everything up to r5's creation: r1, r2, r4, r5 (r0 and r3 were already read).
+    let up_to = NOW - 35 * DAY_MS + 5 * 3 * DAY_MS;
+    let mut newly = ids(&store
+        .mark_all_read("t1", "erin", up_to, NOW + 3)
+        .await
+        .unwrap());
+    newly.sort();
+    assert_eq!(newly, ["r1", "r2", "r4", "r5"]);
+    assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 4);
+    let mut newly = ids(&store
+        .mark_all_read("t1", "erin", NOW, NOW + 4)
+        .await
+        .unwrap());
+    newly.sort();
+    assert_eq!(newly, ["r6", "r7", "r8", "r9"]);
+    assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 0);
+    assert!(
+        store
+            .mark_all_read("t1", "erin", NOW, NOW + 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The first read time sticks.
+    let page = store
+        .list_inbox(&InboxQuery::first_page("t1", "erin", 100))
+        .await
+        .unwrap();
+    let r3 = page
+        .entries
+        .iter()
+        .find(|e| e.notification_id == "r3")
+        .unwrap();
+    assert_eq!(r3.read_at_ms, Some(read_at));
+    assert_eq!(store.unread_count("t1", "frank", 100).await.unwrap(), 1);
+}
+
+pub async fn inbox_feed_in_delivery_order(store: &dyn Store, _clock: &ManualClock) {
+    // Created in one order, delivered in another (a deferred notification arrives late).
+    let mut entries = Vec::new();
+    for (i, delay) in [(0_i64, 9_000_i64), (1, 100), (2, 5_000), (3, 100)] {
+        let mut e = entry("t1", "gina", &format!("w{i}"), NOW - 60_000 + i * 1_000);
+        e.delivered_at_ms = e.created_at_ms + delay;
+        store.upsert_inbox_entry(&e).await.unwrap();
+        entries.push(e);
+    }
+    entries.sort_by(|a, b| {
+        (a.delivered_at_ms, &a.notification_id).cmp(&(b.delivered_at_ms, &b.notification_id))
+    });
+    let feed = store
+        .inbox_feed("t1", "gina", NOW - 3_600_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(feed, entries);
+    let since = entries[2].delivered_at_ms;
+    let feed = store.inbox_feed("t1", "gina", since, 100).await.unwrap();
+    assert_eq!(feed, entries[2..].to_vec());
+    let feed = store
+        .inbox_feed("t1", "gina", NOW - 3_600_000, 2)
+        .await
+        .unwrap();
+    assert_eq!(feed, entries[..2].to_vec());
+    assert!(
+        store
+            .inbox_feed("t2", "gina", NOW - 3_600_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn tenants_are_isolated(store: &dyn Store, _clock: &ManualClock) {
+    store
+        .upsert_notification(&notification("t2", "secret", NOW))
         .await
         .unwrap();
     store
-        .upsert_inbox_entry(&entry("t2", "carol", "secret", 1))
+        .upsert_inbox_entry(&entry("t2", "carol", "secret", NOW))
+        .await
+        .unwrap();
+    store
+        .record_delivery_event(&event(
+            "t2",
+            "secret",
+            Some(Channel::Sms),
+            DeliveryState::Failed,
+            NOW,
+        ))
         .await
         .unwrap();
     assert!(
@@ -131,18 +433,51 @@ pub async fn tenants_are_isolated(store: &dyn Store) {
             .is_none()
     );
     let page = store
-        .list_inbox(&InboxQuery {
+        .list_inbox(&InboxQuery::first_page("t3", "carol", 10))
+        .await
+        .unwrap();
+    assert!(page.entries.is_empty());
+    assert_eq!(store.unread_count("t3", "carol", 10).await.unwrap(), 0);
+    assert!(
+        store
+            .mark_read("t3", "carol", &["secret".into()], NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .mark_all_read("t3", "carol", NOW, NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .inbox_feed("t3", "carol", NOW - DAY_MS, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failures = store
+        .list_failures(&FailureQuery {
             tenant: "t3".into(),
-            recipient_user_id: "carol".into(),
+            from_ms: NOW - DAY_MS,
+            to_ms: NOW + DAY_MS,
             page_size: 10,
             page_token: None,
         })
         .await
         .unwrap();
-    assert!(page.entries.is_empty());
+    assert!(failures.failures.is_empty());
+    assert_eq!(
+        store.unread_count("t2", "carol", 10).await.unwrap(),
+        1,
+        "the owner still sees it"
+    );
 }
 
-pub async fn contacts_and_templates(store: &dyn Store) {
+pub async fn contacts_preferences_templates(store: &dyn Store, _clock: &ManualClock) {
     assert_eq!(
         store.recipient_profile("t1", "dave").await.unwrap(),
         RecipientProfile::default()
@@ -159,6 +494,22 @@ pub async fn contacts_and_templates(store: &dyn Store) {
     store.put_contact("t1", "dave", &email).await.unwrap();
     let profile = store.recipient_profile("t1", "dave").await.unwrap();
     assert_eq!(profile.contacts, vec![email]);
+    for (category, out) in [("promo", true), ("*", true), ("*", false), ("promo", true)] {
+        store
+            .set_opt_out("t1", "dave", Channel::Sms, category, out)
+            .await
+            .unwrap();
+    }
+    let profile = store.recipient_profile("t1", "dave").await.unwrap();
+    assert_eq!(profile.opt_outs, vec![(Channel::Sms, "promo".to_owned())]);
+    assert!(
+        store
+            .recipient_profile("t2", "dave")
+            .await
+            .unwrap()
+            .opt_outs
+            .is_empty()
+    );
 
     let template = |locale: &str, title: &str| TemplateRecord {
         tenant: "t1".into(),
@@ -220,14 +571,91 @@ pub async fn contacts_and_templates(store: &dyn Store) {
     );
 }
 
-pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
+pub async fn idempotency_keys(store: &dyn Store, _clock: &ManualClock) {
+    let first = IdempotencyRecord {
+        tenant: "t1".into(),
+        key: "order-42".into(),
+        request_hash: "h1".into(),
+        notification_id: "n-42".into(),
+        at_ms: NOW,
+    };
     assert_eq!(
-        store.ledger_begin("d1", 1).await.unwrap(),
+        store.claim_idempotency_key(&first).await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    let reuse = IdempotencyRecord {
+        request_hash: "h2".into(),
+        notification_id: "n-43".into(),
+        at_ms: NOW + 10,
+        ..first.clone()
+    };
+    assert_eq!(
+        store.claim_idempotency_key(&reuse).await.unwrap(),
+        IdempotencyClaim::Existing(first.clone())
+    );
+    let other_tenant = IdempotencyRecord {
+        tenant: "t2".into(),
+        ..reuse
+    };
+    assert_eq!(
+        store.claim_idempotency_key(&other_tenant).await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+}
+
+pub async fn outbox_per_owner(store: &dyn Store, _clock: &ManualClock) {
+    let record = |owner: &str, id: &str, at: i64| OutboxRecord {
+        owner: owner.into(),
+        id: id.into(),
+        topic: "herald.requested".into(),
+        key: id.as_bytes().to_vec(),
+        payload: vec![0xC3, 0x01, 7, 0, 255],
+        headers: vec![("traceparent".into(), b"00-abc".to_vec())],
+        created_at_ms: at,
+    };
+    assert!(
+        store
+            .outbox_pending("ingress-a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (a, b, c) = (
+        record("ingress-a", "x", NOW + 2),
+        record("ingress-a", "y", NOW + 1),
+        record("ingress-a", "z", NOW + 3),
+    );
+    for r in [&a, &b, &c, &a, &record("ingress-b", "x", NOW)] {
+        store.outbox_put(r).await.unwrap();
+    }
+    assert_eq!(
+        store.outbox_pending("ingress-a", 10).await.unwrap(),
+        vec![b.clone(), a.clone(), c.clone()]
+    );
+    assert_eq!(
+        store.outbox_pending("ingress-a", 2).await.unwrap(),
+        vec![b.clone(), a.clone()]
+    );
+    store.outbox_remove("ingress-a", "y").await.unwrap();
+    store.outbox_remove("ingress-a", "y").await.unwrap();
+    assert_eq!(
+        store.outbox_pending("ingress-a", 10).await.unwrap(),
+        vec![a, c]
+    );
+    assert_eq!(
+        store.outbox_pending("ingress-b", 10).await.unwrap().len(),
+        1
+    );
+}
+
+pub async fn ledger_keeps_the_first_outcome(store: &dyn Store, _clock: &ManualClock) {
+    assert_eq!(
+        store.ledger_begin("d1", NOW + 1).await.unwrap(),
         LedgerBegin::Fresh
     );
     // A crash before finishing: the next attempt learns it is inside the provider window.
     assert_eq!(
-        store.ledger_begin("d1", 2).await.unwrap(),
+        store.ledger_begin("d1", NOW + 2).await.unwrap(),
         LedgerBegin::Unfinished
     );
     assert_eq!(store.ledger_resends().await.unwrap(), 1);
@@ -236,7 +664,7 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
         state: DeliveryState::Delivered,
         reason: None,
         provider_message_id: Some("p-1".into()),
-        at_ms: 5,
+        at_ms: NOW + 5,
     };
     store.ledger_finish(&first).await.unwrap();
     let second = LedgerEntry {
@@ -245,7 +673,7 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
     };
     store.ledger_finish(&second).await.unwrap();
     assert_eq!(
-        store.ledger_begin("d1", 9).await.unwrap(),
+        store.ledger_begin("d1", NOW + 9).await.unwrap(),
         LedgerBegin::Done(first)
     );
     assert_eq!(
@@ -255,16 +683,16 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
     );
     // A provider's "retry later" withdraws the attempt: the next one is fresh, not a resend.
     assert_eq!(
-        store.ledger_begin("d3", 1).await.unwrap(),
+        store.ledger_begin("d3", NOW + 1).await.unwrap(),
         LedgerBegin::Fresh
     );
     store.ledger_abandon("d3").await.unwrap();
     assert_eq!(
-        store.ledger_begin("d3", 2).await.unwrap(),
+        store.ledger_begin("d3", NOW + 2).await.unwrap(),
         LedgerBegin::Fresh
     );
     assert_eq!(
-        store.ledger_begin("d3", 3).await.unwrap(),
+        store.ledger_begin("d3", NOW + 3).await.unwrap(),
         LedgerBegin::Unfinished
     );
     assert_eq!(store.ledger_resends().await.unwrap(), 2);
@@ -275,7 +703,124 @@ pub async fn ledger_keeps_the_first_outcome(store: &dyn Store) {
     };
     store.ledger_finish(&other).await.unwrap();
     assert_eq!(
-        store.ledger_begin("d2", 9).await.unwrap(),
+        store.ledger_begin("d2", NOW + 9).await.unwrap(),
         LedgerBegin::Done(other)
     );
+}
+
+pub async fn retention_keeps_a_year_and_refuses_older(store: &dyn Store, clock: &ManualClock) {
+    // One set of rows 10 days old (hot tier), one 100 days old (archive tier).
+    for (id, age_days) in [("hot", 10), ("archived", 100)] {
+        let at = NOW - age_days * DAY_MS;
+        store
+            .upsert_notification(&notification("t9", id, at))
+            .await
+            .unwrap();
+        store
+            .record_delivery_event(&event(
+                "t9",
+                id,
+                Some(Channel::Sms),
+                DeliveryState::Failed,
+                at,
+            ))
+            .await
+            .unwrap();
+        store
+            .upsert_inbox_entry(&entry("t9", "olga", id, at))
+            .await
+            .unwrap();
+    }
+    let failures = |from_ms: i64| FailureQuery {
+        tenant: "t9".into(),
+        from_ms,
+        to_ms: clock.now_ms(),
+        page_size: 10,
+        page_token: None,
+    };
+    let inbox_ids = || async {
+        let page = store
+            .list_inbox(&InboxQuery::first_page("t9", "olga", 10))
+            .await
+            .unwrap();
+        page.entries
+            .into_iter()
+            .map(|e| e.notification_id)
+            .collect::<Vec<_>>()
+    };
+    // Both tiers answer, invisibly to the caller.
+    assert!(
+        store
+            .get_notification("t9", "archived")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(inbox_ids().await, ["hot", "archived"]);
+    assert_eq!(
+        store
+            .list_failures(&failures(NOW - 365 * DAY_MS))
+            .await
+            .unwrap()
+            .failures
+            .len(),
+        2
+    );
+    assert_eq!(store.unread_count("t9", "olga", 10).await.unwrap(), 2);
+
+    // 300 days later the 100-day-old rows are 400 days old: gone; the others are 310 days old.
+    clock.advance_days(300);
+    store.enforce_retention().await.unwrap();
+    assert!(
+        store
+            .get_notification("t9", "archived")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (_, timeline) = store.get_notification("t9", "hot").await.unwrap().unwrap();
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(inbox_ids().await, ["hot"]);
+    assert_eq!(store.unread_count("t9", "olga", 10).await.unwrap(), 1);
+    let listed = store
+        .list_failures(&failures(clock.now_ms() - 365 * DAY_MS))
+        .await
+        .unwrap();
+    assert_eq!(listed.failures.len(), 1);
+    // Asking for more than a year back is an error, not an empty success.
+    let err = store
+        .list_failures(&failures(clock.now_ms() - 366 * DAY_MS))
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::BeyondRetention { .. })),
+        "{err:?}"
+    );
+    let err = store
+        .list_inbox(&InboxQuery {
+            before_ms: Some(clock.now_ms() - 366 * DAY_MS),
+            ..InboxQuery::first_page("t9", "olga", 10)
+        })
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::BeyondRetention { .. })),
+        "{err:?}"
+    );
+    // A very late replay of an expired row does not bring it back.
+    store
+        .upsert_inbox_entry(&entry("t9", "olga", "archived", NOW - 100 * DAY_MS))
+        .await
+        .unwrap();
+    store
+        .upsert_notification(&notification("t9", "archived", NOW - 100 * DAY_MS))
+        .await
+        .unwrap();
+    assert_eq!(inbox_ids().await, ["hot"]);
+    assert!(
+        store
+            .get_notification("t9", "archived")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    clock.set(NOW);
 }

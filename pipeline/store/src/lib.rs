@@ -9,11 +9,14 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod model;
+pub mod retention;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use herald_schemas::Channel;
 
 pub use model::*;
+pub use retention::{Clock, ManualClock, Month, Retention, SystemClock};
 
 /// What can go wrong talking to a store.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,17 @@ pub enum StoreError {
     /// A page token that this store did not issue.
     #[error("invalid page token")]
     BadPageToken,
+    /// The request reaches back further than anything is kept.
+    #[error("data older than {days} days is not kept (oldest available: {oldest_ms} ms)")]
+    BeyondRetention {
+        /// The oldest instant still kept, in milliseconds since the epoch.
+        oldest_ms: i64,
+        /// The retention in days.
+        days: i64,
+    },
+    /// Data on disk that this version cannot read (a newer schema, a corrupt value).
+    #[error("unreadable stored data: {0}")]
+    Corrupt(String),
     /// The backend failed; worth retrying with backoff.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -40,12 +54,17 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything Herald persists. Implementations must make every write idempotent.
+/// Everything Herald persists. Implementations make every write idempotent, keep time-series
+/// rows for [`Retention::archive_days`] without bulk deletes, and refuse reads reaching further
+/// back with [`StoreError::BeyondRetention`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // Notifications and their timelines.
+
     /// Records a notification (from the `requested` topic). Upsert by (tenant, id).
     async fn upsert_notification(&self, n: &NotificationRecord) -> Result<()>;
-    /// Appends a state change to a notification's timeline. Upsert by result id.
+    /// Appends a state change to a notification's timeline, and lists it as a failure when
+    /// [`is_failure`]. Upsert by result id.
     async fn record_delivery_event(&self, e: &DeliveryEventRecord) -> Result<()>;
     /// A notification and its timeline (oldest first), if it exists and belongs to `tenant`.
     async fn get_notification(
@@ -53,16 +72,60 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         notification_id: &str,
     ) -> Result<Option<(NotificationRecord, Vec<DeliveryEventRecord>)>>;
+    /// A page of a tenant's failures in a time range, newest first.
+    async fn list_failures(&self, q: &FailureQuery) -> Result<FailurePage>;
 
-    /// Puts an entry in a user's inbox. Upsert by (tenant, user, notification id).
+    // The in-app inbox and its read state.
+
+    /// Puts an entry in a user's inbox. Upsert by (tenant, user, notification id); a repeat
+    /// keeps the first entry (and its read state).
     async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> Result<()>;
-    /// A page of a user's inbox, newest first.
+    /// A page of a user's inbox, newest first, optionally filtered.
     async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage>;
+    /// Up to `limit` of a user's inbox entries delivered at or after `since_ms`, in delivery
+    /// order (`delivered_at_ms`, then notification id): what `WatchInbox` pushes.
+    async fn inbox_feed(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntryRecord>>;
+    /// Marks entries read at `at_ms`; returns the ones that were unread (unknown ids and
+    /// already-read entries are skipped).
+    async fn mark_read(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        notification_ids: &[String],
+        at_ms: i64,
+    ) -> Result<Vec<InboxEntryRecord>>;
+    /// Marks every unread entry created at or before `up_to_ms` read; returns them.
+    async fn mark_all_read(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        up_to_ms: i64,
+        at_ms: i64,
+    ) -> Result<Vec<InboxEntryRecord>>;
+    /// How many entries are unread, counting at most `cap` (a badge shows "cap+").
+    async fn unread_count(&self, tenant: &str, user_id: &str, cap: u32) -> Result<u32>;
+
+    // Recipients, preferences and templates.
 
     /// A recipient's contacts and opt-outs (empty if the recipient is unknown).
     async fn recipient_profile(&self, tenant: &str, user_id: &str) -> Result<RecipientProfile>;
     /// Sets one contact address of a recipient.
     async fn put_contact(&self, tenant: &str, user_id: &str, contact: &Contact) -> Result<()>;
+    /// Opts a recipient out of (or back into) a category on a channel; category `*` means all.
+    async fn set_opt_out(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        channel: Channel,
+        category: &str,
+        opted_out: bool,
+    ) -> Result<()>;
     /// Finds a template in `locale`, falling back to the template's other locales
     /// (language without region, then any).
     async fn template(
@@ -73,6 +136,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TemplateRecord>>;
     /// Creates or replaces a template for one locale.
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
+
+    // The ingress: idempotency keys and the outbox.
+
+    /// Claims an idempotency key for a request, or returns its first use. Atomic: of two
+    /// concurrent claims exactly one gets [`IdempotencyClaim::Claimed`].
+    async fn claim_idempotency_key(&self, r: &IdempotencyRecord) -> Result<IdempotencyClaim>;
+    /// Keeps a request the broker could not take yet. Upsert by (owner, id).
+    async fn outbox_put(&self, r: &OutboxRecord) -> Result<()>;
+    /// Up to `limit` of `owner`'s kept requests, oldest first.
+    async fn outbox_pending(&self, owner: &str, limit: usize) -> Result<Vec<OutboxRecord>>;
+    /// Forgets a kept request once the broker acknowledged it.
+    async fn outbox_remove(&self, owner: &str, id: &str) -> Result<()>;
+
+    // The delivery ledger.
 
     /// Marks a delivery as about to be handed to its provider, before the call. Returns what the
     /// ledger already knew: nothing (first attempt), an unfinished attempt (a crash between the
@@ -86,6 +163,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ledger_finish(&self, entry: &LedgerEntry) -> Result<()>;
     /// How many deliveries were resent after a crash inside the provider window, in total.
     async fn ledger_resends(&self) -> Result<u64>;
+
+    // Retention.
+
+    /// Drops whatever has aged out as a whole (a no-op where the database expires rows itself).
+    async fn enforce_retention(&self) -> Result<RetentionReport>;
 }
 
 /// Opens the store named by `url`. Today: `sqlite://<path>` (created if missing).

@@ -22,6 +22,8 @@ pub struct DeliveryEventRecord {
     pub notification_id: String,
     /// Deterministic id of the change; the upsert key.
     pub result_id: String,
+    pub recipient_user_id: String,
+    pub category: String,
     pub channel: Option<Channel>,
     pub state: DeliveryState,
     pub reason: Option<String>,
@@ -61,6 +63,8 @@ pub struct InboxEntryRecord {
     pub body: String,
     pub action_url: Option<String>,
     pub created_at_ms: i64,
+    /// When the in-app connector put it in the inbox; `WatchInbox` follows this order.
+    pub delivered_at_ms: i64,
     pub read_at_ms: Option<i64>,
 }
 
@@ -73,6 +77,27 @@ pub struct InboxQuery {
     pub page_size: usize,
     /// Opaque token from a previous [`InboxPage`].
     pub page_token: Option<String>,
+    /// Start below this creation time instead of at the newest entry (ignored with a token).
+    pub before_ms: Option<i64>,
+    /// Only entries not yet read.
+    pub unread_only: bool,
+    /// Only entries of this category.
+    pub category: Option<String>,
+}
+
+impl InboxQuery {
+    /// The first page of a user's inbox, unfiltered.
+    pub fn first_page(tenant: &str, user: &str, page_size: usize) -> InboxQuery {
+        InboxQuery {
+            tenant: tenant.into(),
+            recipient_user_id: user.into(),
+            page_size,
+            page_token: None,
+            before_ms: None,
+            unread_only: false,
+            category: None,
+        }
+    }
 }
 
 /// One page of an inbox, newest first.
@@ -82,6 +107,95 @@ pub struct InboxPage {
     pub entries: Vec<InboxEntryRecord>,
     /// Where the next page starts; `None` at the end.
     pub next_page_token: Option<String>,
+}
+
+/// A final outcome other than delivered, kept per tenant by time so calling services can find
+/// what did not reach its recipient (sending is asynchronous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct FailureRecord {
+    pub tenant: String,
+    pub notification_id: String,
+    pub result_id: String,
+    pub recipient_user_id: String,
+    pub category: String,
+    pub channel: Option<Channel>,
+    pub state: DeliveryState,
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The states listed as failures: final, and not delivered.
+pub fn is_failure(state: DeliveryState) -> bool {
+    matches!(
+        state,
+        DeliveryState::Failed
+            | DeliveryState::InvalidToken
+            | DeliveryState::Suppressed
+            | DeliveryState::RateLimited
+    )
+}
+
+/// A request for one page of a tenant's failures in `[from_ms, to_ms)`, newest first.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct FailureQuery {
+    pub tenant: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub page_size: usize,
+    pub page_token: Option<String>,
+}
+
+/// One page of failures, newest first.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)]
+pub struct FailurePage {
+    pub failures: Vec<FailureRecord>,
+    pub next_page_token: Option<String>,
+}
+
+/// A request the ingress accepted while Kafka was unreachable, kept until it is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct OutboxRecord {
+    /// Which ingress instance owns (and replays) it.
+    pub owner: String,
+    /// Unique per owner; the notification id.
+    pub id: String,
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub created_at_ms: i64,
+}
+
+/// An idempotency key as first seen by the ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct IdempotencyRecord {
+    pub tenant: String,
+    pub key: String,
+    /// A digest of the request, to tell a retry from a different request reusing the key.
+    pub request_hash: String,
+    pub notification_id: String,
+    pub at_ms: i64,
+}
+
+/// What [`crate::Store::claim_idempotency_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key was new and now belongs to this request.
+    Claimed,
+    /// The key was already used; this is the first use.
+    Existing(IdempotencyRecord),
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// The units dropped whole (embedded: month files), oldest first.
+    pub dropped: Vec<String>,
 }
 
 /// One way to reach a recipient.

@@ -42,12 +42,7 @@ impl QueryResults {
 }
 
 fn query(i: u64) -> InboxQuery {
-    InboxQuery {
-        tenant: "bench".into(),
-        recipient_user_id: format!("user-{}", i % USERS),
-        page_size: PAGE as usize,
-        page_token: None,
-    }
+    InboxQuery::first_page("bench", &format!("user-{}", i % USERS), PAGE as usize)
 }
 
 /// Fills a store, starts the query service on it, and measures both read paths.
@@ -55,6 +50,8 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
     let platform = Platform::configure(broker, "")?;
     let store: Arc<dyn Store> = herald_store::open(&platform.store_url).await?;
     eprintln!("bench: filling {} inbox rows…", USERS * ENTRIES);
+    // Within the last hour: the current month's file, as for a live inbox.
+    let base = herald_store::Clock::now_ms(&herald_store::SystemClock) - 3_600_000;
     for u in 0..USERS {
         for e in 0..ENTRIES {
             store
@@ -67,7 +64,8 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
                     body: "Your order is on its way and should arrive within two working days."
                         .into(),
                     action_url: None,
-                    created_at_ms: 1_700_000_000_000 + e as i64,
+                    created_at_ms: base + e as i64,
+                    delivered_at_ms: base + e as i64,
                     read_at_ms: None,
                 })
                 .await?;
@@ -91,6 +89,7 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
                     recipient_user_id: q.recipient_user_id,
                     page_size: PAGE,
                     page_token: String::new(),
+                    ..Default::default()
                 })
                 .await;
             matches!(r, Ok(r) if r.get_ref().entries.len() == PAGE as usize)

@@ -1,28 +1,113 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::conformance;
+use crate::conformance::{self, NOW};
+use crate::retention::{DAY_MS, ManualClock};
+
+async fn open_at(path: &Path, clock: &ManualClock) -> SqliteStore {
+    SqliteStore::open_with(path, Retention::default(), Arc::new(clock.clone()))
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("herald.db"))
-        .await
-        .unwrap();
-    conformance::run_all(&store).await;
+    let clock = ManualClock::at(NOW);
+    let store = open_at(&dir.path().join("herald.db"), &clock).await;
+    conformance::run_all(&store, &clock).await;
 }
 
 #[tokio::test]
 async fn data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/herald.db");
+    let clock = ManualClock::at(NOW);
     {
-        let store = SqliteStore::open(&path).await.unwrap();
-        conformance::notifications_and_timeline(&store).await;
+        let store = open_at(&path, &clock).await;
+        conformance::notifications_and_timeline(&store, &clock).await;
     }
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = open_at(&path, &clock).await;
     let (_, timeline) = store.get_notification("t1", "n1").await.unwrap().unwrap();
-    assert_eq!(timeline.len(), 2);
+    assert_eq!(timeline.len(), 3);
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_month_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let clock = ManualClock::at(NOW);
+    let store = open_at(&path, &clock).await;
+    for age_days in [0, 40, 80] {
+        let e = InboxEntryRecord {
+            tenant: "t".into(),
+            recipient_user_id: "u".into(),
+            notification_id: format!("n{age_days}"),
+            category: "c".into(),
+            title: "t".into(),
+            body: "b".into(),
+            action_url: None,
+            created_at_ms: NOW - age_days * DAY_MS,
+            delivered_at_ms: NOW - age_days * DAY_MS,
+            read_at_ms: None,
+        };
+        store.upsert_inbox_entry(&e).await.unwrap();
+    }
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("herald.db.months"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".db"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(), ["2025-12.db", "2026-01.db", "2026-03.db"]);
+    assert!(store.enforce_retention().await.unwrap().dropped.is_empty());
+    // 2027-01-02: December 2025 is entirely older than 365 days, January 2026 is not.
+    clock.set(
+        Month {
+            year: 2027,
+            month: 1,
+        }
+        .start_ms()
+            + DAY_MS,
+    );
+    let report = store.enforce_retention().await.unwrap();
+    assert_eq!(report.dropped, ["2025-12"]);
+    assert_eq!(files(), ["2026-01.db", "2026-03.db"]);
+    // A late write into an expired month does not recreate it.
+    let late = InboxEntryRecord {
+        notification_id: "late".into(),
+        created_at_ms: NOW - 80 * DAY_MS,
+        ..store
+            .list_inbox(&InboxQuery::first_page("t", "u", 1))
+            .await
+            .unwrap()
+            .entries
+            .remove(0)
+    };
+    store.upsert_inbox_entry(&late).await.unwrap();
+    assert_eq!(files(), ["2026-01.db", "2026-03.db"]);
+}
+
+#[tokio::test]
+async fn refuses_a_store_in_the_old_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("CREATE TABLE notifications (x INTEGER);")
+        .unwrap();
+    drop(c);
+    let err = SqliteStore::open(&path).await.err().unwrap();
+    assert!(err.to_string().contains("older Herald"), "{err}");
+}
+
+#[test]
+fn outbox_headers_round_trip() {
+    let headers = vec![("a".to_owned(), vec![1, 2]), (String::new(), vec![])];
+    assert_eq!(decode_headers(&encode_headers(&headers)), Some(headers));
+    assert_eq!(decode_headers(&[0, 0, 0, 9, 1]), None);
 }
 
 #[tokio::test]

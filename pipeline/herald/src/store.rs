@@ -1,0 +1,46 @@
+//! Opening the configured store, its schema migrations, and the retention pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// How often the store writer runs a retention pass.
+const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Opens the store named by `[store] url`.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(herald_store::open(&config.store.url).await?)
+}
+
+/// Applies the store's schema and says what was done. The embedded store applies its own
+/// schema whenever it opens.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    open(config).await?;
+    Ok(format!(
+        "{}: the embedded store applies its schema when it opens; nothing else to do",
+        config.store.url
+    ))
+}
+
+/// Runs a retention pass now and then every hour until `shutdown` (a no-op on stores that
+/// expire rows themselves).
+pub async fn retention_loop(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    loop {
+        match store.enforce_retention().await {
+            Ok(report) if !report.dropped.is_empty() => {
+                info!(dropped = ?report.dropped, "retention pass");
+            }
+            Ok(_) => {}
+            Err(err) => warn!(%err, "retention pass failed; retrying in an hour"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,39 @@
+-- Herald's embedded store, main file: what does not age (recipients, templates) and the
+-- ingress outbox (rows leave one by one when replayed). Idempotent; applied at every open.
+CREATE TABLE IF NOT EXISTS contacts (
+    tenant  TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (tenant, user_id, channel)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS opt_outs (
+    tenant   TEXT NOT NULL,
+    user_id  TEXT NOT NULL,
+    channel  TEXT NOT NULL,
+    category TEXT NOT NULL, -- '*' for every category
+    PRIMARY KEY (tenant, user_id, channel, category)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS templates (
+    tenant      TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    locale      TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    action_url  TEXT,
+    PRIMARY KEY (tenant, template_id, locale)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS outbox (
+    owner         TEXT    NOT NULL,
+    id            TEXT    NOT NULL,
+    topic         TEXT    NOT NULL,
+    key           BLOB    NOT NULL,
+    payload       BLOB    NOT NULL,
+    headers       BLOB    NOT NULL, -- see sqlite.rs: encode_headers
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (owner, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_oldest_first ON outbox (owner, created_at_ms, id);

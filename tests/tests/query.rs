@@ -1,0 +1,366 @@
+//! The query API through the whole pipeline: notifications sent over gRPC to the ingress, carried
+//! by every stage on a real tansu broker, then read, filtered, marked read, watched and listed as
+//! failures through the query service; read marks come out as engagement events on Kafka.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use herald_proto::v1::notification_service_client::NotificationServiceClient;
+use herald_proto::v1::query_service_client::QueryServiceClient;
+use herald_proto::v1::send_notification_request::Content;
+use herald_proto::v1::{
+    Channel, DeliveryState, GetNotificationRequest, InlineContent, ListFailuresRequest,
+    ListInboxRequest, ListInboxResponse, MarkAllReadRequest, MarkReadRequest,
+    SendNotificationRequest, UnreadCountRequest, WatchInboxRequest, WatchInboxResponse,
+};
+use herald_schemas::{Engagement, EngagementKind};
+use herald_store::{Clock, SystemClock};
+use herald_tests::{Broker, Platform, eventually, read_topic};
+use tonic::transport::Channel as GrpcChannel;
+use tonic::{Code, Streaming};
+
+const TEST_LIMIT: Duration = Duration::from_secs(240);
+const DAY_MS: i64 = 86_400_000;
+
+type Ingress = NotificationServiceClient<GrpcChannel>;
+type Query = QueryServiceClient<GrpcChannel>;
+
+fn request(tenant: &str, user: &str, category: &str, title: &str) -> SendNotificationRequest {
+    SendNotificationRequest {
+        tenant: tenant.into(),
+        idempotency_key: String::new(),
+        recipient_user_id: user.into(),
+        category: category.into(),
+        priority: 0,
+        channels: vec![],
+        content: Some(Content::Inline(InlineContent {
+            title: title.into(),
+            body: format!("body of {title}"),
+            action_url: String::new(),
+        })),
+    }
+}
+
+async fn send(ingress: &mut Ingress, req: SendNotificationRequest) -> anyhow::Result<String> {
+    Ok(ingress
+        .send_notification(req)
+        .await?
+        .into_inner()
+        .notification_id)
+}
+
+fn inbox(tenant: &str, user: &str) -> ListInboxRequest {
+    ListInboxRequest {
+        tenant: tenant.into(),
+        recipient_user_id: user.into(),
+        page_size: 100,
+        ..Default::default()
+    }
+}
+
+fn ids(r: &ListInboxResponse) -> BTreeSet<String> {
+    r.entries
+        .iter()
+        .map(|e| e.notification_id.clone())
+        .collect()
+}
+
+async fn unread(query: &mut Query, tenant: &str, user: &str) -> anyhow::Result<u32> {
+    let r = query
+        .unread_count(UnreadCountRequest {
+            tenant: tenant.into(),
+            recipient_user_id: user.into(),
+        })
+        .await?
+        .into_inner();
+    assert!(!r.capped);
+    Ok(r.unread)
+}
+
+/// The next `n` messages of a watch (each within 60 s).
+async fn next(
+    watch: &mut Streaming<WatchInboxResponse>,
+    n: usize,
+) -> anyhow::Result<Vec<WatchInboxResponse>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(60), watch.message())
+            .await
+            .map_err(|_| anyhow::anyhow!("no watch message within 60 s ({} so far)", got.len()))??
+            .ok_or_else(|| anyhow::anyhow!("watch ended"))?;
+        got.push(message);
+    }
+    Ok(got)
+}
+
+fn watch_request(user: &str, resume_token: &str) -> WatchInboxRequest {
+    WatchInboxRequest {
+        tenant: "acme".into(),
+        recipient_user_id: user.into(),
+        resume_token: resume_token.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_read_state_watch_and_failures_through_the_pipeline() {
+    tokio::time::timeout(TEST_LIMIT, query_api())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn query_api() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?.start().await?;
+    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+
+    // A watcher connected before anything is sent.
+    let mut watch = query
+        .watch_inbox(watch_request("ana", ""))
+        .await?
+        .into_inner();
+
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let category = if i % 2 == 0 { "news" } else { "billing" };
+        let title = format!("n{i}");
+        sent.push(send(&mut ingress, request("acme", "ana", category, &title)).await?);
+    }
+    let other_tenant = send(&mut ingress, request("other", "ana", "news", "theirs")).await?;
+    // E-mail only, and bob has no address: suppressed, a failure the caller can look up.
+    let suppressed = send(
+        &mut ingress,
+        SendNotificationRequest {
+            channels: vec![Channel::Email as i32],
+            ..request("acme", "bob", "news", "nowhere")
+        },
+    )
+    .await?;
+    let want: BTreeSet<String> = sent.iter().cloned().collect();
+
+    // The watcher sees exactly the six, once each.
+    let pushed = next(&mut watch, 6).await?;
+    let pushed_ids: Vec<String> = pushed
+        .iter()
+        .map(|m| m.entry.as_ref().unwrap().notification_id.clone())
+        .collect();
+    assert_eq!(pushed_ids.iter().cloned().collect::<BTreeSet<_>>(), want);
+    assert_eq!(pushed_ids.len(), 6, "no repeats within one watch");
+    let resume_after_third = pushed[2].resume_token.clone();
+
+    let all = eventually(Duration::from_secs(60), "ana's inbox", || {
+        let mut query = query.clone();
+        async move {
+            let r = query.list_inbox(inbox("acme", "ana")).await?.into_inner();
+            Ok((r.entries.len() >= 6).then_some(r))
+        }
+    })
+    .await?;
+    assert_eq!(ids(&all), want);
+    assert!(all.entries.iter().all(|e| !e.read));
+
+    // Filters.
+    let billing = query
+        .list_inbox(ListInboxRequest {
+            category: "billing".into(),
+            ..inbox("acme", "ana")
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        ids(&billing),
+        [&sent[1], &sent[3], &sent[5]]
+            .into_iter()
+            .cloned()
+            .collect()
+    );
+    assert_eq!(unread(&mut query, "acme", "ana").await?, 6);
+
+    // MarkRead: unknown ids are skipped; a repeat marks nothing.
+    let r = query
+        .mark_read(MarkReadRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "ana".into(),
+            notification_ids: vec![sent[0].clone(), sent[1].clone(), "unknown".into()],
+        })
+        .await?
+        .into_inner();
+    let newly: BTreeSet<String> = r.newly_read.into_iter().collect();
+    assert_eq!(newly, [&sent[0], &sent[1]].into_iter().cloned().collect());
+    let r = query
+        .mark_read(MarkReadRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "ana".into(),
+            notification_ids: vec![sent[0].clone()],
+        })
+        .await?
+        .into_inner();
+    assert!(r.newly_read.is_empty());
+    assert_eq!(unread(&mut query, "acme", "ana").await?, 4);
+    let unread_page = query
+        .list_inbox(ListInboxRequest {
+            unread_only: true,
+            ..inbox("acme", "ana")
+        })
+        .await?
+        .into_inner();
+    let still_unread: BTreeSet<String> = sent[2..].iter().cloned().collect();
+    assert_eq!(ids(&unread_page), still_unread);
+
+    // Each newly read entry is one READ engagement event on Kafka, with a stable id.
+    let topic = format!("{}.engagement", platform.prefix);
+    let events = eventually(Duration::from_secs(60), "engagement events", || {
+        let (bootstrap, topic) = (broker.bootstrap.clone(), topic.clone());
+        async move {
+            let values =
+                tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic)).await??;
+            Ok((values.len() >= 2).then_some(values))
+        }
+    })
+    .await?;
+    let events: Vec<Engagement> = events
+        .iter()
+        .map(|v| herald_schemas::codec::decode(v))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e.kind, EngagementKind::Read);
+        assert_eq!(
+            (e.tenant.as_str(), e.recipient_user_id.as_str()),
+            ("acme", "ana")
+        );
+        assert_eq!(
+            e.event_id,
+            herald_schemas::ids::engagement_id(&e.notification_id, EngagementKind::Read)
+        );
+    }
+    let read_ids: BTreeSet<String> = events.iter().map(|e| e.notification_id.clone()).collect();
+    assert_eq!(read_ids, newly);
+
+    // MarkAllRead.
+    let r = query
+        .mark_all_read(MarkAllReadRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "ana".into(),
+            up_to_ms: 0,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(r.marked, 4);
+    assert_eq!(unread(&mut query, "acme", "ana").await?, 0);
+
+    // Failures: bob's e-mail was suppressed.
+    let failures = eventually(Duration::from_secs(60), "bob's failure", || {
+        let mut query = query.clone();
+        async move {
+            let r = query
+                .list_failures(ListFailuresRequest {
+                    tenant: "acme".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((!r.failures.is_empty()).then_some(r))
+        }
+    })
+    .await?;
+    assert_eq!(failures.failures.len(), 1, "{failures:?}");
+    let f = &failures.failures[0];
+    assert_eq!(f.notification_id, suppressed);
+    assert_eq!(f.recipient_user_id, "bob");
+    assert_eq!(f.state, DeliveryState::Suppressed as i32);
+    assert!(!f.reason.is_empty());
+
+    // Another tenant's data is never visible, whatever the ids.
+    let theirs = query.list_inbox(inbox("other", "ana")).await?.into_inner();
+    assert!(
+        theirs
+            .entries
+            .iter()
+            .all(|e| e.notification_id == other_tenant)
+    );
+    let err = query
+        .get_notification(GetNotificationRequest {
+            tenant: "other".into(),
+            notification_id: sent[2].clone(),
+        })
+        .await
+        .expect_err("another tenant's notification");
+    assert_eq!(err.code(), Code::NotFound);
+    let r = query
+        .mark_read(MarkReadRequest {
+            tenant: "other".into(),
+            recipient_user_id: "ana".into(),
+            notification_ids: vec![sent[2].clone()],
+        })
+        .await?
+        .into_inner();
+    assert!(r.newly_read.is_empty());
+    let r = query
+        .list_failures(ListFailuresRequest {
+            tenant: "other".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(r.failures.is_empty());
+
+    // Older than 365 days: a clear error, not an empty success.
+    let long_ago = SystemClock.now_ms() - 400 * DAY_MS;
+    let err = query
+        .list_inbox(ListInboxRequest {
+            before_ms: long_ago,
+            ..inbox("acme", "ana")
+        })
+        .await
+        .expect_err("beyond retention");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("365 days"), "{}", err.message());
+    let err = query
+        .list_failures(ListFailuresRequest {
+            tenant: "acme".into(),
+            from_ms: long_ago,
+            ..Default::default()
+        })
+        .await
+        .expect_err("beyond retention");
+    assert_eq!(err.code(), Code::OutOfRange);
+
+    // Resuming a watch continues after the token: entries 4..6 (and, around the resume point,
+    // possibly some again), then new ones.
+    drop(watch);
+    let mut resumed = query
+        .watch_inbox(watch_request("ana", &resume_after_third))
+        .await?
+        .into_inner();
+    let late = send(&mut ingress, request("acme", "ana", "news", "late")).await?;
+    let mut seen = BTreeSet::new();
+    while !seen.contains(&late) {
+        let m = next(&mut resumed, 1).await?.remove(0);
+        seen.insert(m.entry.unwrap().notification_id);
+    }
+    for id in &pushed_ids[3..] {
+        assert!(seen.contains(id), "resumed watch skipped {id}");
+    }
+    assert!(seen.iter().all(|id| want.contains(id) || *id == late));
+
+    // Bad input is refused with a reason.
+    let err = query
+        .watch_inbox(watch_request("ana", "garbage"))
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = query
+        .mark_read(MarkReadRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "ana".into(),
+            notification_ids: vec![],
+        })
+        .await
+        .expect_err("no ids");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("notification_ids"));
+    Ok(())
+}
