@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
 HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
 
-.PHONY: help build run test test-kafka bench unit lint fmt tansu clean
+.PHONY: test-scylla help build run test test-kafka bench unit lint fmt tansu clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,15 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 	else \
 		echo "make test: real-Kafka exactly-once tests SKIPPED (set HERALD_TEST_KAFKA=host:port to run them)"; \
 	fi
+	@if [ -n "$$HERALD_TEST_SCYLLA" ]; then \
+		$(MAKE) test-scylla; \
+	else \
+		echo "make test: real-ScyllaDB store tests SKIPPED (set HERALD_TEST_SCYLLA=host:port to run them)"; \
+	fi
+
+test-scylla: ## The whole store conformance suite and TTL expiry on a real ScyllaDB: HERALD_TEST_SCYLLA=host:port make test-scylla
+	@test -n "$$HERALD_TEST_SCYLLA" || { echo "set HERALD_TEST_SCYLLA=host:port (a ScyllaDB node)"; exit 2; }
+	cargo test -p herald-store-scylla --test scylla -- --ignored
 
 test-kafka: ## Exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
 	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }

@@ -31,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use herald_runtime::outbox::OutboxError;
+
 use crate::engagement::EngagementSink;
 
 /// Default and maximum inbox page sizes.
@@ -377,7 +379,13 @@ impl Query {
     /// an event Kafka cannot take waits in the outbox.
     async fn emit_read(&self, newly: &[InboxEntryRecord]) -> Result<(), Status> {
         match &self.options.engagement {
-            Some(sink) if !newly.is_empty() => sink.read(newly).await.map_err(store_status),
+            Some(sink) if !newly.is_empty() => sink.read(newly).await.map_err(|e| match e {
+                OutboxError::QueueFull => Status::resource_exhausted(
+                    "the read marks are stored but the engagement producer is overloaded; \
+                     retry",
+                ),
+                OutboxError::Store(e) => store_status(e),
+            }),
             _ => Ok(()),
         }
     }

@@ -56,6 +56,15 @@ pub fn engagement_id(notification_id: &str, kind: crate::EngagementKind) -> Stri
     .to_string()
 }
 
+/// A stable digest of some bytes (e.g. an encoded request), to tell "the same again" from
+/// "something else under the same key".
+pub fn content_digest(bytes: &[u8]) -> String {
+    let mut name = Vec::with_capacity(bytes.len() + 2);
+    name.extend_from_slice(b"c/");
+    name.extend_from_slice(bytes);
+    Uuid::new_v5(&NAMESPACE, &name).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

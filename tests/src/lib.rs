@@ -173,34 +173,54 @@ impl Drop for Proc {
 pub struct Broker {
     /// `127.0.0.1:port`.
     pub bootstrap: String,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    proc: Proc,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
     /// The broker's process id.
     pub fn pid(&self) -> Option<u32> {
-        self._proc.pid()
+        self.proc.pid()
+    }
+
+    fn spawn(dir: &Path, port: u16) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
+        cmd.arg("run").arg(dir.join("data")).arg(port.to_string());
+        Proc::spawn("tansu", cmd, dir.join("tansu.log"), Group::Inherit)
+    }
+
+    async fn wait_until_listening(addr: SocketAddr, proc: &Proc) -> anyhow::Result<()> {
+        if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
+            bail!("{e}\n{}", proc.log_tail());
+        }
+        Ok(())
     }
 
     /// Starts tansu through `scripts/tansu.sh run` and waits until it listens.
     pub async fn start() -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
-        cmd.arg("run")
-            .arg(dir.path().join("data"))
-            .arg(port.to_string());
-        let proc = Proc::spawn("tansu", cmd, dir.path().join("tansu.log"), Group::Inherit)?;
+        let proc = Broker::spawn(dir.path(), port)?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
-            bail!("{e}\n{}", proc.log_tail());
-        }
+        Broker::wait_until_listening(addr, &proc).await?;
         Ok(Broker {
             bootstrap: addr.to_string(),
-            _proc: proc,
-            _dir: dir,
+            proc,
+            dir,
         })
+    }
+
+    /// Kills the broker (SIGKILL): an outage.
+    pub async fn stop(&mut self) {
+        self.proc.kill().await;
+    }
+
+    /// Starts the broker again on the same port and data (after [`Broker::stop`]).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill().await;
+        let addr: SocketAddr = self.bootstrap.parse()?;
+        self.proc = Broker::spawn(self.dir.path(), addr.port())?;
+        Broker::wait_until_listening(addr, &self.proc).await
     }
 }
 

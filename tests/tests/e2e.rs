@@ -407,6 +407,16 @@ async fn edge_cases() -> anyhow::Result<()> {
     };
     let first = send(&mut ingress, keyed()).await?;
     assert_eq!(send(&mut ingress, keyed()).await?, first);
+    // The same key for a different request is refused, naming the first notification.
+    let status = ingress
+        .send_notification(SendNotificationRequest {
+            idempotency_key: "signup-7".into(),
+            ..inline("acme", "ana", "something else")
+        })
+        .await
+        .expect_err("key reused for another request");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains(&first), "{}", status.message());
 
     // A template rendered with the request's variables; a missing one recorded as suppressed.
     let templated = |template_id: &str| SendNotificationRequest {

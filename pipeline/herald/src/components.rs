@@ -54,7 +54,15 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("ingress cannot listen on {addr}"))?;
-    herald_ingress::serve(listener, &config.kafka, config.ingress.limits(), shutdown).await?;
+    let store = crate::store::open(config).await?;
+    herald_ingress::serve(
+        listener,
+        &config.kafka,
+        config.ingress.limits(),
+        store,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub struct IngressConfig {
     pub max_in_flight: usize,
     /// The producer's queue in KiB; when full, requests are refused with RESOURCE_EXHAUSTED.
     pub producer_queue_kbytes: u64,
+    /// How long a request waits for Kafka before it is kept in the durable outbox instead.
+    pub kafka_wait_ms: u64,
 }
 
 impl Default for IngressConfig {
@@ -54,6 +56,7 @@ impl Default for IngressConfig {
             listen: "127.0.0.1:50051".into(),
             max_in_flight: limits.max_in_flight,
             producer_queue_kbytes: limits.producer_queue_kbytes,
+            kafka_wait_ms: limits.kafka_wait_ms,
         }
     }
 }
@@ -69,6 +72,7 @@ impl IngressConfig {
         herald_ingress::IngressLimits {
             max_in_flight: self.max_in_flight,
             producer_queue_kbytes: self.producer_queue_kbytes,
+            kafka_wait_ms: self.kafka_wait_ms,
         }
     }
 }
@@ -100,7 +104,9 @@ impl QueryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://<path>` (relative paths are relative to the working directory).
+    /// `sqlite://<path>` (embedded; relative paths are relative to the working directory) or
+    /// `scylla://host:port[,host:port…][?hot=herald&archive=herald_archive&dc=…]` (run
+    /// `herald migrate` first).
     pub url: String,
 }
 
@@ -162,8 +168,14 @@ impl Config {
                 self.kafka.compression
             );
         }
-        if !self.store.url.starts_with("sqlite://") {
-            bail!("[store] url {:?}: expected sqlite://<path>", self.store.url);
+        if !["sqlite://", "scylla://"]
+            .iter()
+            .any(|scheme| self.store.url.starts_with(scheme))
+        {
+            bail!(
+                "[store] url {:?}: expected sqlite://<path> or scylla://host:port[,host:port]",
+                self.store.url
+            );
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use herald_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -12,18 +13,35 @@ use crate::config::Config;
 /// How often the store writer runs a retention pass.
 const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
 
-/// Opens the store named by `[store] url`.
+/// Opens the store named by `[store] url`: `sqlite://…` (embedded) or `scylla://…`.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(herald_store::open(&config.store.url).await?)
+    let url = &config.store.url;
+    if url.starts_with("scylla://") {
+        let store = herald_store_scylla::ScyllaStore::open_url(url)
+            .await
+            .with_context(|| format!("opening {url} (has `herald migrate` run?)"))?;
+        return Ok(Arc::new(store));
+    }
+    Ok(herald_store::open(url).await?)
 }
 
 /// Applies the store's schema and says what was done. The embedded store applies its own
-/// schema whenever it opens.
+/// schema whenever it opens; ScyllaDB gets the versioned CQL files of `herald-store-scylla`.
 pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    let url = &config.store.url;
+    if url.starts_with("scylla://") {
+        let cfg = herald_store_scylla::ScyllaConfig::from_url(url)?;
+        let session = herald_store_scylla::connect_session(&cfg)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let report = herald_store_scylla::migrate(&session, &cfg)
+            .await
+            .context("applying migrations")?;
+        return Ok(format!("{url}: {report}"));
+    }
     open(config).await?;
     Ok(format!(
-        "{}: the embedded store applies its schema when it opens; nothing else to do",
-        config.store.url
+        "{url}: the embedded store applies its schema when it opens; nothing else to do"
     ))
 }
 

@@ -1,7 +1,10 @@
 //! The ingress: Herald's write API. `SendNotification` validates the request ([`validate`]),
 //! turns it into a `NotificationRequested` event with a stable notification id, writes it to the
 //! `requested` topic through an idempotent producer (acks=all) keyed by tenant/recipient, and
-//! answers `ACCEPTED` only once the broker has acknowledged the write.
+//! answers `ACCEPTED` once the broker has acknowledged the write — or, when Kafka does not answer
+//! within `kafka_wait_ms`, once the request is kept in the store's durable outbox, from which it
+//! is replayed ([`herald_runtime::outbox`]). An idempotency key reused for a different request is
+//! refused with ALREADY_EXISTS.
 
 pub mod validate;
 
@@ -14,11 +17,12 @@ use herald_proto::v1::notification_service_server::{
 };
 use herald_proto::v1::{DeliveryState, SendNotificationRequest, SendNotificationResponse};
 use herald_runtime::KafkaConfig;
+use herald_runtime::outbox::{Outbox, OutboxError, Sent};
 use herald_runtime::runner::TRACEPARENT;
 use herald_runtime::topics::Topics;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use herald_schemas::NotificationRequested;
+use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord, Store};
+use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +51,8 @@ pub struct IngressLimits {
     pub max_in_flight: usize,
     /// librdkafka's producer queue (`queue.buffering.max.kbytes`; its default is 1 GiB).
     pub producer_queue_kbytes: u64,
+    /// How long a request waits for Kafka's acknowledgement before it is kept in the outbox.
+    pub kafka_wait_ms: u64,
 }
 
 impl Default for IngressLimits {
@@ -54,32 +60,84 @@ impl Default for IngressLimits {
         IngressLimits {
             max_in_flight: 4_096,
             producer_queue_kbytes: 32 * 1024,
+            kafka_wait_ms: 2_000,
         }
     }
 }
 
 /// The `NotificationService` implementation.
 pub struct Ingress {
-    producer: FutureProducer,
+    outbox: Outbox,
+    store: Arc<dyn Store>,
     topic: String,
-    ack_timeout: Duration,
     in_flight: Arc<Semaphore>,
 }
 
 impl Ingress {
-    /// An ingress writing to the `requested` topic under `kafka.topic_prefix`.
-    pub fn new(kafka: &KafkaConfig, limits: IngressLimits) -> Result<Ingress, IngressError> {
+    /// An ingress writing to the `requested` topic under `kafka.topic_prefix`, keeping what
+    /// Kafka cannot take in `store`'s outbox.
+    pub fn new(
+        kafka: &KafkaConfig,
+        limits: IngressLimits,
+        store: Arc<dyn Store>,
+    ) -> Result<Ingress, IngressError> {
         let mut producer = kafka.producer();
         producer.set(
             "queue.buffering.max.kbytes",
             limits.producer_queue_kbytes.to_string(),
         );
+        let outbox = Outbox::new(
+            producer.create()?,
+            Arc::clone(&store),
+            format!("ingress.{}", kafka.instance_id),
+            Duration::from_millis(limits.kafka_wait_ms),
+            Duration::from_millis(kafka.message_timeout_ms + 1_000),
+        );
         Ok(Ingress {
-            producer: producer.create()?,
+            outbox,
+            store,
             topic: Topics::new(&kafka.topic_prefix).requested(),
-            ack_timeout: Duration::from_millis(kafka.message_timeout_ms + 1_000),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         })
+    }
+
+    /// Refuses an idempotency key already used for a different request; a retry of the same
+    /// request passes (and is written again: downstream is idempotent by notification id).
+    async fn check_idempotency_key(&self, event: &NotificationRequested) -> Result<(), Status> {
+        let Some(key) = event.idempotency_key.as_deref() else {
+            return Ok(());
+        };
+        // The request as the client sent it: everything but the time it arrived.
+        let digest = herald_schemas::codec::encode(&NotificationRequested {
+            requested_at_ms: 0,
+            ..event.clone()
+        })
+        .map(|bytes| herald_schemas::ids::content_digest(&bytes))
+        .map_err(|e| Status::internal(format!("encoding the event failed: {e}")))?;
+        let claim = IdempotencyRecord {
+            tenant: event.tenant.clone(),
+            key: key.to_owned(),
+            request_hash: digest,
+            notification_id: event.notification_id.clone(),
+            at_ms: event.requested_at_ms,
+        };
+        match self.store.claim_idempotency_key(&claim).await {
+            Ok(IdempotencyClaim::Claimed) => Ok(()),
+            Ok(IdempotencyClaim::Existing(first)) if first.request_hash == claim.request_hash => {
+                Ok(())
+            }
+            Ok(IdempotencyClaim::Existing(first)) => Err(Status::already_exists(format!(
+                "idempotency_key {key:?} was already used for a different request (notification \
+                 {}); use a new key for a new notification",
+                first.notification_id
+            ))),
+            Err(e) => {
+                warn!(error = %e, "idempotency key check failed");
+                Err(Status::unavailable(format!(
+                    "cannot check the idempotency key right now ({e}); retry"
+                )))
+            }
+        }
     }
 }
 
@@ -88,18 +146,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
-}
-
-fn kafka_status(e: &KafkaError) -> Status {
-    match e {
-        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-            Status::resource_exhausted("ingress is overloaded (producer queue full); retry later")
-        }
-        other => Status::unavailable(format!(
-            "Kafka did not acknowledge the request ({other}); it may or may not have been \
-             accepted: retry with the same idempotency_key"
-        )),
-    }
 }
 
 #[tonic::async_trait]
@@ -120,24 +166,39 @@ impl NotificationService for Ingress {
             .map(str::to_owned);
         let event = validate::to_event(request.into_inner(), now_ms())
             .map_err(validate::FieldViolation::into_status)?;
+        self.check_idempotency_key(&event).await?;
         let payload = herald_schemas::codec::encode(&event)
             .map_err(|e| Status::internal(format!("encoding the event failed: {e}")))?;
-        let key = format!("{}/{}", event.tenant, event.recipient_user_id);
-        let mut record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        if let Some(trace) = trace.as_deref() {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: TRACEPARENT,
-                value: Some(trace),
-            }));
-        }
-        match self.producer.send(record, self.ack_timeout).await {
-            Ok(_) => Ok(Response::new(SendNotificationResponse {
-                notification_id: event.notification_id,
-                status: DeliveryState::Accepted as i32,
-            })),
-            Err((e, _)) => {
-                warn!(error = %e, tenant = %event.tenant, "produce failed");
-                Err(kafka_status(&e))
+        let record = OutboxRecord {
+            owner: String::new(),
+            id: event.notification_id.clone(),
+            topic: self.topic.clone(),
+            key: format!("{}/{}", event.tenant, event.recipient_user_id).into_bytes(),
+            payload,
+            headers: trace
+                .map(|t| vec![(TRACEPARENT.to_owned(), t.into_bytes())])
+                .unwrap_or_default(),
+            created_at_ms: event.requested_at_ms,
+        };
+        match self.outbox.send_or_keep(record).await {
+            Ok(sent) => {
+                if sent == Sent::Kept {
+                    info!(id = %event.notification_id, "accepted into the outbox (Kafka is slow or down)");
+                }
+                Ok(Response::new(SendNotificationResponse {
+                    notification_id: event.notification_id,
+                    status: DeliveryState::Accepted as i32,
+                }))
+            }
+            Err(OutboxError::QueueFull) => Err(Status::resource_exhausted(
+                "ingress is overloaded (producer queue full); retry later",
+            )),
+            Err(OutboxError::Store(e)) => {
+                warn!(error = %e, tenant = %event.tenant, "neither Kafka nor the outbox took a request");
+                Err(Status::unavailable(format!(
+                    "neither Kafka nor the outbox accepted the request ({e}); retry with the same \
+                     idempotency_key"
+                )))
             }
         }
     }
@@ -151,9 +212,11 @@ pub async fn serve(
     listener: TcpListener,
     kafka: &KafkaConfig,
     limits: IngressLimits,
+    store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let ingress = Ingress::new(kafka, limits)?;
+    let ingress = Ingress::new(kafka, limits, store)?;
+    tokio::spawn(ingress.outbox.clone().replay(shutdown.clone()));
     let (health, reflection) =
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();

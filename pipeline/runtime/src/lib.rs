@@ -2,10 +2,12 @@
 //!
 //! - [`config`]: the `[kafka]` settings and the librdkafka client configs built from them.
 //! - [`topics`]: topic names under a prefix, and creating them at start-up.
+//! - [`outbox`]: a producer that keeps what Kafka cannot take in the store and replays it.
 //! - [`runner`]: the one generic consume → process → produce → commit loop; a stage only
 //!   supplies a [`runner::Processor`].
 
 pub mod config;
+pub mod outbox;
 pub mod probe;
 pub mod runner;
 pub mod topics;

@@ -1,0 +1,208 @@
+//! The in-app inbox: entries, newest-first pages, and the delivery-ordered feed.
+//!
+//! An entry lives in the partition of its user and creation month, newest first, so a page is
+//! a slice of one partition and paging walks months newest first. The `unread_only` and
+//! `category` filters are applied here, while paging: one request examines at most
+//! [`INBOX_SCAN_LIMIT`] rows, and if that runs out before a page is full it returns what it
+//! found (possibly nothing) with a token that continues below the last row examined.
+
+use std::ops::ControlFlow;
+
+use futures::FutureExt;
+use futures::future::try_join_all;
+use herald_store::retention::DAY_MS;
+use herald_store::{InboxEntryRecord, InboxPage, InboxQuery, Month};
+use scylla::value::MaybeUnset;
+
+use crate::Result;
+use crate::codec::{self, InboxRow, TokenKind};
+use crate::cql::{exec, scan};
+use crate::store::Inner;
+use crate::tiers::WithTtl;
+
+/// The most inbox rows one `list_inbox` call examines (filtered-out rows included).
+pub const INBOX_SCAN_LIMIT: usize = 1_000;
+
+impl Inner {
+    /// Writes the entry (both tiers by its creation), its by-id pointer, and its feed copy
+    /// (both tiers by its delivery). `read_at_ms` is left unset unless given, so a replayed
+    /// entry keeps its read state.
+    pub(crate) async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> Result<()> {
+        let read_at = e.read_at_ms.map_or(MaybeUnset::Unset, MaybeUnset::Set);
+        let row = |month: Month| {
+            (
+                month.bucket(),
+                e.tenant.as_str(),
+                e.recipient_user_id.as_str(),
+                e.notification_id.as_str(),
+                e.category.as_str(),
+                e.title.as_str(),
+                e.body.as_str(),
+                e.action_url.as_deref(),
+                e.created_at_ms,
+                e.delivered_at_ms,
+                read_at,
+            )
+        };
+        let mut writes = Vec::new();
+        for (tier, ttl) in self.time.writes(e.created_at_ms) {
+            let st = self.st.tier(tier);
+            let entry = WithTtl {
+                row: row(Month::of_ms(e.created_at_ms)),
+                ttl,
+            };
+            writes.push(exec(&self.session, &st.insert_inbox, entry).boxed());
+            let by_id = (
+                e.tenant.as_str(),
+                e.recipient_user_id.as_str(),
+                e.notification_id.as_str(),
+                e.created_at_ms,
+            );
+            writes.push(
+                exec(
+                    &self.session,
+                    &st.insert_inbox_by_id,
+                    WithTtl { row: by_id, ttl },
+                )
+                .boxed(),
+            );
+        }
+        for (tier, ttl) in self.time.writes(e.delivered_at_ms) {
+            let feed = WithTtl {
+                row: row(Month::of_ms(e.delivered_at_ms)),
+                ttl,
+            };
+            writes.push(exec(&self.session, &self.st.tier(tier).insert_feed, feed).boxed());
+        }
+        try_join_all(writes).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_inbox(&self, q: &InboxQuery) -> herald_store::Result<InboxPage> {
+        let now = self.time.now();
+        let oldest = self.time.oldest_kept();
+        let cursor = match (q.page_token.as_deref(), q.before_ms) {
+            (Some(t), _) => Some(codec::decode_token(TokenKind::Inbox, t)?),
+            (None, Some(before)) => Some((before, String::new())),
+            (None, None) => None,
+        };
+        if let Some((ms, _)) = &cursor {
+            self.time.retention.check_readable(*ms, now)?;
+        }
+        let top = now
+            .saturating_add(DAY_MS)
+            .min(cursor.as_ref().map_or(i64::MAX, |c| c.0));
+        let filtered = q.unread_only || q.category.is_some();
+        let want = q.page_size.saturating_add(1);
+        let mut entries = Vec::new();
+        let (mut scanned, mut last_scanned) = (0_usize, None);
+        let mut too_old = false;
+        // Only the first month can hold rows above the cursor; later months lie wholly below.
+        let mut below = cursor;
+        for month in Month::newest_first(oldest, top) {
+            let st = self.st.tier(self.time.read_tier(month.start_ms()));
+            let page = if filtered { 200 } else { want - entries.len() };
+            let mut visit = |row: InboxRow| {
+                let e = codec::inbox(row);
+                if e.created_at_ms < oldest {
+                    too_old = true;
+                    return Ok(ControlFlow::Break(()));
+                }
+                scanned += 1;
+                last_scanned = Some((e.created_at_ms, e.notification_id.clone()));
+                let keep = (!q.unread_only || e.read_at_ms.is_none())
+                    && q.category.as_ref().is_none_or(|c| *c == e.category);
+                if keep {
+                    entries.push(e);
+                }
+                Ok(if entries.len() >= want || scanned >= INBOX_SCAN_LIMIT {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            };
+            let key = (
+                q.tenant.as_str(),
+                q.recipient_user_id.as_str(),
+                month.bucket(),
+            );
+            match below.take() {
+                Some((ms, id)) => {
+                    let values = (key.0, key.1, key.2, ms, id.as_str());
+                    scan(
+                        &self.session,
+                        &st.select_inbox_below,
+                        values,
+                        page,
+                        &mut visit,
+                    )
+                    .await?;
+                }
+                None => scan(&self.session, &st.select_inbox_month, key, page, &mut visit).await?,
+            }
+            if too_old || entries.len() >= want || scanned >= INBOX_SCAN_LIMIT {
+                break;
+            }
+        }
+        let next_page_token = if entries.len() > q.page_size {
+            entries.truncate(q.page_size);
+            entries
+                .last()
+                .map(|e| codec::encode_token(TokenKind::Inbox, e.created_at_ms, &e.notification_id))
+        } else if scanned >= INBOX_SCAN_LIMIT && !too_old {
+            last_scanned.map(|(ms, id)| codec::encode_token(TokenKind::Inbox, ms, &id))
+        } else {
+            None
+        };
+        Ok(InboxPage {
+            entries,
+            next_page_token,
+        })
+    }
+
+    /// Entries delivered at or after `since_ms`, in delivery order: the feed partitions of
+    /// each month from `since_ms`'s (or the oldest kept) to the current one, oldest first.
+    pub(crate) async fn inbox_feed(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntryRecord>> {
+        let oldest = self.time.oldest_kept();
+        let top = self.time.now().saturating_add(DAY_MS);
+        let mut months: Vec<Month> = Month::newest_first(since_ms.max(oldest), top).collect();
+        months.reverse();
+        let mut entries = Vec::new();
+        for month in months {
+            if entries.len() >= limit {
+                break;
+            }
+            let st = self.st.tier(self.time.read_tier(month.start_ms()));
+            let values = (tenant, user_id, month.bucket(), since_ms);
+            scan(
+                &self.session,
+                &st.select_feed_since,
+                values,
+                limit - entries.len(),
+                |row: InboxRow| {
+                    let e = codec::inbox(row);
+                    if e.created_at_ms >= oldest {
+                        entries.push(e);
+                    }
+                    Ok(if entries.len() >= limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                },
+            )
+            .await?;
+        }
+        entries.sort_by(|a, b| {
+            (a.delivered_at_ms, &a.notification_id).cmp(&(b.delivered_at_ms, &b.notification_id))
+        });
+        entries.truncate(limit);
+        Ok(entries)
+    }
+}

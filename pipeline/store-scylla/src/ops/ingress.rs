@@ -1,0 +1,142 @@
+//! The ingress's tables: idempotency keys (a lightweight transaction) and the outbox.
+
+use std::ops::ControlFlow;
+
+use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord};
+
+use crate::codec;
+use crate::cql::{Lwt, exec, first, lwt, scan};
+use crate::store::Inner;
+use crate::{Error, Result};
+
+type IdempotencyRow = (String, String, String, String, i64);
+type OutboxRow = (String, String, String, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+
+impl Inner {
+    /// `INSERT ... IF NOT EXISTS`: of two concurrent claims exactly one applies. The loser
+    /// reads the winner's record from the transaction's answer, or with a serial read.
+    pub(crate) async fn claim_idempotency_key(
+        &self,
+        r: &IdempotencyRecord,
+    ) -> Result<IdempotencyClaim> {
+        let st = &self.st.shared;
+        let values = (
+            r.tenant.as_str(),
+            r.key.as_str(),
+            r.request_hash.as_str(),
+            r.notification_id.as_str(),
+            r.at_ms,
+        );
+        let answer = lwt(&self.session, &st.claim_idempotency_key, values).await?;
+        if answer.applied {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        if let Some(first) = claimed_record(&answer) {
+            return Ok(IdempotencyClaim::Existing(first));
+        }
+        let row: Option<IdempotencyRow> = first(
+            &self.session,
+            &st.select_idempotency_key,
+            (r.tenant.as_str(), r.key.as_str()),
+        )
+        .await?;
+        let (tenant, key, request_hash, notification_id, at_ms) = row.ok_or_else(|| {
+            Error::Decode("an idempotency key was taken but cannot be read back".into())
+        })?;
+        Ok(IdempotencyClaim::Existing(IdempotencyRecord {
+            tenant,
+            key,
+            request_hash,
+            notification_id,
+            at_ms,
+        }))
+    }
+
+    /// Keeps the first record for `(owner, id)`, like the other backends (a replayed put with
+    /// another timestamp must not queue the request twice).
+    pub(crate) async fn outbox_put(&self, r: &OutboxRecord) -> Result<()> {
+        let st = &self.st.shared;
+        let known: Option<(i64,)> = first(
+            &self.session,
+            &st.select_outbox_by_id,
+            (r.owner.as_str(), r.id.as_str()),
+        )
+        .await?;
+        if known.is_some() {
+            return Ok(());
+        }
+        // The row first: a crash between the two writes leaves a row `remove` cannot find by
+        // id, but `pending` still returns it and the replay is idempotent downstream.
+        let headers = codec::encode_headers(&r.headers);
+        let row = (
+            r.owner.as_str(),
+            r.created_at_ms,
+            r.id.as_str(),
+            r.topic.as_str(),
+            r.key.as_slice(),
+            r.payload.as_slice(),
+            headers.as_slice(),
+        );
+        exec(&self.session, &st.insert_outbox, row).await?;
+        let pointer = (r.owner.as_str(), r.id.as_str(), r.created_at_ms);
+        exec(&self.session, &st.insert_outbox_by_id, pointer).await
+    }
+
+    pub(crate) async fn outbox_pending(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        scan(
+            &self.session,
+            &self.st.shared.select_outbox,
+            (owner,),
+            limit,
+            |row: OutboxRow| {
+                let (owner, id, topic, key, payload, headers, created_at_ms) = row;
+                out.push(OutboxRecord {
+                    owner,
+                    id,
+                    topic,
+                    key,
+                    payload,
+                    headers: codec::decode_headers(&headers)?,
+                    created_at_ms,
+                });
+                Ok(if out.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn outbox_remove(&self, owner: &str, id: &str) -> Result<()> {
+        let st = &self.st.shared;
+        let known: Option<(i64,)> =
+            first(&self.session, &st.select_outbox_by_id, (owner, id)).await?;
+        let Some((created_at_ms,)) = known else {
+            return Ok(());
+        };
+        exec(&self.session, &st.delete_outbox, (owner, created_at_ms, id)).await?;
+        exec(&self.session, &st.delete_outbox_by_id, (owner, id)).await
+    }
+}
+
+/// The winning claim as the transaction answered it (ScyllaDB returns the existing row).
+fn claimed_record(answer: &Lwt) -> Option<IdempotencyRecord> {
+    Some(IdempotencyRecord {
+        tenant: answer.text("tenant")?,
+        key: answer.text("key")?,
+        request_hash: answer.text("request_hash")?,
+        notification_id: answer.text("notification_id")?,
+        at_ms: answer.bigint("at_ms")?,
+    })
+}

@@ -1,0 +1,9 @@
+//! The [`herald_store::Store`] operations, one file per area, as methods of the store's inner
+//! state.
+
+pub(crate) mod inbox;
+mod ingress;
+mod ledger;
+mod notifications;
+pub(crate) mod read_state;
+mod reference;

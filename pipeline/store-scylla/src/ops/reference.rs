@@ -1,0 +1,166 @@
+//! Recipients (contacts, opt-outs) and templates: hot keyspace only, no TTL.
+
+use herald_schemas::Channel;
+use herald_store::{Contact, RecipientProfile, TemplateRecord};
+
+use crate::Result;
+use crate::codec;
+use crate::cql::{all, exec};
+use crate::store::Inner;
+
+type TemplateRow = (String, String, String, String, String, Option<String>);
+
+impl Inner {
+    pub(crate) async fn recipient_profile(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<RecipientProfile> {
+        let st = &self.st.shared;
+        let (contacts, opt_outs) = futures::try_join!(
+            all::<(String, String)>(&self.session, &st.select_contacts, (tenant, user_id)),
+            all::<(String, String)>(&self.session, &st.select_opt_outs, (tenant, user_id)),
+        )?;
+        let mut contacts = contacts
+            .into_iter()
+            .map(|(channel, address)| {
+                Ok(Contact {
+                    channel: codec::channel(&channel)?,
+                    address,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        contacts.sort_by(|a, b| a.channel.as_str().cmp(b.channel.as_str()));
+        let mut opt_outs = opt_outs
+            .into_iter()
+            .map(|(channel, category)| Ok((codec::channel(&channel)?, category)))
+            .collect::<Result<Vec<_>>>()?;
+        opt_outs.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        Ok(RecipientProfile { contacts, opt_outs })
+    }
+
+    pub(crate) async fn put_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact: &Contact,
+    ) -> Result<()> {
+        let values = (
+            tenant,
+            user_id,
+            contact.channel.as_str(),
+            contact.address.as_str(),
+        );
+        exec(&self.session, &self.st.shared.insert_contact, values).await
+    }
+
+    pub(crate) async fn set_opt_out(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        channel: Channel,
+        category: &str,
+        opted_out: bool,
+    ) -> Result<()> {
+        let st = &self.st.shared;
+        let statement = if opted_out {
+            &st.insert_opt_out
+        } else {
+            &st.delete_opt_out
+        };
+        exec(
+            &self.session,
+            statement,
+            (tenant, user_id, channel.as_str(), category),
+        )
+        .await
+    }
+
+    /// Reads every locale of the template (one partition) and picks: the exact locale, then
+    /// the bare language (`pt` for `pt-BR`), then the first locale in order.
+    pub(crate) async fn template(
+        &self,
+        tenant: &str,
+        template_id: &str,
+        locale: Option<&str>,
+    ) -> Result<Option<TemplateRecord>> {
+        let rows: Vec<TemplateRow> = all(
+            &self.session,
+            &self.st.shared.select_templates,
+            (tenant, template_id),
+        )
+        .await?;
+        let mut templates: Vec<TemplateRecord> = rows
+            .into_iter()
+            .map(
+                |(tenant, template_id, locale, title, body, action_url)| TemplateRecord {
+                    tenant,
+                    template_id,
+                    locale,
+                    title,
+                    body,
+                    action_url,
+                },
+            )
+            .collect();
+        templates.sort_by(|a, b| a.locale.cmp(&b.locale));
+        Ok(pick_locale(templates, locale))
+    }
+
+    pub(crate) async fn put_template(&self, t: &TemplateRecord) -> Result<()> {
+        let values = (
+            t.tenant.as_str(),
+            t.template_id.as_str(),
+            t.locale.as_str(),
+            t.title.as_str(),
+            t.body.as_str(),
+            t.action_url.as_deref(),
+        );
+        exec(&self.session, &self.st.shared.insert_template, values).await
+    }
+}
+
+/// The locale fallback, over a template's locales sorted by name.
+fn pick_locale(templates: Vec<TemplateRecord>, locale: Option<&str>) -> Option<TemplateRecord> {
+    let wanted = locale.unwrap_or_default();
+    let language = wanted.split(['-', '_']).next().unwrap_or_default();
+    let rank = |t: &TemplateRecord| {
+        if t.locale == wanted {
+            0
+        } else if t.locale == language {
+            1
+        } else {
+            2
+        }
+    };
+    // min_by_key keeps the first of equal ranks: the first locale in order.
+    templates.into_iter().min_by_key(rank)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(locale: &str) -> TemplateRecord {
+        TemplateRecord {
+            tenant: "t".into(),
+            template_id: "w".into(),
+            locale: locale.into(),
+            title: locale.into(),
+            body: String::new(),
+            action_url: None,
+        }
+    }
+
+    #[test]
+    fn locale_fallback() {
+        let all = || vec![t("de"), t("en"), t("pt-BR")];
+        let pick = |l| pick_locale(all(), l).map(|t| t.locale);
+        assert_eq!(pick(Some("pt-BR")).as_deref(), Some("pt-BR"));
+        assert_eq!(pick(Some("en-GB")).as_deref(), Some("en"));
+        assert_eq!(pick(Some("en_US")).as_deref(), Some("en"));
+        assert_eq!(pick(Some("fr")).as_deref(), Some("de"), "the first locale");
+        assert_eq!(pick(None).as_deref(), Some("de"));
+        assert_eq!(pick_locale(vec![], Some("en")), None);
+    }
+}

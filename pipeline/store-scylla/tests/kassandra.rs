@@ -1,0 +1,302 @@
+//! The ScyllaDB backend over the real CQL protocol, against kassandra (an in-process CQL server,
+//! see TEST-INFRA.md): the production migrations and statements, as written.
+//!
+//! kassandra has no TTL, no lightweight transactions, no clustering order (always ascending),
+//! no LIMIT and no range predicates. What needs those is not emulated here; these conformance
+//! functions run only against a real ScyllaDB (`tests/scylla.rs`):
+//! - `failures_by_tenant_and_time`, `inbox_pages_newest_first`, `inbox_filters_and_read_state`,
+//!   `inbox_feed_in_delivery_order`: range slices and DESC clustering order;
+//! - `tenants_are_isolated`: `mark_all_read`, `inbox_feed` and `list_failures` use range
+//!   predicates (its point-read half runs below, in `tenants_are_isolated_for_point_reads`);
+//! - `idempotency_keys`, `ledger_keeps_the_first_outcome`: lightweight transactions (below:
+//!   they fail loudly here rather than pretending);
+//! - `retention_keeps_a_year_and_refuses_older`: failures and inbox ranges, real TTLs.
+//!
+//! The one accommodation is [`CqlServer::KassandraForTests`]: kassandra's parser drops
+//! `USING TTL ?`, so its prepared statements list no `[ttl]` marker; the store then binds no TTL
+//! (ScyllaDB mode refuses such a server, see the last test).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_schemas::Channel;
+use herald_store::conformance::{self, NOW};
+use herald_store::{
+    Contact, IdempotencyRecord, ManualClock, NotificationRecord, Retention, Store, StoreError,
+    TemplateRecord,
+};
+use herald_store_scylla::{
+    CqlServer, Error, ScyllaConfig, ScyllaStore, StoreOptions, migrate, session_builder,
+};
+use kassandra_tester::KassandraTester;
+use kassandra_tester::kassandra::session::KassandraSession;
+use scylla::client::session::Session;
+
+/// No test may run longer than this.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts kassandra on a free port, runs `body` with its address, and stops it.
+async fn on_kassandra<F, Fut>(body: F)
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut body = Some(body);
+    let server = KassandraTester::new(KassandraSession::new()).in_scope(|addr| {
+        let body = body.take();
+        async move {
+            if let Some(body) = body {
+                body(addr).await;
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
+    tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("the test timed out")
+        .expect("kassandra stopped");
+}
+
+async fn session(addr: SocketAddr) -> (Arc<Session>, ScyllaConfig) {
+    let config = ScyllaConfig {
+        nodes: vec![addr.to_string()],
+        ..ScyllaConfig::default()
+    };
+    let session = session_builder(&config)
+        // kassandra has no peers table: without this every DDL fails refreshing metadata.
+        .refresh_metadata_on_auto_schema_agreement(false)
+        .build()
+        .await
+        .expect("connect to kassandra");
+    (Arc::new(session), config)
+}
+
+async fn store(session: &Arc<Session>, config: &ScyllaConfig, clock: &ManualClock) -> ScyllaStore {
+    let options = StoreOptions {
+        retention: Retention::default(),
+        clock: Arc::new(clock.clone()),
+        server: CqlServer::KassandraForTests,
+    };
+    ScyllaStore::with_session(Arc::clone(session), config, options)
+        .await
+        .expect("prepare every statement")
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_refuse_edits() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        let first = migrate(&session, &config).await.unwrap();
+        assert_eq!(
+            first.applied.len(),
+            herald_store_scylla::migrate::MIGRATIONS.len()
+        );
+        assert!(first.already_applied.is_empty());
+        let again = migrate(&session, &config).await.unwrap();
+        assert!(again.applied.is_empty(), "{again:?}");
+        assert_eq!(again.already_applied, first.applied);
+
+        // Someone edited 0002 after it was applied.
+        session
+            .query_unpaged(
+                "INSERT INTO herald.schema_migrations (scope, version, name, checksum, \
+                 applied_at_ms) VALUES (?, ?, ?, ?, ?)",
+                (
+                    "herald",
+                    2_i32,
+                    "0002_hot_time_series.cql",
+                    "sha256:edited",
+                    0_i64,
+                ),
+            )
+            .await
+            .unwrap();
+        let refused = migrate(&session, &config).await;
+        assert!(
+            matches!(refused, Err(Error::ChecksumMismatch { version: 2, .. })),
+            "{refused:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_point_reads_and_writes() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = store(&session, &config, &clock).await;
+        conformance::notifications_and_timeline(&store, &clock).await;
+        conformance::contacts_preferences_templates(&store, &clock).await;
+        conformance::outbox_per_owner(&store, &clock).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_for_point_reads() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = store(&session, &config, &clock).await;
+        let n = NotificationRecord {
+            tenant: "t2".into(),
+            notification_id: "secret".into(),
+            recipient_user_id: "carol".into(),
+            category: "news".into(),
+            priority: herald_schemas::Priority::Normal,
+            created_at_ms: NOW,
+        };
+        store.upsert_notification(&n).await.unwrap();
+        let mut entry = conformance_entry("t2", "carol", "secret");
+        store.upsert_inbox_entry(&entry).await.unwrap();
+        let contact = Contact {
+            channel: Channel::Email,
+            address: "carol@example.com".into(),
+        };
+        store.put_contact("t2", "carol", &contact).await.unwrap();
+        store
+            .put_template(&TemplateRecord {
+                tenant: "t2".into(),
+                template_id: "welcome".into(),
+                locale: "en".into(),
+                title: "Hi".into(),
+                body: "Hello".into(),
+                action_url: None,
+            })
+            .await
+            .unwrap();
+
+        assert!(
+            store
+                .get_notification("t3", "secret")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store
+                .get_notification("t2", "secret")
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            n
+        );
+        assert!(
+            store
+                .recipient_profile("t3", "carol")
+                .await
+                .unwrap()
+                .contacts
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .recipient_profile("t2", "carol")
+                .await
+                .unwrap()
+                .contacts,
+            [contact]
+        );
+        assert!(
+            store
+                .template("t3", "welcome", Some("en"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .template("t2", "welcome", Some("en"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Read state: the other tenant's mark finds nothing, the owner's finds the entry.
+        assert_eq!(store.unread_count("t3", "carol", 10).await.unwrap(), 0);
+        assert!(
+            store
+                .mark_read("t3", "carol", &["secret".into()], NOW)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.unread_count("t2", "carol", 10).await.unwrap(), 1);
+        let marked = store
+            .mark_read("t2", "carol", &["secret".into()], NOW + 1)
+            .await
+            .unwrap();
+        entry.read_at_ms = Some(NOW + 1);
+        assert_eq!(marked, [entry]);
+        assert_eq!(store.unread_count("t2", "carol", 10).await.unwrap(), 0);
+        assert!(
+            store
+                .mark_read("t2", "carol", &["secret".into()], NOW + 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+fn conformance_entry(tenant: &str, user: &str, id: &str) -> herald_store::InboxEntryRecord {
+    herald_store::InboxEntryRecord {
+        tenant: tenant.into(),
+        recipient_user_id: user.into(),
+        notification_id: id.into(),
+        category: "news".into(),
+        title: "title".into(),
+        body: "body".into(),
+        action_url: Some("https://example.com/x".into()),
+        created_at_ms: NOW,
+        delivered_at_ms: NOW + 50,
+        read_at_ms: None,
+    }
+}
+
+/// kassandra ignores `IF`: the store must say so, not report a claim it never made.
+#[tokio::test]
+async fn lightweight_transactions_fail_loudly_without_lwt_support() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = store(&session, &config, &clock).await;
+        let claim = store
+            .claim_idempotency_key(&IdempotencyRecord {
+                tenant: "t1".into(),
+                key: "k".into(),
+                request_hash: "h".into(),
+                notification_id: "n".into(),
+                at_ms: NOW,
+            })
+            .await;
+        assert!(matches!(claim, Err(StoreError::Corrupt(_))), "{claim:?}");
+        let begin = store.ledger_begin("d1", NOW).await;
+        assert!(matches!(begin, Err(StoreError::Corrupt(_))), "{begin:?}");
+    })
+    .await;
+}
+
+/// In production mode a server that would drop `USING TTL` is refused at connect.
+#[tokio::test]
+async fn scylla_mode_refuses_a_server_without_ttl_markers() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let refused = ScyllaStore::with_session(session, &config, StoreOptions::default()).await;
+        assert!(
+            matches!(refused, Err(Error::MissingTtlMarker(_))),
+            "{:?}",
+            refused.err()
+        );
+    })
+    .await;
+}
