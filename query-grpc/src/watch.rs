@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::v1::WatchInboxResponse;
-use herald_store::{Clock, InboxEntryRecord, Retention, Store, SystemClock};
+use herald_store::{Clock, InboxEntryRecord, Retention, Store, SystemClock, token};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -25,26 +25,17 @@ pub const OVERLAP_MS: i64 = 2_000;
 /// Entries read per poll.
 const BATCH: usize = 100;
 
-/// A resume token: `w1|<delivered_at_ms>|<notification id>`, hex-encoded.
+/// The tag of resume tokens ([`herald_store::token`]).
+const RESUME: &str = "w1";
+
+/// A resume token: the last pushed entry's (delivery time, notification id).
 pub fn encode_token(delivered_at_ms: i64, notification_id: &str) -> String {
-    format!("w1|{delivered_at_ms}|{notification_id}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    token::encode(RESUME, delivered_at_ms, notification_id)
 }
 
 /// The delivery time in a resume token.
-pub fn decode_token(token: &str) -> Option<i64> {
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut parts = text.splitn(3, '|');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("w1"), Some(ms), Some(_)) => ms.parse().ok(),
-        _ => None,
-    }
+pub fn decode_token(resume_token: &str) -> Option<i64> {
+    token::decode(RESUME, resume_token).ok().map(|(ms, _)| ms)
 }
 
 /// Where a watch starts: after a resume token, or at now.

@@ -173,54 +173,54 @@ impl Drop for Proc {
 pub struct Broker {
     /// `127.0.0.1:port`.
     pub bootstrap: String,
-    proc: Proc,
-    dir: tempfile::TempDir,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
     /// The broker's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    fn spawn(dir: &Path, port: u16) -> anyhow::Result<Proc> {
-        let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
-        cmd.arg("run").arg(dir.join("data")).arg(port.to_string());
-        Proc::spawn("tansu", cmd, dir.join("tansu.log"), Group::Inherit)
-    }
-
-    async fn wait_until_listening(addr: SocketAddr, proc: &Proc) -> anyhow::Result<()> {
-        if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
-            bail!("{e}\n{}", proc.log_tail());
-        }
-        Ok(())
+        self._proc.pid()
     }
 
     /// Starts tansu through `scripts/tansu.sh run` and waits until it listens.
     pub async fn start() -> anyhow::Result<Broker> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let proc = Broker::spawn(dir.path(), port)?;
+        let mut cmd = Command::new(repo_root().join("scripts/tansu.sh"));
+        cmd.arg("run")
+            .arg(dir.path().join("data"))
+            .arg(port.to_string());
+        let proc = Proc::spawn("tansu", cmd, dir.path().join("tansu.log"), Group::Inherit)?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        Broker::wait_until_listening(addr, &proc).await?;
+        if let Err(e) = wait_for_port(addr, Duration::from_secs(60), "tansu").await {
+            bail!("{e}\n{}", proc.log_tail());
+        }
         Ok(Broker {
             bootstrap: addr.to_string(),
-            proc,
-            dir,
+            _proc: proc,
+            _dir: dir,
         })
     }
 
-    /// Kills the broker (SIGKILL): an outage.
-    pub async fn stop(&mut self) {
-        self.proc.kill().await;
+    /// Freezes the broker (SIGSTOP): an outage in which it holds its port and answers nothing.
+    /// (Killing it instead would free the port for any concurrently starting test to take.)
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
     }
 
-    /// Starts the broker again on the same port and data (after [`Broker::stop`]).
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.proc.kill().await;
-        let addr: SocketAddr = self.bootstrap.parse()?;
-        self.proc = Broker::spawn(self.dir.path(), addr.port())?;
-        Broker::wait_until_listening(addr, &self.proc).await
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .context("the broker has exited")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)?;
+        Ok(())
     }
 }
 
@@ -328,6 +328,18 @@ impl Platform {
             .unwrap_or_default()
     }
 
+    /// The lines of the components' log containing any of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> String {
+        let Some(p) = self.supervisor.as_ref() else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The component processes `herald run` has started right now, as (pid, arguments after
     /// `--config FILE`), read from /proc.
     pub fn components(&self) -> Vec<(i32, String)> {
@@ -407,6 +419,29 @@ pub async fn seed_email_contacts(
             .await?;
     }
     Ok(())
+}
+
+/// A `SendNotification` request with inline content (title, and body "body of <title>") and the
+/// default channels.
+pub fn inline_request(
+    tenant: &str,
+    user: &str,
+    category: &str,
+    title: &str,
+) -> herald_proto::v1::SendNotificationRequest {
+    use herald_proto::v1::InlineContent;
+    use herald_proto::v1::send_notification_request::Content;
+    herald_proto::v1::SendNotificationRequest {
+        tenant: tenant.into(),
+        recipient_user_id: user.into(),
+        category: category.into(),
+        content: Some(Content::Inline(InlineContent {
+            title: title.into(),
+            body: format!("body of {title}"),
+            action_url: String::new(),
+        })),
+        ..Default::default()
+    }
 }
 
 /// Every record value in `topic`, read from the beginning to the current end of each partition.

@@ -10,11 +10,11 @@ use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{
-    Channel, DeliveryState, GetNotificationRequest, GetNotificationResponse, InlineContent,
-    ListInboxRequest, SendNotificationRequest, TemplateRef,
+    Channel, DeliveryState, GetNotificationRequest, GetNotificationResponse, ListInboxRequest,
+    SendNotificationRequest, TemplateRef,
 };
 use herald_store::{Contact, TemplateRecord};
-use herald_tests::{Broker, Platform, eventually};
+use herald_tests::{Broker, Platform, eventually, inline_request};
 use tonic::Code;
 use tonic::transport::Channel as GrpcChannel;
 
@@ -31,19 +31,7 @@ async fn clients(p: &Platform) -> anyhow::Result<(Ingress, Query)> {
 }
 
 fn inline(tenant: &str, user: &str, title: &str) -> SendNotificationRequest {
-    SendNotificationRequest {
-        tenant: tenant.into(),
-        idempotency_key: String::new(),
-        recipient_user_id: user.into(),
-        category: "general".into(),
-        priority: 0,
-        channels: vec![],
-        content: Some(Content::Inline(InlineContent {
-            title: title.into(),
-            body: format!("body of {title}"),
-            action_url: String::new(),
-        })),
-    }
+    inline_request(tenant, user, "general", title)
 }
 
 async fn send(ingress: &mut Ingress, req: SendNotificationRequest) -> anyhow::Result<String> {

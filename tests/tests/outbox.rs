@@ -1,35 +1,26 @@
-//! The ingress outbox: with the broker down, `SendNotification` still answers ACCEPTED (the
-//! request is kept in the store), and once the broker is back every kept request is replayed to
-//! Kafka and leaves the outbox.
+//! The ingress outbox: with the broker frozen (SIGSTOP: it holds its port and answers nothing),
+//! `SendNotification` still answers ACCEPTED (the request is kept in the store), and once the
+//! broker runs again every kept request is replayed to Kafka, leaves the outbox, and reaches the
+//! inbox exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::send_notification_request::Content;
-use herald_proto::v1::{DeliveryState, InlineContent, SendNotificationRequest};
+use herald_proto::v1::query_service_client::QueryServiceClient;
+use herald_proto::v1::{DeliveryState, ListInboxRequest, SendNotificationRequest};
 use herald_schemas::NotificationRequested;
-use herald_tests::{Broker, Platform, eventually, read_topic};
+use herald_tests::{Broker, Platform, eventually, inline_request, read_topic};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
 fn request(title: &str) -> SendNotificationRequest {
-    SendNotificationRequest {
-        tenant: "acme".into(),
-        recipient_user_id: "ana".into(),
-        category: "news".into(),
-        content: Some(Content::Inline(InlineContent {
-            title: title.into(),
-            body: "b".into(),
-            action_url: String::new(),
-        })),
-        ..Default::default()
-    }
+    inline_request("acme", "ana", "news", title)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_accepted_during_a_broker_outage_are_replayed_to_kafka() {
+async fn requests_accepted_during_a_broker_outage_are_replayed_and_delivered_once() {
     tokio::time::timeout(TEST_LIMIT, outage())
         .await
         .expect("test timed out")
@@ -37,7 +28,7 @@ async fn requests_accepted_during_a_broker_outage_are_replayed_to_kafka() {
 }
 
 async fn outage() -> anyhow::Result<()> {
-    let mut broker = Broker::start().await?;
+    let broker = Broker::start().await?;
     let platform = Platform::configure(&broker, "instance_id = \"outbox-test\"")?
         .start()
         .await?;
@@ -51,7 +42,7 @@ async fn outage() -> anyhow::Result<()> {
         .into_inner();
     sent.insert(r.notification_id);
 
-    broker.stop().await;
+    broker.pause()?;
     for i in 0..5 {
         let r = tokio::time::timeout(
             Duration::from_secs(20),
@@ -66,10 +57,8 @@ async fn outage() -> anyhow::Result<()> {
     let kept = store.outbox_pending("ingress.outbox-test", 100).await?;
     assert_eq!(kept.len(), 5, "the five requests wait in the outbox");
 
-    broker.restart().await?;
-    // Once the broker is back the outbox empties, and every request is on the topic. (This
-    // checks the topic, not the inbox: after a broker restart tansu sometimes leaves consumer
-    // groups without partitions for minutes, which is tansu's recovery, not the outbox's.)
+    broker.resume()?;
+    // Once the broker is back the outbox empties, and every request is on the topic.
     eventually(Duration::from_secs(120), "the outbox to empty", || {
         let store = std::sync::Arc::clone(&store);
         async move {
@@ -77,7 +66,11 @@ async fn outage() -> anyhow::Result<()> {
             Ok(left.is_empty().then_some(()))
         }
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        let lines = platform.log_lines_with(&["outbox", "ingress", "rdkafka", "Kafka"]);
+        anyhow::anyhow!("{e}\n{lines}")
+    })?;
     let topic = format!("{}.requested", platform.prefix);
     let bootstrap = broker.bootstrap.clone();
     let values = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic)).await??;
@@ -87,5 +80,37 @@ async fn outage() -> anyhow::Result<()> {
         .map(|r| r.map(|r| r.notification_id))
         .collect::<Result<_, _>>()?;
     assert_eq!(on_topic, sent, "every accepted request reached Kafka");
+
+    // And through the pipeline into the inbox, once each.
+    let query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let inbox = eventually(Duration::from_secs(120), "all six in the inbox", || {
+        let mut query = query.clone();
+        let n = sent.len();
+        async move {
+            let r = query
+                .list_inbox(ListInboxRequest {
+                    tenant: "acme".into(),
+                    recipient_user_id: "ana".into(),
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((r.entries.len() >= n).then_some(r))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", platform.log_tail()))?;
+    let in_inbox: Vec<String> = inbox
+        .entries
+        .iter()
+        .map(|e| e.notification_id.clone())
+        .collect();
+    assert_eq!(
+        in_inbox.len(),
+        sent.len(),
+        "each exactly once: {in_inbox:?}"
+    );
+    assert_eq!(in_inbox.into_iter().collect::<BTreeSet<_>>(), sent);
     Ok(())
 }

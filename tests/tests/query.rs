@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
-use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{
-    Channel, DeliveryState, GetNotificationRequest, InlineContent, ListFailuresRequest,
-    ListInboxRequest, ListInboxResponse, MarkAllReadRequest, MarkReadRequest,
-    SendNotificationRequest, UnreadCountRequest, WatchInboxRequest, WatchInboxResponse,
+    Channel, DeliveryState, GetNotificationRequest, ListFailuresRequest, ListInboxRequest,
+    ListInboxResponse, MarkAllReadRequest, MarkReadRequest, SendNotificationRequest,
+    UnreadCountRequest, WatchInboxRequest, WatchInboxResponse,
 };
 use herald_schemas::{Engagement, EngagementKind};
 use herald_store::{Clock, SystemClock};
-use herald_tests::{Broker, Platform, eventually, read_topic};
+use herald_tests::{Broker, Platform, eventually, inline_request, read_topic};
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Streaming};
 
@@ -25,22 +24,6 @@ const DAY_MS: i64 = 86_400_000;
 
 type Ingress = NotificationServiceClient<GrpcChannel>;
 type Query = QueryServiceClient<GrpcChannel>;
-
-fn request(tenant: &str, user: &str, category: &str, title: &str) -> SendNotificationRequest {
-    SendNotificationRequest {
-        tenant: tenant.into(),
-        idempotency_key: String::new(),
-        recipient_user_id: user.into(),
-        category: category.into(),
-        priority: 0,
-        channels: vec![],
-        content: Some(Content::Inline(InlineContent {
-            title: title.into(),
-            body: format!("body of {title}"),
-            action_url: String::new(),
-        })),
-    }
-}
 
 async fn send(ingress: &mut Ingress, req: SendNotificationRequest) -> anyhow::Result<String> {
     Ok(ingress
@@ -126,15 +109,25 @@ async fn query_api() -> anyhow::Result<()> {
     for i in 0..6 {
         let category = if i % 2 == 0 { "news" } else { "billing" };
         let title = format!("n{i}");
-        sent.push(send(&mut ingress, request("acme", "ana", category, &title)).await?);
+        sent.push(
+            send(
+                &mut ingress,
+                inline_request("acme", "ana", category, &title),
+            )
+            .await?,
+        );
     }
-    let other_tenant = send(&mut ingress, request("other", "ana", "news", "theirs")).await?;
+    let other_tenant = send(
+        &mut ingress,
+        inline_request("other", "ana", "news", "theirs"),
+    )
+    .await?;
     // E-mail only, and bob has no address: suppressed, a failure the caller can look up.
     let suppressed = send(
         &mut ingress,
         SendNotificationRequest {
             channels: vec![Channel::Email as i32],
-            ..request("acme", "bob", "news", "nowhere")
+            ..inline_request("acme", "bob", "news", "nowhere")
         },
     )
     .await?;
@@ -335,7 +328,7 @@ async fn query_api() -> anyhow::Result<()> {
         .watch_inbox(watch_request("ana", &resume_after_third))
         .await?
         .into_inner();
-    let late = send(&mut ingress, request("acme", "ana", "news", "late")).await?;
+    let late = send(&mut ingress, inline_request("acme", "ana", "news", "late")).await?;
     let mut seen = BTreeSet::new();
     while !seen.contains(&late) {
         let m = next(&mut resumed, 1).await?.remove(0);

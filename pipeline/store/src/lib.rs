@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod model;
 pub mod retention;
 pub mod sqlite;
+pub mod token;
 
 use async_trait::async_trait;
 use herald_schemas::Channel;

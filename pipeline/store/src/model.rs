@@ -170,6 +170,38 @@ pub struct OutboxRecord {
     pub created_at_ms: i64,
 }
 
+impl OutboxRecord {
+    /// The headers as one blob, for backends that store them in a column:
+    /// `(u32 name length, name, u32 value length, value)*`, big-endian lengths.
+    pub fn headers_blob(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, value) in &self.headers {
+            for part in [name.as_bytes(), value.as_slice()] {
+                out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`OutboxRecord::headers_blob`]; `None` if malformed.
+    pub fn parse_headers_blob(mut bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+        fn part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let (len, rest) = bytes.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+            let (value, rest) = (rest.get(..len)?, rest.get(len..)?);
+            *bytes = rest;
+            Some(value)
+        }
+        let mut headers = Vec::new();
+        while !bytes.is_empty() {
+            let name = String::from_utf8(part(&mut bytes)?.to_vec()).ok()?;
+            headers.push((name, part(&mut bytes)?.to_vec()));
+        }
+        Some(headers)
+    }
+}
+
 /// An idempotency key as first seen by the ingress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]

@@ -24,10 +24,8 @@ use crate::{
     Contact, DeliveryEventRecord, FailurePage, FailureQuery, FailureRecord, IdempotencyClaim,
     IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin, LedgerEntry,
     NotificationRecord, OutboxRecord, RecipientProfile, Result, RetentionReport, Store, StoreError,
-    TemplateRecord, is_failure,
+    TemplateRecord, is_failure, token,
 };
-
-mod page_token;
 
 const MAIN_SCHEMA: &str = include_str!("sqlite/main.sql");
 const MONTH_SCHEMA: &str = include_str!("sqlite/month.sql");
@@ -174,22 +172,23 @@ impl Inner {
         f(&*lock(&conn)?)
     }
 
-    /// The existing month files overlapping `[from_ms, to_ms]` and still kept, newest first.
-    fn months_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(Month, Shared)>> {
-        let from_ms = from_ms.max(self.oldest_kept());
-        let mut found = Vec::new();
-        for m in Month::newest_first(from_ms, to_ms) {
-            if let Some(conn) = self.month(m, false)? {
-                found.push((m, conn));
-            }
-        }
-        Ok(found)
+    /// The existing month files overlapping `[from_ms, to_ms]` and still kept, newest first,
+    /// opened as the iteration reaches them (a page that fills up in the newest month never
+    /// looks at the others).
+    fn months_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = Result<(Month, Shared)>> + '_ {
+        Month::newest_first(from_ms.max(self.oldest_kept()), to_ms)
+            .filter_map(|m| self.month(m, false).transpose().map(|c| c.map(|c| (m, c))))
     }
 
     /// Every existing month file still kept, newest first.
     fn kept_months(&self) -> Result<Vec<(Month, Shared)>> {
         // A day of slack past now: rows stamped slightly ahead (clock skew) stay visible.
         self.months_between(self.oldest_kept(), self.now() + crate::retention::DAY_MS)
+            .collect()
     }
 
     /// What `f` finds in the month of `at_ms` or the month before, and where: attempts and
@@ -301,34 +300,6 @@ fn template_row(r: &Row<'_>) -> rusqlite::Result<TemplateRecord> {
         body: r.get(4)?,
         action_url: r.get(5)?,
     })
-}
-
-/// Headers as `(u32 name length, name, u32 value length, value)*`, big-endian lengths.
-fn encode_headers(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in headers {
-        for part in [name.as_bytes(), value.as_slice()] {
-            out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-    }
-    out
-}
-
-fn decode_headers(mut bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    fn part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
-        let (len, rest) = bytes.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-        let (value, rest) = (rest.get(..len)?, rest.get(len..)?);
-        *bytes = rest;
-        Some(value)
-    }
-    let mut headers = Vec::new();
-    while !bytes.is_empty() {
-        let name = String::from_utf8(part(&mut bytes)?.to_vec()).ok()?;
-        headers.push((name, part(&mut bytes)?.to_vec()));
-    }
-    Some(headers)
 }
 
 fn ledger_lookup(c: &Connection, id: &str) -> rusqlite::Result<Option<Option<LedgerEntry>>> {
@@ -500,12 +471,13 @@ impl Store for SqliteStore {
             inner.retention.check_readable(q.from_ms, inner.now())?;
             // The cursor is exclusive: (at, result id) strictly below it.
             let mut cursor = match q.page_token.as_deref() {
-                Some(t) => page_token::decode(t)?,
+                Some(t) => token::decode(token::FAILURES, t)?,
                 None => (q.to_ms, String::new()),
             };
             let mut failures = Vec::new();
             let want = q.page_size.saturating_add(1);
-            for (_, conn) in inner.months_between(q.from_ms, cursor.0)? {
+            for found in inner.months_between(q.from_ms, cursor.0) {
+                let (_, conn) = found?;
                 let rows = lock(&conn)?
                     .prepare_cached(&format!(
                         "SELECT {EVENT_COLUMNS} FROM failures
@@ -532,14 +504,10 @@ impl Store for SqliteStore {
                     cursor = (last.at_ms, last.result_id.clone());
                 }
             }
-            let next_page_token = if failures.len() > q.page_size {
-                failures.truncate(q.page_size);
-                failures
-                    .last()
-                    .map(|f| page_token::encode(f.at_ms, &f.result_id))
-            } else {
-                None
-            };
+            let next_page_token =
+                token::finish_page(token::FAILURES, &mut failures, q.page_size, |f| {
+                    (f.at_ms, &f.result_id)
+                });
             Ok(FailurePage {
                 failures,
                 next_page_token,
@@ -582,7 +550,7 @@ impl Store for SqliteStore {
         let q = q.clone();
         self.with(move |inner| {
             let mut cursor = match (q.page_token.as_deref(), q.before_ms) {
-                (Some(t), _) => page_token::decode(t)?,
+                (Some(t), _) => token::decode(token::INBOX, t)?,
                 (None, Some(before)) => (before, String::new()),
                 (None, None) => (i64::MAX, String::new()),
             };
@@ -594,7 +562,8 @@ impl Store for SqliteStore {
             let want = q.page_size.saturating_add(1);
             let mut entries = Vec::new();
             let top = cursor.0.min(now + crate::retention::DAY_MS);
-            for (_, conn) in inner.months_between(oldest, top)? {
+            for found in inner.months_between(oldest, top) {
+                let (_, conn) = found?;
                 let rows = inbox_slice(&*lock(&conn)?, &q, &cursor, oldest, want - entries.len())?;
                 entries.extend(rows);
                 if entries.len() >= want {
@@ -604,14 +573,10 @@ impl Store for SqliteStore {
                     cursor = (last.created_at_ms, last.notification_id.clone());
                 }
             }
-            let next_page_token = if entries.len() > q.page_size {
-                entries.truncate(q.page_size);
-                entries
-                    .last()
-                    .map(|e| page_token::encode(e.created_at_ms, &e.notification_id))
-            } else {
-                None
-            };
+            let next_page_token =
+                token::finish_page(token::INBOX, &mut entries, q.page_size, |e| {
+                    (e.created_at_ms, &e.notification_id)
+                });
             Ok(InboxPage {
                 entries,
                 next_page_token,
@@ -633,7 +598,8 @@ impl Store for SqliteStore {
             // the month before `since_ms` can still be delivered after it.
             let from = Month::of_ms(since_ms).prev().start_ms();
             let mut entries = Vec::new();
-            for (_, conn) in inner.months_between(from, inner.now() + crate::retention::DAY_MS)? {
+            for found in inner.months_between(from, inner.now() + crate::retention::DAY_MS) {
+                let (_, conn) = found?;
                 let rows = lock(&conn)?
                     .prepare_cached(&format!(
                         "SELECT {INBOX_COLUMNS} FROM inbox
@@ -723,7 +689,8 @@ impl Store for SqliteStore {
         self.with(move |inner| {
             let oldest = inner.oldest_kept();
             let mut newly = Vec::new();
-            for (_, conn) in inner.months_between(oldest, up_to_ms)? {
+            for found in inner.months_between(oldest, up_to_ms) {
+                let (_, conn) = found?;
                 let rows = lock(&conn)?
                     .prepare_cached(&format!(
                         "UPDATE inbox SET read_at_ms = ?4
@@ -945,7 +912,7 @@ impl Store for SqliteStore {
                 r.topic,
                 r.key,
                 r.payload,
-                encode_headers(&r.headers),
+                r.headers_blob(),
                 r.created_at_ms
             ])
             .map(drop)
@@ -970,7 +937,7 @@ impl Store for SqliteStore {
                         topic: r.get(2)?,
                         key: r.get(3)?,
                         payload: r.get(4)?,
-                        headers: decode_headers(&headers).ok_or_else(|| {
+                        headers: OutboxRecord::parse_headers_blob(&headers).ok_or_else(|| {
                             rusqlite::Error::FromSqlConversionFailure(
                                 5,
                                 rusqlite::types::Type::Blob,

@@ -11,11 +11,11 @@ use std::ops::ControlFlow;
 use futures::FutureExt;
 use futures::future::try_join_all;
 use herald_store::retention::DAY_MS;
-use herald_store::{InboxEntryRecord, InboxPage, InboxQuery, Month};
+use herald_store::{InboxEntryRecord, InboxPage, InboxQuery, Month, token};
 use scylla::value::MaybeUnset;
 
 use crate::Result;
-use crate::codec::{self, InboxRow, TokenKind};
+use crate::codec::{self, InboxRow};
 use crate::cql::{exec, scan};
 use crate::store::Inner;
 use crate::tiers::WithTtl;
@@ -82,7 +82,7 @@ impl Inner {
         let now = self.time.now();
         let oldest = self.time.oldest_kept();
         let cursor = match (q.page_token.as_deref(), q.before_ms) {
-            (Some(t), _) => Some(codec::decode_token(TokenKind::Inbox, t)?),
+            (Some(t), _) => Some(token::decode(token::INBOX, t)?),
             (None, Some(before)) => Some((before, String::new())),
             (None, None) => None,
         };
@@ -144,16 +144,15 @@ impl Inner {
                 break;
             }
         }
-        let next_page_token = if entries.len() > q.page_size {
-            entries.truncate(q.page_size);
-            entries
-                .last()
-                .map(|e| codec::encode_token(TokenKind::Inbox, e.created_at_ms, &e.notification_id))
-        } else if scanned >= INBOX_SCAN_LIMIT && !too_old {
-            last_scanned.map(|(ms, id)| codec::encode_token(TokenKind::Inbox, ms, &id))
-        } else {
-            None
-        };
+        let full = token::finish_page(token::INBOX, &mut entries, q.page_size, |e| {
+            (e.created_at_ms, &e.notification_id)
+        });
+        // A filtered scan that ran out of budget continues below the last row it examined.
+        let next_page_token = full.or_else(|| {
+            (scanned >= INBOX_SCAN_LIMIT && !too_old)
+                .then(|| last_scanned.map(|(ms, id)| token::encode(token::INBOX, ms, &id)))
+                .flatten()
+        });
         Ok(InboxPage {
             entries,
             next_page_token,

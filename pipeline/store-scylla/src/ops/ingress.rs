@@ -4,7 +4,6 @@ use std::ops::ControlFlow;
 
 use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord};
 
-use crate::codec;
 use crate::cql::{Lwt, exec, first, lwt, scan};
 use crate::store::Inner;
 use crate::{Error, Result};
@@ -67,7 +66,7 @@ impl Inner {
         }
         // The row first: a crash between the two writes leaves a row `remove` cannot find by
         // id, but `pending` still returns it and the replay is idempotent downstream.
-        let headers = codec::encode_headers(&r.headers);
+        let headers = r.headers_blob();
         let row = (
             r.owner.as_str(),
             r.created_at_ms,
@@ -104,7 +103,8 @@ impl Inner {
                     topic,
                     key,
                     payload,
-                    headers: codec::decode_headers(&headers)?,
+                    headers: OutboxRecord::parse_headers_blob(&headers)
+                        .ok_or_else(|| crate::error::corrupt("malformed outbox headers"))?,
                     created_at_ms,
                 });
                 Ok(if out.len() >= limit {

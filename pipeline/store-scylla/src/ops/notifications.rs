@@ -7,11 +7,11 @@ use futures::future::try_join_all;
 use herald_schemas::Channel;
 use herald_store::retention::DAY_MS;
 use herald_store::{
-    DeliveryEventRecord, FailurePage, FailureQuery, NotificationRecord, is_failure,
+    DeliveryEventRecord, FailurePage, FailureQuery, NotificationRecord, is_failure, token,
 };
 
 use crate::Result;
-use crate::codec::{self, EventRow, FailureRow, NotificationRow, TokenKind};
+use crate::codec::{self, EventRow, FailureRow, NotificationRow};
 use crate::cql::{all, exec, first, scan};
 use crate::store::Inner;
 use crate::tiers::{Tier, WithTtl, day_of};
@@ -127,7 +127,7 @@ impl Inner {
         let now = self.time.now();
         self.time.retention.check_readable(q.from_ms, now)?;
         let mut cursor = match q.page_token.as_deref() {
-            Some(t) => codec::decode_token(TokenKind::Failures, t)?,
+            Some(t) => token::decode(token::FAILURES, t)?,
             None => (q.to_ms, String::new()),
         };
         let want = q.page_size.saturating_add(1);
@@ -165,14 +165,10 @@ impl Inner {
             }
             day -= 1;
         }
-        let next_page_token = if failures.len() > q.page_size {
-            failures.truncate(q.page_size);
-            failures
-                .last()
-                .map(|f| codec::encode_token(TokenKind::Failures, f.at_ms, &f.result_id))
-        } else {
-            None
-        };
+        let next_page_token =
+            token::finish_page(token::FAILURES, &mut failures, q.page_size, |f| {
+                (f.at_ms, &f.result_id)
+            });
         Ok(FailurePage {
             failures,
             next_page_token,

@@ -105,9 +105,20 @@ async fn refuses_a_store_in_the_old_layout() {
 
 #[test]
 fn outbox_headers_round_trip() {
-    let headers = vec![("a".to_owned(), vec![1, 2]), (String::new(), vec![])];
-    assert_eq!(decode_headers(&encode_headers(&headers)), Some(headers));
-    assert_eq!(decode_headers(&[0, 0, 0, 9, 1]), None);
+    let record = OutboxRecord {
+        owner: "o".into(),
+        id: "i".into(),
+        topic: "t".into(),
+        key: vec![],
+        payload: vec![],
+        headers: vec![("a".to_owned(), vec![1, 2]), (String::new(), vec![])],
+        created_at_ms: 0,
+    };
+    assert_eq!(
+        OutboxRecord::parse_headers_blob(&record.headers_blob()),
+        Some(record.headers)
+    );
+    assert_eq!(OutboxRecord::parse_headers_blob(&[0, 0, 0, 9, 1]), None);
 }
 
 #[tokio::test]
