@@ -3,10 +3,12 @@
 //! oldest first.
 //!
 //! While anything waits in the outbox, new records go straight to it instead of to Kafka, so the
-//! caller gets an answer in milliseconds during an outage and one recipient's records keep their
-//! order. A record kept after a slow (not failed) produce may reach Kafka twice, once late and
-//! once replayed; every consumer of Herald's topics is idempotent by event id, so that is
-//! harmless.
+//! caller gets an answer in milliseconds during an outage and records mostly keep their order
+//! (not strictly: a record kept in the instant the replayer finds the outbox empty is replayed a
+//! second later, after records sent directly meanwhile; a slow produce that succeeds late also
+//! lands after records sent after it). A record kept after a slow (not failed) produce may reach
+//! Kafka twice, once late and once replayed; every consumer of Herald's topics is idempotent by
+//! event id, so that is harmless.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
