@@ -169,6 +169,30 @@ pub async fn main() -> anyhow::Result<()> {
             "ms",
             "<= 1.5",
         ),
+        (
+            format!(
+                "ListInbox QPS vs raw, both under {:.0} writes/s",
+                query.writes_per_second
+            ),
+            query.grpc_loaded.achieved,
+            query.raw_loaded.achieved,
+            "/s",
+            ">= 0.8",
+        ),
+        (
+            "ListInbox QPS under writes vs idle".to_owned(),
+            query.grpc_loaded.achieved,
+            query.grpc.achieved,
+            "/s",
+            "-",
+        ),
+        (
+            "ListInbox p99 under writes vs idle".to_owned(),
+            query.grpc_loaded.quantile_ms(0.99),
+            query.grpc.quantile_ms(0.99),
+            "ms",
+            "-",
+        ),
     ]);
     let rows: Vec<Value> = table
         .iter()

@@ -1,5 +1,6 @@
 //! Section 4: ListInbox through the query service against the same store read made directly,
-//! same rows, same concurrency.
+//! same rows, same concurrency; both idle and while a writer adds inbox entries (creation load:
+//! reads must stay fast while sends surge).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,21 @@ const USERS: u64 = 200;
 const ENTRIES: u64 = 100;
 const PAGE: u32 = 20;
 const CLIENTS: usize = 16;
+/// Inbox entries written per second during the "under load" runs.
+const WRITES_PER_SECOND: u64 = 1_000;
 
-/// Both runs and the query service's peak RSS.
+/// Both read paths, idle and under writes, and the query service's peak RSS.
 pub struct QueryResults {
     /// Through gRPC.
     pub grpc: Run,
     /// Straight from the store.
     pub raw: Run,
+    /// Through gRPC while entries are written.
+    pub grpc_loaded: Run,
+    /// Straight from the store while entries are written.
+    pub raw_loaded: Run,
+    /// Entries actually written per second during the loaded runs.
+    pub writes_per_second: f64,
     /// Peak RSS of the query process.
     pub rss_mib: Option<f64>,
 }
@@ -37,6 +46,12 @@ impl QueryResults {
             "list_inbox": self.grpc.json(), "raw_store": self.raw.json(),
             "qps_ratio": self.grpc.achieved / self.raw.achieved,
             "p99_ratio": self.grpc.quantile_ms(0.99) / self.raw.quantile_ms(0.99),
+            "under_writes": {
+                "writes_per_second": self.writes_per_second,
+                "list_inbox": self.grpc_loaded.json(), "raw_store": self.raw_loaded.json(),
+                "qps_ratio": self.grpc_loaded.achieved / self.raw_loaded.achieved,
+                "qps_vs_idle": self.grpc_loaded.achieved / self.grpc.achieved,
+            },
         })
     }
 }
@@ -45,40 +60,44 @@ fn query(i: u64) -> InboxQuery {
     InboxQuery::first_page("bench", &format!("user-{}", i % USERS), PAGE as usize)
 }
 
-/// Fills a store, starts the query service on it, and measures both read paths.
-pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
-    let platform = Platform::configure(broker, "")?;
-    let store: Arc<dyn Store> = herald_store::open(&platform.store_url).await?;
-    eprintln!("bench: filling {} inbox rows…", USERS * ENTRIES);
-    // Within the last hour: the current month's file, as for a live inbox.
-    let base = herald_store::Clock::now_ms(&herald_store::SystemClock) - 3_600_000;
-    for u in 0..USERS {
-        for e in 0..ENTRIES {
-            store
-                .upsert_inbox_entry(&InboxEntryRecord {
-                    tenant: "bench".into(),
-                    recipient_user_id: format!("user-{u}"),
-                    notification_id: format!("n-{u}-{e}"),
-                    category: "orders".into(),
-                    title: format!("Order {e} shipped"),
-                    body: "Your order is on its way and should arrive within two working days."
-                        .into(),
-                    action_url: None,
-                    created_at_ms: base + e as i64,
-                    delivered_at_ms: base + e as i64,
-                    read_at_ms: None,
-                })
-                .await?;
+fn entry(user: u64, n: u64, at_ms: i64) -> InboxEntryRecord {
+    InboxEntryRecord {
+        tenant: "bench".into(),
+        recipient_user_id: format!("user-{user}"),
+        notification_id: format!("n-{user}-{n}"),
+        category: "orders".into(),
+        title: format!("Order {n} shipped"),
+        body: "Your order is on its way and should arrive within two working days.".into(),
+        action_url: None,
+        created_at_ms: at_ms,
+        delivered_at_ms: at_ms,
+        read_at_ms: None,
+    }
+}
+
+/// Writes new inbox entries at [`WRITES_PER_SECOND`] (through its own store handle, as the
+/// deliver stage would) until `stop`; returns how many it wrote.
+async fn write_load(store: Arc<dyn Store>, stop: tokio_util::sync::CancellationToken) -> u64 {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut written = 0_u64;
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        for _ in 0..WRITES_PER_SECOND / 100 {
+            let now = herald_store::Clock::now_ms(&herald_store::SystemClock);
+            let e = entry(written % USERS, ENTRIES + written, now);
+            if store.upsert_inbox_entry(&e).await.is_ok() {
+                written += 1;
+            }
         }
     }
-    let proc = platform
-        .spawn_component(&["query"], Some(platform.query))
-        .await?;
-    let channel = Channel::from_shared(Platform::url(platform.query))?
-        .connect()
-        .await?;
+    written
+}
+
+/// ListInbox through gRPC, then the same reads straight from the store.
+async fn measure(channel: &Channel, store: &Arc<dyn Store>, label: &str) -> (Run, Run) {
     let seconds = Duration::from_secs(LEVEL_SECONDS);
-    eprintln!("bench: ListInbox, {CLIENTS} clients…");
+    eprintln!("bench: ListInbox, {CLIENTS} clients{label}…");
+    let channel = channel.clone();
     let grpc = closed_loop(CLIENTS, seconds, move |i| {
         let mut client = QueryServiceClient::new(channel.clone());
         async move {
@@ -88,7 +107,6 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
                     tenant: q.tenant,
                     recipient_user_id: q.recipient_user_id,
                     page_size: PAGE,
-                    page_token: String::new(),
                     ..Default::default()
                 })
                 .await;
@@ -96,9 +114,8 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
         }
     })
     .await;
-    let rss_mib = proc.pid().and_then(|p| peak_rss_mib(p as i32));
-    drop(proc);
-    eprintln!("bench: raw store reads, {CLIENTS} clients…");
+    eprintln!("bench: raw store reads, {CLIENTS} clients{label}…");
+    let store = Arc::clone(store);
     let raw = closed_loop(CLIENTS, seconds, move |i| {
         let store = Arc::clone(&store);
         async move {
@@ -106,5 +123,50 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
         }
     })
     .await;
-    Ok(QueryResults { grpc, raw, rss_mib })
+    (grpc, raw)
+}
+
+/// Fills a store, starts the query service on it, and measures both read paths, idle and while
+/// entries are written.
+pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
+    let platform = Platform::configure(broker, "")?;
+    let store: Arc<dyn Store> = herald_store::open(&platform.store_url).await?;
+    eprintln!("bench: filling {} inbox rows…", USERS * ENTRIES);
+    // Within the last hour: the current month's file, as for a live inbox.
+    let base = herald_store::Clock::now_ms(&herald_store::SystemClock) - 3_600_000;
+    for u in 0..USERS {
+        for e in 0..ENTRIES {
+            store
+                .upsert_inbox_entry(&entry(u, e, base + e as i64))
+                .await?;
+        }
+    }
+    let proc = platform
+        .spawn_component(&["query"], Some(platform.query))
+        .await?;
+    let channel = Channel::from_shared(Platform::url(platform.query))?
+        .connect()
+        .await?;
+    let (grpc, raw) = measure(&channel, &store, "").await;
+
+    let writer_store = herald_store::open(&platform.store_url).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(write_load(writer_store, stop.clone()));
+    let label = format!(" while writing {WRITES_PER_SECOND} entries/s");
+    let (grpc_loaded, raw_loaded) = measure(&channel, &store, &label).await;
+    stop.cancel();
+    let written = writer.await?;
+    let writes_per_second = written as f64 / started.elapsed().as_secs_f64();
+
+    let rss_mib = proc.pid().and_then(|p| peak_rss_mib(p as i32));
+    drop(proc);
+    Ok(QueryResults {
+        grpc,
+        raw,
+        grpc_loaded,
+        raw_loaded,
+        writes_per_second,
+        rss_mib,
+    })
 }
