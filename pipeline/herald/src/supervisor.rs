@@ -103,7 +103,11 @@ fn print_banner(config: &Config, exe: &Path) {
          \n  {exe} get --tenant acme --id <notification id printed by send>\n\
          \nor with grpcurl (reflection is on):\n\
          \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\",\"category\":\"general\",\"inline\":{{\"title\":\"Hi\",\"body\":\"there\"}}}}' {ingress} herald.v1.NotificationService/SendNotification\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/ListInbox\n",
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/ListInbox\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/WatchInbox\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/UnreadCount\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/MarkAllRead\
+         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\"}}' {query} herald.v1.QueryService/ListFailures\n",
         ingress = config.ingress.listen,
         query = config.query.listen,
         kafka = config.kafka.bootstrap_servers,
