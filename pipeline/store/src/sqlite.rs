@@ -184,6 +184,31 @@ impl Inner {
             .filter_map(|m| self.month(m, false).transpose().map(|c| c.map(|c| (m, c))))
     }
 
+    /// Up to `want` rows of a listing ordered newest first by (ms, id), strictly below `cursor`,
+    /// from the month files overlapping `[from_ms, to_ms]`: `slice` reads one month file below a
+    /// cursor; months are read newest first until enough rows are found.
+    fn newest_first_across_months<T>(
+        &self,
+        (from_ms, to_ms): (i64, i64),
+        mut cursor: (i64, String),
+        want: usize,
+        key: impl Fn(&T) -> (i64, String),
+        mut slice: impl FnMut(&Connection, &(i64, String), usize) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let mut rows = Vec::new();
+        for found in self.months_between(from_ms, to_ms) {
+            let (_, conn) = found?;
+            rows.extend(slice(&*lock(&conn)?, &cursor, want - rows.len())?);
+            if rows.len() >= want {
+                break;
+            }
+            if let Some(last) = rows.last() {
+                cursor = key(last);
+            }
+        }
+        Ok(rows)
+    }
+
     /// Every existing month file still kept, newest first.
     fn kept_months(&self) -> Result<Vec<(Month, Shared)>> {
         // A day of slack past now: rows stamped slightly ahead (clock skew) stay visible.
@@ -470,16 +495,18 @@ impl Store for SqliteStore {
         self.with(move |inner| {
             inner.retention.check_readable(q.from_ms, inner.now())?;
             // The cursor is exclusive: (at, result id) strictly below it.
-            let mut cursor = match q.page_token.as_deref() {
+            let cursor = match q.page_token.as_deref() {
                 Some(t) => token::decode(token::FAILURES, t)?,
                 None => (q.to_ms, String::new()),
             };
-            let mut failures = Vec::new();
             let want = q.page_size.saturating_add(1);
-            for found in inner.months_between(q.from_ms, cursor.0) {
-                let (_, conn) = found?;
-                let rows = lock(&conn)?
-                    .prepare_cached(&format!(
+            let mut failures = inner.newest_first_across_months(
+                (q.from_ms, cursor.0),
+                cursor,
+                want,
+                |f: &FailureRecord| (f.at_ms, f.result_id.clone()),
+                |c, cursor, limit| {
+                    Ok(c.prepare_cached(&format!(
                         "SELECT {EVENT_COLUMNS} FROM failures
                          WHERE tenant = ?1 AND at_ms >= ?2
                            AND (at_ms < ?3 OR (at_ms = ?3 AND result_id < ?4))
@@ -491,19 +518,13 @@ impl Store for SqliteStore {
                             q.from_ms,
                             cursor.0,
                             cursor.1,
-                            i64::try_from(want - failures.len()).unwrap_or(i64::MAX)
+                            i64::try_from(limit).unwrap_or(i64::MAX)
                         ],
                         failure_row,
                     )?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                failures.extend(rows);
-                if failures.len() >= want {
-                    break;
-                }
-                if let Some(last) = failures.last() {
-                    cursor = (last.at_ms, last.result_id.clone());
-                }
-            }
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+                },
+            )?;
             let next_page_token =
                 token::finish_page(token::FAILURES, &mut failures, q.page_size, |f| {
                     (f.at_ms, &f.result_id)
@@ -549,7 +570,7 @@ impl Store for SqliteStore {
     async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage> {
         let q = q.clone();
         self.with(move |inner| {
-            let mut cursor = match (q.page_token.as_deref(), q.before_ms) {
+            let cursor = match (q.page_token.as_deref(), q.before_ms) {
                 (Some(t), _) => token::decode(token::INBOX, t)?,
                 (None, Some(before)) => (before, String::new()),
                 (None, None) => (i64::MAX, String::new()),
@@ -560,19 +581,15 @@ impl Store for SqliteStore {
             }
             let oldest = inner.oldest_kept();
             let want = q.page_size.saturating_add(1);
-            let mut entries = Vec::new();
+            // A day of slack past now: entries stamped slightly ahead (clock skew) are listed.
             let top = cursor.0.min(now + crate::retention::DAY_MS);
-            for found in inner.months_between(oldest, top) {
-                let (_, conn) = found?;
-                let rows = inbox_slice(&*lock(&conn)?, &q, &cursor, oldest, want - entries.len())?;
-                entries.extend(rows);
-                if entries.len() >= want {
-                    break;
-                }
-                if let Some(last) = entries.last() {
-                    cursor = (last.created_at_ms, last.notification_id.clone());
-                }
-            }
+            let mut entries = inner.newest_first_across_months(
+                (oldest, top),
+                cursor,
+                want,
+                |e: &InboxEntryRecord| (e.created_at_ms, e.notification_id.clone()),
+                |c, cursor, limit| Ok(inbox_slice(c, &q, cursor, oldest, limit)?),
+            )?;
             let next_page_token =
                 token::finish_page(token::INBOX, &mut entries, q.page_size, |e| {
                     (e.created_at_ms, &e.notification_id)
