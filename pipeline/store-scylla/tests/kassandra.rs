@@ -22,12 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_schemas::Channel;
 use herald_store::conformance::{self, NOW};
-use herald_store::{
-    Contact, IdempotencyRecord, ManualClock, NotificationRecord, Retention, Store, StoreError,
-    TemplateRecord,
-};
+use herald_store::{IdempotencyRecord, ManualClock, Retention, Store, StoreError};
 use herald_store_scylla::{
     CqlServer, Error, ScyllaConfig, ScyllaStore, StoreOptions, migrate, session_builder,
 };
@@ -144,121 +140,9 @@ async fn tenants_are_isolated_for_point_reads() {
         migrate(&session, &config).await.unwrap();
         let clock = ManualClock::at(NOW);
         let store = store(&session, &config, &clock).await;
-        let n = NotificationRecord {
-            tenant: "t2".into(),
-            notification_id: "secret".into(),
-            recipient_user_id: "carol".into(),
-            category: "news".into(),
-            priority: herald_schemas::Priority::Normal,
-            created_at_ms: NOW,
-        };
-        store.upsert_notification(&n).await.unwrap();
-        let mut entry = conformance_entry("t2", "carol", "secret");
-        store.upsert_inbox_entry(&entry).await.unwrap();
-        let contact = Contact {
-            channel: Channel::Email,
-            address: "carol@example.com".into(),
-        };
-        store.put_contact("t2", "carol", &contact).await.unwrap();
-        store
-            .put_template(&TemplateRecord {
-                tenant: "t2".into(),
-                template_id: "welcome".into(),
-                locale: "en".into(),
-                title: "Hi".into(),
-                body: "Hello".into(),
-                action_url: None,
-            })
-            .await
-            .unwrap();
-
-        assert!(
-            store
-                .get_notification("t3", "secret")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(
-            store
-                .get_notification("t2", "secret")
-                .await
-                .unwrap()
-                .unwrap()
-                .0,
-            n
-        );
-        assert!(
-            store
-                .recipient_profile("t3", "carol")
-                .await
-                .unwrap()
-                .contacts
-                .is_empty()
-        );
-        assert_eq!(
-            store
-                .recipient_profile("t2", "carol")
-                .await
-                .unwrap()
-                .contacts,
-            [contact]
-        );
-        assert!(
-            store
-                .template("t3", "welcome", Some("en"))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .template("t2", "welcome", Some("en"))
-                .await
-                .unwrap()
-                .is_some()
-        );
-        // Read state: the other tenant's mark finds nothing, the owner's finds the entry.
-        assert_eq!(store.unread_count("t3", "carol", 10).await.unwrap(), 0);
-        assert!(
-            store
-                .mark_read("t3", "carol", &["secret".into()], NOW)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(store.unread_count("t2", "carol", 10).await.unwrap(), 1);
-        let marked = store
-            .mark_read("t2", "carol", &["secret".into()], NOW + 1)
-            .await
-            .unwrap();
-        entry.read_at_ms = Some(NOW + 1);
-        assert_eq!(marked, [entry]);
-        assert_eq!(store.unread_count("t2", "carol", 10).await.unwrap(), 0);
-        assert!(
-            store
-                .mark_read("t2", "carol", &["secret".into()], NOW + 2)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        conformance::tenants_are_isolated_for_point_reads(&store, &clock).await;
     })
     .await;
-}
-
-fn conformance_entry(tenant: &str, user: &str, id: &str) -> herald_store::InboxEntryRecord {
-    herald_store::InboxEntryRecord {
-        tenant: tenant.into(),
-        recipient_user_id: user.into(),
-        notification_id: id.into(),
-        category: "news".into(),
-        title: "title".into(),
-        body: "body".into(),
-        action_url: Some("https://example.com/x".into()),
-        created_at_ms: NOW,
-        delivered_at_ms: NOW + 50,
-        read_at_ms: None,
-    }
 }
 
 /// kassandra ignores `IF`: the store must say so, not report a claim it never made.

@@ -19,6 +19,7 @@ pub async fn run_all(store: &dyn Store, clock: &ManualClock) {
     inbox_filters_and_read_state(store, clock).await;
     inbox_feed_in_delivery_order(store, clock).await;
     tenants_are_isolated(store, clock).await;
+    tenants_are_isolated_for_point_reads(store, clock).await;
     contacts_preferences_templates(store, clock).await;
     idempotency_keys(store, clock).await;
     outbox_per_owner(store, clock).await;
@@ -568,6 +569,97 @@ pub async fn contacts_preferences_templates(store: &dyn Store, _clock: &ManualCl
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// Isolation through the operations that read one partition by its full key (what every CQL
+/// server can serve): notifications, recipients, templates, and read state.
+pub async fn tenants_are_isolated_for_point_reads(store: &dyn Store, _clock: &ManualClock) {
+    let n = notification("t7", "secret", NOW);
+    store.upsert_notification(&n).await.unwrap();
+    let mut e = entry("t7", "carol", "secret", NOW);
+    store.upsert_inbox_entry(&e).await.unwrap();
+    let contact = Contact {
+        channel: Channel::Email,
+        address: "carol@example.com".into(),
+    };
+    store.put_contact("t7", "carol", &contact).await.unwrap();
+    let template = TemplateRecord {
+        tenant: "t7".into(),
+        template_id: "welcome".into(),
+        locale: "en".into(),
+        title: "Hi".into(),
+        body: "Hello".into(),
+        action_url: None,
+    };
+    store.put_template(&template).await.unwrap();
+
+    assert!(
+        store
+            .get_notification("t8", "secret")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .get_notification("t7", "secret")
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        n
+    );
+    assert!(
+        store
+            .recipient_profile("t8", "carol")
+            .await
+            .unwrap()
+            .contacts
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .recipient_profile("t7", "carol")
+            .await
+            .unwrap()
+            .contacts,
+        [contact]
+    );
+    assert!(
+        store
+            .template("t8", "welcome", Some("en"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.template("t7", "welcome", Some("en")).await.unwrap(),
+        Some(template)
+    );
+    // Read state: the other tenant's mark finds nothing; the owner's marks the entry once.
+    assert_eq!(store.unread_count("t8", "carol", 10).await.unwrap(), 0);
+    assert!(
+        store
+            .mark_read("t8", "carol", &["secret".into()], NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.unread_count("t7", "carol", 10).await.unwrap(), 1);
+    let marked = store
+        .mark_read("t7", "carol", &["secret".into()], NOW + 1)
+        .await
+        .unwrap();
+    e.read_at_ms = Some(NOW + 1);
+    assert_eq!(marked, [e]);
+    assert_eq!(store.unread_count("t7", "carol", 10).await.unwrap(), 0);
+    assert!(
+        store
+            .mark_read("t7", "carol", &["secret".into()], NOW + 2)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
