@@ -35,6 +35,8 @@ pub struct RecordedCall {
     pub address: String,
     pub title: String,
     pub body: String,
+    /// When the provider received the call (ms since the epoch).
+    pub recorded_at_ms: i64,
 }
 
 /// Records calls in a SQLite file shared by every deliver process.
@@ -87,7 +89,8 @@ impl RecordingProvider {
 pub fn read_calls(path: &Path) -> Result<Vec<RecordedCall>, RecordingError> {
     let conn = connect(path)?;
     let mut stmt = conn.prepare(
-        "SELECT delivery_id, notification_id, channel, address, title, body FROM calls ORDER BY seq",
+        "SELECT delivery_id, notification_id, channel, address, title, body, recorded_at_ms
+         FROM calls ORDER BY seq",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(RecordedCall {
@@ -97,6 +100,7 @@ pub fn read_calls(path: &Path) -> Result<Vec<RecordedCall>, RecordingError> {
             address: r.get(3)?,
             title: r.get(4)?,
             body: r.get(5)?,
+            recorded_at_ms: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -148,6 +152,13 @@ pub fn latencies_since(path: &Path, after_seq: i64) -> Result<(Vec<i64>, i64), R
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let last = rows.last().map_or(after_seq, |r| r.0);
     Ok((rows.into_iter().map(|r| r.1).collect(), last))
+}
+
+/// How many calls the provider has received (repeats included).
+pub fn call_count(path: &Path) -> Result<u64, RecordingError> {
+    let conn = connect(path)?;
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 /// How many distinct deliveries the provider accepted (repeated idempotency keys count once).

@@ -35,8 +35,7 @@ impl EngagementSink {
             kafka.producer().create()?,
             store,
             format!("query-engagement.{}", kafka.instance_id),
-            WAIT_FOR_KAFKA,
-            Duration::from_millis(kafka.message_timeout_ms + 1_000),
+            kafka.outbox_times(WAIT_FOR_KAFKA),
         );
         Ok(EngagementSink {
             outbox,
@@ -83,6 +82,16 @@ impl EngagementSink {
             headers: Vec::new(),
             created_at_ms: at_ms,
         })
+    }
+
+    /// A token cancelled with `shutdown` or when the producer fails fatally.
+    pub fn stop_on_failure(&self, shutdown: &CancellationToken) -> CancellationToken {
+        self.outbox.stop_on_failure(shutdown)
+    }
+
+    /// Why the producer failed fatally, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.outbox.failure()
     }
 
     /// Replays the outbox until `shutdown`.

@@ -55,6 +55,10 @@ pub enum QueryError {
     /// Reflection could not be set up.
     #[error("grpc reflection: {0}")]
     Reflection(#[from] herald_proto::ReflectionError),
+    /// The engagement producer failed fatally (its events are kept in the outbox): the process
+    /// must restart to get a new one.
+    #[error("stopping: {0}")]
+    ProducerFailed(String),
 }
 
 /// The one mapping from store errors to gRPC statuses.
@@ -402,9 +406,16 @@ pub async fn serve(
     options: QueryOptions,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
+    // A fatal engagement producer stops the service (its events are kept in the outbox), so
+    // that the restarted process replays them with a new producer.
+    let stop = match &options.engagement {
+        Some(sink) => sink.stop_on_failure(&shutdown),
+        None => shutdown.child_token(),
+    };
     if let Some(sink) = options.engagement.clone() {
-        tokio::spawn(sink.replay(shutdown.clone()));
+        tokio::spawn(sink.replay(stop.clone()));
     }
+    let sink = options.engagement.clone();
     let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     tonic::transport::Server::builder()
@@ -416,13 +427,16 @@ pub async fn serve(
         .add_service(QueryServiceServer::new(Query::new(
             store,
             options,
-            shutdown.clone(),
+            stop.clone(),
         )))
         .serve_with_incoming_shutdown(
             // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
+            stop.cancelled_owned(),
         )
         .await?;
-    Ok(())
+    match sink.and_then(|s| s.failure()) {
+        Some(reason) => Err(QueryError::ProducerFailed(reason)),
+        None => Ok(()),
+    }
 }

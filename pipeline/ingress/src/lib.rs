@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What can stop the ingress.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,10 @@ pub enum IngressError {
     /// Reflection could not be set up.
     #[error("grpc reflection: {0}")]
     Reflection(#[from] herald_proto::ReflectionError),
+    /// The Kafka producer failed fatally (every request it had taken is kept in the outbox):
+    /// the process must restart to get a new one.
+    #[error("stopping: {0}")]
+    ProducerFailed(String),
 }
 
 /// Limits that keep the ingress's memory bounded under overload: past them a request is
@@ -90,8 +94,7 @@ impl Ingress {
             producer.create()?,
             Arc::clone(&store),
             format!("ingress.{}", kafka.instance_id),
-            Duration::from_millis(limits.kafka_wait_ms),
-            Duration::from_millis(kafka.message_timeout_ms + 1_000),
+            kafka.outbox_times(Duration::from_millis(limits.kafka_wait_ms)),
         );
         Ok(Ingress {
             outbox,
@@ -183,7 +186,7 @@ impl NotificationService for Ingress {
         match self.outbox.send_or_keep(record).await {
             Ok(sent) => {
                 if sent == Sent::Kept {
-                    info!(id = %event.notification_id, "accepted into the outbox (Kafka is slow or down)");
+                    debug!(id = %event.notification_id, "accepted into the outbox (Kafka is slow or down)");
                 }
                 Ok(Response::new(SendNotificationResponse {
                     notification_id: event.notification_id,
@@ -216,7 +219,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     let ingress = Ingress::new(kafka, limits, store)?;
-    tokio::spawn(ingress.outbox.clone().replay(shutdown.clone()));
+    let outbox = ingress.outbox.clone();
+    let stop = outbox.stop_on_failure(&shutdown);
+    tokio::spawn(outbox.clone().replay(stop.clone()));
     let (health, reflection) =
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -231,8 +236,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
+            stop.cancelled_owned(),
         )
         .await?;
-    Ok(())
+    match outbox.failure() {
+        Some(reason) => Err(IngressError::ProducerFailed(reason)),
+        None => Ok(()),
+    }
 }

@@ -86,6 +86,12 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
+    /// How long after acknowledging a record the broker may still lose it in a crash
+    /// (milliseconds). The ingress and the query service hold what they produced in memory
+    /// that long and produce it again if the broker turns out to have lost it. 0 for Apache
+    /// Kafka with replication (acknowledged means on several disks); noida-db saves about once
+    /// a second, so `make run` and the tests set 3000 for it.
+    pub unsaved_ack_window_ms: u64,
     /// Record compression: `none` or `lz4` (tansu cannot serve snappy; zstd is not built in).
     pub compression: String,
     /// Extra librdkafka properties for every client (e.g. `debug = "cgrp"`, security settings),
@@ -112,6 +118,7 @@ impl Default for KafkaConfig {
             max_batch_records: 1_000,
             fetch_wait_max_ms: 50,
             message_timeout_ms: 10_000,
+            unsaved_ack_window_ms: 0,
             compression: "lz4".into(),
             librdkafka: std::collections::BTreeMap::new(),
         }
@@ -169,6 +176,24 @@ impl KafkaConfig {
             c.set("group.instance.id", format!("{group}.{}", self.instance_id));
         }
         self.finish(c)
+    }
+
+    /// A consumer outside any group, for reading partitions it assigns itself.
+    pub fn reader(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", "herald.reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        self.finish(c)
+    }
+
+    /// The outbox timings for a producer that waits `wait` for Kafka before keeping a record.
+    pub fn outbox_times(&self, wait: std::time::Duration) -> crate::outbox::OutboxTimes {
+        crate::outbox::OutboxTimes {
+            wait,
+            ack_timeout: std::time::Duration::from_millis(self.message_timeout_ms + 1_000),
+            unsaved_window: std::time::Duration::from_millis(self.unsaved_ack_window_ms),
+        }
     }
 
     /// An admin client.

@@ -7,6 +7,7 @@
 //!   supplies a [`runner::Processor`].
 
 pub mod config;
+pub mod fatal;
 pub mod outbox;
 pub mod probe;
 pub mod runner;
@@ -20,6 +21,15 @@ pub enum RuntimeError {
     /// A Kafka client call failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A Kafka client reached a fatal state (fenced, out-of-order sequence, authorisation): the
+    /// process must restart. `cause` is the client's own account of it.
+    #[error("kafka (fatal): {error} (cause: {cause})")]
+    KafkaFatal {
+        /// The error the failing call returned (often a generic "Fatal error").
+        error: rdkafka::error::KafkaError,
+        /// The underlying fatal error librdkafka recorded.
+        cause: String,
+    },
     /// Creating a topic failed for a reason other than "it exists".
     #[error("creating topic {topic}: {reason}")]
     CreateTopic {
@@ -41,6 +51,13 @@ pub enum RuntimeError {
         /// What the broker answered.
         reason: String,
     },
+    /// Every broker connection was lost. The broker may come back restarted, having lost what it
+    /// acknowledged last; the process restarts to resume from the committed offsets.
+    #[error(
+        "lost every broker connection ({0}); stopping, to start again from the committed offsets \
+         once the broker is back"
+    )]
+    BrokerLost(String),
     /// A processor reported an error that needs the process restarted.
     #[error("stage failed: {0}")]
     Fatal(String),

@@ -61,6 +61,12 @@ impl Topics {
     pub fn txn_probe(&self) -> String {
         self.name("txn-probe")
     }
+    /// Which transactional id each exactly-once runner uses now (compacted; key
+    /// `<group>.<instance_id>`), so its next incarnation can abort what it left open
+    /// ([`crate::runner::txn_ids`]).
+    pub fn txn_ids(&self) -> String {
+        self.name("txn-ids")
+    }
     /// The consumer group of a stage.
     pub fn group(&self, stage: &str) -> String {
         self.name(&format!("stage.{stage}"))
@@ -75,7 +81,12 @@ impl Topics {
             self.admitted(),
         ];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
-        all.extend([self.delivery_result(), self.engagement(), self.txn_probe()]);
+        all.extend([
+            self.delivery_result(),
+            self.engagement(),
+            self.txn_probe(),
+            self.txn_ids(),
+        ]);
         all
     }
 }
@@ -83,15 +94,19 @@ impl Topics {
 /// Creates every topic that does not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.admin().create()?;
-    let names = Topics::new(&config.topic_prefix).all();
+    let topics = Topics::new(&config.topic_prefix);
+    let names = topics.all();
+    let registry = topics.txn_ids();
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
-            NewTopic::new(
-                n,
-                config.partitions,
-                TopicReplication::Fixed(config.replication_factor),
-            )
+            let replication = TopicReplication::Fixed(config.replication_factor);
+            if *n == registry {
+                // Small and keyed: one partition, the latest value per key kept.
+                NewTopic::new(n, 1, replication).set("cleanup.policy", "compact")
+            } else {
+                NewTopic::new(n, config.partitions, replication)
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

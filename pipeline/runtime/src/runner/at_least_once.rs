@@ -9,16 +9,16 @@ use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, Starvation, process_with_retry,
-    record, traceparent,
+    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, Starvation, on_consumer_error,
+    process_with_retry, record, traceparent,
 };
-use crate::{KafkaConfig, Result, RuntimeError};
+use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
 /// Runs `processor` at least once until `shutdown` (then flushes and commits) or a fatal error.
 pub async fn run<P: Processor>(
@@ -55,17 +55,19 @@ pub async fn run<P: Processor>(
                 batch.consumed(&message);
                 stats.consumed += 1;
             }
-            Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
+            Ok(Err(e)) => on_consumer_error(e, &consumer, &spec.name)?,
             Err(_) => {} // nothing arrived within the commit interval
         }
         if clock.due(&stats) {
-            stats.produced += batch.commit(&consumer, CommitMode::Async).await?;
+            stats.produced += batch
+                .commit(&producer, &consumer, CommitMode::Async)
+                .await?;
             clock.restart(&stats);
         }
         progress.tick(&stats);
         starvation.check(&consumer, &stats)?;
     }
-    stats.produced += batch.commit(&consumer, CommitMode::Sync).await?;
+    stats.produced += batch.commit(&producer, &consumer, CommitMode::Sync).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");
     Ok(stats)
 }
@@ -92,10 +94,10 @@ impl Batch {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     debug!("producer queue full; waiting for acknowledgements");
-                    self.await_acks().await?;
+                    self.await_acks(producer).await?;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => return Err(fatal::explain(e, producer.client())),
             }
         }
     }
@@ -108,7 +110,7 @@ impl Batch {
     }
 
     /// Waits for every in-flight output; any failure is fatal for the runner.
-    async fn await_acks(&mut self) -> Result<u64> {
+    async fn await_acks(&mut self, producer: &FutureProducer) -> Result<u64> {
         let in_flight = std::mem::take(&mut self.in_flight);
         let count = in_flight.len() as u64;
         let results = try_join_all(in_flight)
@@ -116,7 +118,7 @@ impl Batch {
             .map_err(|_| RuntimeError::Fatal("producer dropped a delivery report".into()))?;
         for result in results {
             if let Err((e, _)) = result {
-                return Err(e.into());
+                return Err(fatal::explain(e, producer.client()));
             }
         }
         Ok(count)
@@ -124,8 +126,13 @@ impl Batch {
 
     /// Waits for the outputs, then commits the positions that produced them. A commit that fails
     /// (for example after losing the partition in a rebalance) only means a replay.
-    async fn commit(&mut self, consumer: &StreamConsumer, mode: CommitMode) -> Result<u64> {
-        let acked = self.await_acks().await?;
+    async fn commit(
+        &mut self,
+        producer: &FutureProducer,
+        consumer: &StreamConsumer,
+        mode: CommitMode,
+    ) -> Result<u64> {
+        let acked = self.await_acks(producer).await?;
         if self.positions.is_empty() {
             return Ok(acked);
         }

@@ -9,9 +9,12 @@
 //! - fatal (fenced by a newer instance with the same transactional id, authorisation): the runner
 //!   returns an error and the process exits non-zero for the orchestrator to restart it.
 //!
+//! Transactional ids come from [`super::txn_ids`]: a fresh one per incarnation and after every
+//! abort, the predecessor's aborted (and fenced) at start.
+//!
 //! On a rebalance the consumer's callback finishes the open transaction (commit, or abort if that
 //! fails) before the partitions are given up, so the next owner starts exactly where this one
-//! stopped.
+//! stopped; partitions *lost* (not handed over) abort it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,11 +29,12 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::txn_ids::TxnIds;
 use super::{
-    BatchClock, Processor, Progress, RunStats, RunnerSpec, Starvation, process_with_retry, record,
-    traceparent,
+    BatchClock, Processor, Progress, RunStats, RunnerSpec, Starvation, on_consumer_error,
+    process_with_retry, record, traceparent,
 };
-use crate::{KafkaConfig, Result, RuntimeError, probe};
+use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};
 
 /// How often a retriable transactional call is retried before giving up (fatal).
 const RETRIES: u32 = 5;
@@ -52,6 +56,9 @@ struct Txn {
     rewind: HashMap<Partition, i64>,
     /// Set when the rebalance callback could not finish the transaction: the loop stops.
     broken: Option<String>,
+    /// Set after an abort: the producer must not write again (see [`super::txn_ids`]); the
+    /// loop moves to a fresh transactional id before the next transaction.
+    stale: bool,
 }
 
 /// What finishing a transaction did.
@@ -86,6 +93,11 @@ fn requires_abort(e: &KafkaError) -> bool {
 }
 
 impl Txn {
+    /// `e` as a runtime error; a fatal one names the producer's underlying fatal error.
+    fn explain(&self, e: KafkaError) -> RuntimeError {
+        fatal::explain(e, self.producer.client())
+    }
+
     fn begin(&mut self) -> KafkaResult<()> {
         if !self.open {
             self.producer.begin_transaction()?;
@@ -105,6 +117,7 @@ impl Txn {
         if self.open {
             let _ = self.producer.abort_transaction(self.timeout);
             self.clear();
+            self.stale = true;
         }
     }
 
@@ -143,10 +156,11 @@ impl Txn {
                 Err(e) if requires_abort(&e) => e.to_string(),
                 Err(e) => return Err(e),
             },
-            None => "the consumer has no group metadata (not in a group)".to_owned(),
+            None => "the partitions were lost, or the consumer is not in a group".to_owned(),
         };
         warn!(%error, "aborting the transaction; its batch will be processed again");
         retry(|| self.producer.abort_transaction(self.timeout))?;
+        self.stale = true;
         Ok(Some(Finished::Aborted(self.clear())))
     }
 }
@@ -169,7 +183,15 @@ impl ConsumerContext for TxnContext {
             return;
         }
         let Ok(mut txn) = self.txn.lock() else { return };
-        match txn.finish(consumer.group_metadata().as_ref()) {
+        // Partitions *lost* (the session expired, or the broker forgot the group, as a
+        // restarted noida-db does) may already belong to another member: committing their
+        // offsets could skip records the new owner has not processed, so abort instead.
+        let group = if consumer.assignment_lost() {
+            None
+        } else {
+            consumer.group_metadata()
+        };
+        match txn.finish(group.as_ref()) {
             Ok(Some(Finished::Committed(n))) => {
                 info!(
                     outputs = n,
@@ -182,6 +204,7 @@ impl ConsumerContext for TxnContext {
             }
             Ok(None) => {}
             Err(e) => {
+                let e = txn.explain(e);
                 warn!(error = %e, "could not finish the transaction before the rebalance");
                 txn.broken = Some(e.to_string());
             }
@@ -197,14 +220,13 @@ pub async fn run<P: Processor>(
     mut processor: P,
     shutdown: CancellationToken,
 ) -> Result<RunStats> {
-    probe::require_transactions(kafka).await?;
-    let transactional_id = format!("{}.{}", spec.group, kafka.instance_id);
-    let producer: FutureProducer = kafka.transactional_producer(&transactional_id).create()?;
+    // The runner's stable name; its transactional ids are registered under it.
+    let key = format!("{}.{}", spec.group, kafka.instance_id);
+    probe::require_transactions(kafka, &key).await?;
+    let ids = Arc::new(TxnIds::new(kafka, &key));
+    let transactional_id = ids.take_over().await?;
     let timeout = Duration::from_millis(kafka.transaction_timeout_ms);
-    let producer =
-        tokio::task::spawn_blocking(move || producer.init_transactions(timeout).map(|()| producer))
-            .await
-            .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
+    let producer = transactional_producer(kafka, &transactional_id).await?;
     let txn = Arc::new(Mutex::new(Txn {
         producer,
         timeout,
@@ -214,6 +236,7 @@ pub async fn run<P: Processor>(
         outputs: 0,
         rewind: HashMap::new(),
         broken: None,
+        stale: false,
     }));
     let consumer: StreamConsumer<TxnContext> =
         kafka
@@ -230,7 +253,10 @@ pub async fn run<P: Processor>(
         kafka,
         spec,
         &mut processor,
-        &txn,
+        Shared {
+            txn: &txn,
+            ids: &ids,
+        },
         &consumer,
         &shutdown,
         &mut stats,
@@ -251,15 +277,49 @@ pub async fn run<P: Processor>(
     Ok(stats)
 }
 
+/// A transactional producer with `id`, its transactions initialised.
+async fn transactional_producer(kafka: &KafkaConfig, id: &str) -> Result<FutureProducer> {
+    let producer: FutureProducer = kafka.transactional_producer(id).create()?;
+    let timeout = Duration::from_millis(kafka.transaction_timeout_ms);
+    tokio::task::spawn_blocking(move || match producer.init_transactions(timeout) {
+        Ok(()) => Ok(producer),
+        Err(e) => Err(fatal::explain(e, producer.client())),
+    })
+    .await
+    .map_err(|e| RuntimeError::Fatal(e.to_string()))?
+}
+
+/// Moves to a fresh transactional id after an abort (see [`super::txn_ids`]).
+async fn renew(kafka: &KafkaConfig, shared: &Shared<'_>) -> Result<()> {
+    let id = shared.ids.register_fresh().await?;
+    let producer = transactional_producer(kafka, &id).await?;
+    let old = {
+        let mut t = lock(shared.txn)?;
+        t.stale = false;
+        std::mem::replace(&mut t.producer, producer)
+    };
+    // Dropping a producer waits for its queue; it is empty, but not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+    info!(transactional_id = %id, "moved to a fresh transactional id after an abort");
+    Ok(())
+}
+
+/// What the loop shares with the rebalance callback, and the id registry.
+struct Shared<'a> {
+    txn: &'a Arc<Mutex<Txn>>,
+    ids: &'a Arc<TxnIds>,
+}
+
 async fn run_loop<P: Processor>(
     kafka: &KafkaConfig,
     spec: &RunnerSpec,
     processor: &mut P,
-    txn: &Arc<Mutex<Txn>>,
+    shared: Shared<'_>,
     consumer: &StreamConsumer<TxnContext>,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
 ) -> Result<()> {
+    let txn = shared.txn;
     let mut progress = Progress::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
@@ -290,7 +350,13 @@ async fn run_loop<P: Processor>(
                 let outputs = process_with_retry(processor, &message, shutdown, stats).await?;
                 let Some(outputs) = outputs else { break };
                 // Begun only now, so a processor's retries never hold a transaction open.
-                lock(txn)?.begin()?;
+                if lock(txn)?.stale {
+                    renew(kafka, &shared).await?;
+                }
+                {
+                    let mut t = lock(txn)?;
+                    t.begin().map_err(|e| t.explain(e))?;
+                }
                 let trace = traceparent(&message);
                 for output in &outputs {
                     send(txn, output, trace.as_deref()).await?;
@@ -303,7 +369,7 @@ async fn run_loop<P: Processor>(
                 );
                 stats.consumed += 1;
             }
-            Ok(Err(e)) => warn!(stage = %spec.name, error = %e, "consumer error"),
+            Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
             Err(_) => {}
         }
         if clock.due(stats) {
@@ -344,17 +410,18 @@ fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64
 /// Produces one output inside the open transaction, waiting while the producer queue is full.
 async fn send(txn: &Mutex<Txn>, output: &super::Output, trace: Option<&str>) -> Result<()> {
     loop {
-        let result = lock(txn)?
-            .producer
-            .send_result(record(output, trace))
-            .map(drop);
-        match result {
-            // Delivery is confirmed by commit_transaction, which flushes and fails if any failed.
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+        let full = {
+            let t = lock(txn)?;
+            match t.producer.send_result(record(output, trace)) {
+                // Delivery is confirmed by commit_transaction, which flushes and fails if any
+                // failed.
+                Ok(_) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => true,
+                Err((e, _)) => return Err(t.explain(e)),
             }
-            Err((e, _)) => return Err(e.into()),
+        };
+        if full {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -368,7 +435,8 @@ async fn finish(
     let group = consumer.group_metadata();
     let shared = Arc::clone(txn);
     let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
-        Ok(lock(&shared)?.finish(group.as_ref())?)
+        let mut t = lock(&shared)?;
+        t.finish(group.as_ref()).map_err(|e| t.explain(e))
     })
     .await
     .map_err(|e| RuntimeError::Fatal(e.to_string()))??;

@@ -14,6 +14,7 @@
 
 pub mod at_least_once;
 pub mod exactly_once;
+pub mod txn_ids;
 
 use std::time::Duration;
 
@@ -222,6 +223,31 @@ where
         }
     }
     Ok(None)
+}
+
+/// What a consumer error means for a runner. A fatal one (e.g. fenced as a static member by a
+/// newer instance) leaves the consumer unusable. Losing every broker connection stops the
+/// runner too: a broker that comes back may have restarted and lost what it acknowledged last
+/// (noida-db does), and then this process's positions and producer state no longer match it —
+/// a fresh process starts from the committed offsets, which the broker kept consistent with its
+/// records. Anything else is logged and the loop goes on.
+pub(crate) fn on_consumer_error<C, X>(
+    e: rdkafka::error::KafkaError,
+    consumer: &C,
+    stage: &str,
+) -> Result<()>
+where
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+{
+    if crate::fatal::is_fatal(&e) {
+        return Err(crate::fatal::explain(e, consumer.client()));
+    }
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+        return Err(RuntimeError::BrokerLost(e.to_string()));
+    }
+    warn!(stage, error = %e, "consumer error");
+    Ok(())
 }
 
 /// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a

@@ -9,22 +9,35 @@
 //! lands after records sent after it). A record kept after a slow (not failed) produce may reach
 //! Kafka twice, once late and once replayed; every consumer of Herald's topics is idempotent by
 //! event id, so that is harmless.
+//!
+//! A record Kafka acknowledged is also held in memory for `kafka.unsaved_ack_window_ms`
+//! ([`retained`]) on brokers that may lose acknowledged records in a crash; when the producer
+//! then fails fatally (what a restarted broker that lost records causes), the outbox keeps those
+//! records and the failed one in the store, and [`Outbox::failed`] resolves: the process should
+//! exit, so that it starts again with a fresh producer and replays them.
 
-use std::sync::Arc;
+pub mod retained;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use herald_store::{OutboxRecord, Store, StoreError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
+
+use self::retained::Retained;
+use crate::fatal;
 
 /// How often the outbox is replayed.
 const REPLAY_EVERY: Duration = Duration::from_secs(1);
 /// Records replayed per round.
 const REPLAY_BATCH: usize = 500;
+/// At most this many acknowledged records are held for the unsaved window.
+const RETAIN_CAP: usize = 100_000;
 
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +75,23 @@ struct Inner {
     ack_timeout: Duration,
     /// Set while records wait in the outbox.
     degraded: AtomicBool,
+    /// Acknowledged records the broker may not have saved yet.
+    retained: Mutex<Retained>,
+    /// Cancelled when the producer has failed fatally; `failure` says why.
+    failed: CancellationToken,
+    failure: Mutex<Option<String>>,
+}
+
+/// How long the outbox waits, and what it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxTimes {
+    /// How long a produce may take before the record is kept instead.
+    pub wait: Duration,
+    /// How long a replayed record may take.
+    pub ack_timeout: Duration,
+    /// How long after its acknowledgement a record is held in memory in case the broker loses
+    /// it (`kafka.unsaved_ack_window_ms`; zero: not at all).
+    pub unsaved_window: Duration,
 }
 
 fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
@@ -85,23 +115,92 @@ fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
 
 impl Outbox {
     /// An outbox named `owner` (one per process instance: it replays only its own records).
-    /// A produce not acknowledged within `wait` is kept instead; replays wait `ack_timeout`.
     pub fn new(
         producer: FutureProducer,
         store: Arc<dyn Store>,
         owner: String,
-        wait: Duration,
-        ack_timeout: Duration,
+        times: OutboxTimes,
     ) -> Outbox {
         Outbox {
             inner: Arc::new(Inner {
                 producer,
                 store,
                 owner,
-                wait,
-                ack_timeout,
+                wait: times.wait,
+                ack_timeout: times.ack_timeout,
                 degraded: AtomicBool::new(true),
+                retained: Mutex::new(Retained::new(times.unsaved_window, RETAIN_CAP)),
+                failed: CancellationToken::new(),
+                failure: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Resolves once the producer has failed fatally; every record it had taken is then kept in
+    /// the store. The process should exit (non-zero) and start again.
+    pub async fn failed(&self) -> String {
+        self.inner.failed.cancelled().await;
+        self.inner
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why the producer failed fatally, once it has.
+    pub fn failure(&self) -> Option<String> {
+        if !self.inner.failed.is_cancelled() {
+            return None;
+        }
+        self.inner.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// A token cancelled when `shutdown` is, or when the producer fails fatally: what a server
+    /// that must stop then serves until.
+    pub fn stop_on_failure(&self, shutdown: &CancellationToken) -> CancellationToken {
+        let stop = shutdown.child_token();
+        let (failed, guard) = (self.inner.failed.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = failed.cancelled() => guard.cancel(),
+                () = guard.cancelled() => {}
+            }
+        });
+        stop
+    }
+
+    /// The producer failed fatally: keep what it may have lost, and tell the process.
+    async fn fail(&self, e: KafkaError, current: Option<&OutboxRecord>) -> Result<(), StoreError> {
+        let reason = fatal::explain(e, self.inner.producer.client()).to_string();
+        error!(owner = %self.inner.owner, %reason, "the Kafka producer failed fatally; keeping its records in the outbox and stopping");
+        self.inner.degraded.store(true, Ordering::Release);
+        let held = self
+            .inner
+            .retained
+            .lock()
+            .map(|mut r| r.take_all())
+            .unwrap_or_default();
+        if !held.is_empty() {
+            warn!(
+                records = held.len(),
+                "keeping acknowledged records the broker may have lost"
+            );
+        }
+        for r in held.iter().chain(current) {
+            self.inner.store.outbox_put(r).await?;
+        }
+        if let Ok(mut f) = self.inner.failure.lock() {
+            f.get_or_insert(reason);
+        }
+        self.inner.failed.cancel();
+        Ok(())
+    }
+
+    fn retain(&self, partition: i32, record: OutboxRecord) {
+        if let Ok(mut r) = self.inner.retained.lock() {
+            let topic = record.topic.clone();
+            r.acked(&topic, partition, Instant::now(), record);
         }
     }
 
@@ -123,20 +222,31 @@ impl Outbox {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 return Err(OutboxError::QueueFull);
             }
+            Err((err, _)) if fatal::is_fatal(&err) => {
+                self.fail(err, Some(&record)).await?;
+                return Ok(Sent::Kept);
+            }
             Err((err, _)) => {
-                warn!(%err, "produce refused; keeping the record in the outbox");
+                debug!(%err, "produce refused; keeping the record in the outbox");
                 return self.keep(&record).await;
             }
         };
         match tokio::time::timeout(inner.wait, &mut delivery).await {
-            Ok(Ok(Ok(_))) => Ok(Sent::Acked),
+            Ok(Ok(Ok(delivered))) => {
+                self.retain(delivered.partition, record);
+                Ok(Sent::Acked)
+            }
+            Ok(Ok(Err((err, _)))) if fatal::is_fatal(&err) => {
+                self.fail(err, Some(&record)).await?;
+                Ok(Sent::Kept)
+            }
             Ok(Ok(Err((err, _)))) => {
-                warn!(%err, "produce failed; keeping the record in the outbox");
+                debug!(%err, "produce failed; keeping the record in the outbox");
                 self.keep(&record).await
             }
             Ok(Err(_cancelled)) => self.keep(&record).await,
             Err(_slow) => {
-                warn!(wait = ?inner.wait, "no acknowledgement in time; keeping the record");
+                debug!(wait = ?inner.wait, "no acknowledgement in time; keeping the record");
                 let sent = self.keep(&record).await?;
                 // If the slow produce succeeds after all, the replay is unnecessary.
                 let store = Arc::clone(&inner.store);
@@ -151,7 +261,9 @@ impl Outbox {
     }
 
     async fn keep(&self, record: &OutboxRecord) -> Result<Sent, OutboxError> {
-        self.inner.degraded.store(true, Ordering::Release);
+        if !self.inner.degraded.swap(true, Ordering::AcqRel) {
+            warn!(owner = %self.inner.owner, "Kafka is slow or down: keeping records in the outbox until it takes them again");
+        }
         self.inner.store.outbox_put(record).await?;
         Ok(Sent::Kept)
     }
@@ -173,7 +285,16 @@ impl Outbox {
                 .send(future_record(r), inner.ack_timeout)
                 .await
             {
-                Ok(_) => true,
+                Ok(delivered) => {
+                    self.retain(delivered.partition, r.clone());
+                    true
+                }
+                Err((err, _)) if fatal::is_fatal(&err) => {
+                    if let Err(e) = self.fail(err, None).await {
+                        warn!(error = %e, "outbox: keeping records after a fatal error failed");
+                    }
+                    false
+                }
                 Err((err, _)) => {
                     warn!(%err, owner = %inner.owner, "outbox: Kafka still refuses; retrying later");
                     false

@@ -1,0 +1,272 @@
+//! Counting what a run left behind, for the crash tests: when the platform has gone quiet, every
+//! provider call per delivery id (repeats included), every inbox entry per notification, and, for
+//! exactly-once runs, whether any hop added a copy of a record that a `read_committed` reader
+//! can see.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use herald_proto::v1::ListInboxRequest;
+use herald_proto::v1::query_service_client::QueryServiceClient;
+use herald_schemas::codec::decode;
+use herald_schemas::{
+    Channel, DeliveryResult, DeliveryState, Dispatch, NotificationAdmitted, NotificationEnriched,
+    NotificationRequested,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::time::Instant;
+use tonic::transport::Channel as GrpcChannel;
+
+use crate::chaos::{Kill, killed_between};
+use crate::topic::read_records;
+
+/// The sum of every topic's high watermark under `prefix` (records written so far, markers
+/// included).
+fn written(bootstrap: &str, prefix: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let mut total = 0;
+    for topic in metadata.topics() {
+        if !topic.name().starts_with(&format!("{prefix}.")) {
+            continue;
+        }
+        for p in topic.partitions() {
+            total += consumer.fetch_watermarks(topic.name(), p.id(), timeout)?.1;
+        }
+    }
+    Ok(total)
+}
+
+/// Waits until no topic under `prefix` has grown and the provider has had no call for `quiet`,
+/// or fails after `limit`; so late duplicates are there to be counted.
+pub async fn wait_quiet(
+    bootstrap: &str,
+    prefix: &str,
+    recording: &Path,
+    quiet: Duration,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = (-1, 0);
+    let mut since = Instant::now();
+    loop {
+        let (b, p) = (bootstrap.to_owned(), prefix.to_owned());
+        let topics = tokio::task::spawn_blocking(move || written(&b, &p)).await??;
+        let calls = herald_connectors::recording::call_count(recording)?;
+        if (topics, calls) != last {
+            last = (topics, calls);
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the platform did not go quiet within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Provider calls per delivery id, and which repeats a kill of the deliver stage explains.
+#[derive(Debug, Default)]
+pub struct ProviderAudit {
+    /// Calls per delivery id, as the provider logged them.
+    pub calls: BTreeMap<String, Vec<i64>>,
+    /// Ids called more than once with a deliver kill between every two calls: the provider
+    /// window (called, then killed before the outcome was recorded).
+    pub window_resends: Vec<String>,
+    /// Ids called more than once without such a kill: duplicates Herald caused.
+    pub duplicates: Vec<String>,
+}
+
+impl ProviderAudit {
+    /// Reads the recording provider's call log and classifies repeats against `kills`.
+    pub fn read(recording: &Path, kills: &[Kill]) -> anyhow::Result<ProviderAudit> {
+        let mut audit = ProviderAudit::default();
+        for call in herald_connectors::recording::read_calls(recording)? {
+            audit
+                .calls
+                .entry(call.delivery_id)
+                .or_default()
+                .push(call.recorded_at_ms);
+        }
+        for (id, times) in &audit.calls {
+            if times.len() < 2 {
+                continue;
+            }
+            let explained = times
+                .windows(2)
+                .all(|w| killed_between(kills, "stage deliver", w[0], w[1]));
+            if explained {
+                audit.window_resends.push(id.clone());
+            } else {
+                audit.duplicates.push(id.clone());
+            }
+        }
+        Ok(audit)
+    }
+}
+
+/// Every notification id in a user's inbox, one element per entry, following page tokens.
+pub async fn inbox_ids(
+    query: &mut QueryServiceClient<GrpcChannel>,
+    tenant: &str,
+    user: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = query
+            .list_inbox(ListInboxRequest {
+                tenant: tenant.into(),
+                recipient_user_id: user.into(),
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        ids.extend(page.entries.into_iter().map(|e| e.notification_id));
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Records per id in each topic of the flow, as a `read_committed` reader sees them.
+#[derive(Debug, Default)]
+pub struct TopicCounts {
+    /// `requested`, per notification.
+    pub requested: HashMap<String, u32>,
+    /// `enriched`, per notification.
+    pub enriched: HashMap<String, u32>,
+    /// `admitted`, per notification.
+    pub admitted: HashMap<String, u32>,
+    /// `dispatch.<channel>`, per (notification, channel).
+    pub dispatched: HashMap<(String, Channel), u32>,
+    /// `delivery-result`, per (notification, channel, state).
+    pub results: HashMap<(String, Option<Channel>, DeliveryState), u32>,
+}
+
+fn count<E: herald_schemas::codec::Event>(
+    bootstrap: &str,
+    topic: &str,
+    mut key: impl FnMut(E),
+) -> anyhow::Result<()> {
+    for r in read_records(bootstrap, topic)? {
+        let event: E = decode(&r.value)
+            .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
+        key(event);
+    }
+    Ok(())
+}
+
+impl TopicCounts {
+    /// Reads the flow's topics under `prefix` (the dispatch topics of `channels`).
+    pub fn read(
+        bootstrap: &str,
+        prefix: &str,
+        channels: &[Channel],
+    ) -> anyhow::Result<TopicCounts> {
+        let mut c = TopicCounts::default();
+        count(
+            bootstrap,
+            &format!("{prefix}.requested"),
+            |e: NotificationRequested| {
+                *c.requested.entry(e.notification_id).or_default() += 1;
+            },
+        )?;
+        count(
+            bootstrap,
+            &format!("{prefix}.enriched"),
+            |e: NotificationEnriched| {
+                *c.enriched.entry(e.notification_id).or_default() += 1;
+            },
+        )?;
+        count(
+            bootstrap,
+            &format!("{prefix}.admitted"),
+            |e: NotificationAdmitted| {
+                *c.admitted.entry(e.notification_id).or_default() += 1;
+            },
+        )?;
+        for &channel in channels {
+            let topic = format!("{prefix}.dispatch.{}", channel.as_str());
+            count(bootstrap, &topic, |e: Dispatch| {
+                *c.dispatched
+                    .entry((e.notification_id, e.channel))
+                    .or_default() += 1;
+            })?;
+        }
+        count(
+            bootstrap,
+            &format!("{prefix}.delivery-result"),
+            |e: DeliveryResult| {
+                *c.results
+                    .entry((e.notification_id, e.channel, e.state))
+                    .or_default() += 1;
+            },
+        )?;
+        Ok(c)
+    }
+
+    fn result(&self, id: &str, channel: Option<Channel>, state: DeliveryState) -> u32 {
+        self.results
+            .get(&(id.to_owned(), channel, state))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Where a hop wrote a record more (or fewer) times than it read its input: every input
+    /// record is processed exactly once, so each output appears as often as the record it came
+    /// from (a client's retry can put one request on `requested` twice; then everything after
+    /// it appears twice too). Empty when every hop was exactly-once.
+    pub fn hop_violations(&self, channels: &[Channel]) -> Vec<String> {
+        let mut bad = Vec::new();
+        let mut check = |hop: &str, id: &str, input: u32, output: u32| {
+            if input != output {
+                bad.push(format!("{hop}: {id} read {input}×, written {output}×"));
+            }
+        };
+        for (id, &n) in &self.requested {
+            let enriched = self.enriched.get(id).copied().unwrap_or(0);
+            check("enrich", id, n, enriched);
+        }
+        for (id, &n) in &self.enriched {
+            let decided = self.admitted.get(id).copied().unwrap_or(0)
+                + self.result(id, None, DeliveryState::RateLimited)
+                + self.result(id, None, DeliveryState::Deferred);
+            check("rate-limit", id, n, decided);
+        }
+        for (id, &n) in &self.admitted {
+            for &channel in channels {
+                let dispatched = self
+                    .dispatched
+                    .get(&(id.clone(), channel))
+                    .copied()
+                    .unwrap_or(0);
+                check("fan-out", id, n, dispatched);
+                let noted = self.result(id, Some(channel), DeliveryState::Dispatched);
+                check("fan-out result", id, n, noted);
+            }
+        }
+        for ((id, channel), &n) in &self.dispatched {
+            let outcome = [
+                DeliveryState::Delivered,
+                DeliveryState::Failed,
+                DeliveryState::InvalidToken,
+            ]
+            .iter()
+            .map(|s| self.result(id, Some(*channel), *s))
+            .sum();
+            check("deliver", id, n, outcome);
+        }
+        bad.sort();
+        bad
+    }
+}

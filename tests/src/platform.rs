@@ -1,0 +1,219 @@
+//! A whole Herald platform for one test: `herald run` (every component as its own process)
+//! against a [`Broker`], with a random topic prefix, free ports and a store in a temporary
+//! directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use tokio::process::Command;
+
+use crate::broker::{Broker, BrokerKind};
+use crate::proc::{Group, Proc};
+use crate::{free_port, herald_bin, random_name, wait_for_port};
+
+/// Herald, all components under `herald run`, on its own topics, ports and store.
+pub struct Platform {
+    /// Ingress address.
+    pub ingress: SocketAddr,
+    /// Query service address.
+    pub query: SocketAddr,
+    /// `sqlite://…` store URL.
+    pub store_url: String,
+    /// The recording provider's file.
+    pub recording: PathBuf,
+    /// Topic prefix.
+    pub prefix: String,
+    supervisor: Option<Proc>,
+    dir: tempfile::TempDir,
+}
+
+impl Platform {
+    /// Writes a config for `broker` (plus `extra` TOML in the `[kafka]` section) without starting
+    /// anything. The stages run exactly-once on a broker with transactions, at-least-once
+    /// otherwise; on tansu the rejoin watchdog is on (its group coordinator can wedge).
+    pub fn configure(broker: &Broker, extra: &str) -> anyhow::Result<Platform> {
+        Platform::configure_mode(broker, broker.transactions(), extra)
+    }
+
+    /// As [`Platform::configure`], with the delivery mode chosen: exactly-once when
+    /// `exactly_once` (the broker must have transactions), else at-least-once.
+    pub fn configure_mode(
+        broker: &Broker,
+        exactly_once: bool,
+        extra: &str,
+    ) -> anyhow::Result<Platform> {
+        anyhow::ensure!(
+            !exactly_once || broker.transactions(),
+            "{} has no transactions",
+            broker.name()
+        );
+        let dir = crate::test_dir()?;
+        let (ingress, query) = (free_port(), free_port());
+        let prefix = random_name("t");
+        let store = dir.path().join("store.db");
+        let recording = dir.path().join("deliveries.db");
+        let mode = if exactly_once {
+            "delivery_mode = \"exactly-once\"\n"
+        } else {
+            "delivery_mode = \"at-least-once\"\n"
+        };
+        let watchdog = match broker.kind() {
+            Some(BrokerKind::Tansu) => "rejoin_if_unassigned_ms = 30000\n",
+            // It saves about once a second: hold acknowledged records a little longer.
+            Some(BrokerKind::NoidaDb) => "unsaved_ack_window_ms = 3000\n",
+            None => "",
+        };
+        let config = format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
+             {mode}{watchdog}{extra}\n\
+             [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
+             [store]\nurl = \"sqlite://{}\"\n[provider]\nrecording_path = \"{}\"\n",
+            broker.bootstrap,
+            store.display(),
+            recording.display()
+        );
+        std::fs::write(dir.path().join("herald.toml"), config)?;
+        Ok(Platform {
+            ingress: ([127, 0, 0, 1], ingress).into(),
+            query: ([127, 0, 0, 1], query).into(),
+            store_url: format!("sqlite://{}", store.display()),
+            recording,
+            prefix,
+            supervisor: None,
+            dir,
+        })
+    }
+
+    /// Appends TOML sections to the config (before `start`).
+    pub fn with_extra_config(self, toml: &str) -> anyhow::Result<Platform> {
+        let path = self.config_path();
+        let mut config = std::fs::read_to_string(&path)?;
+        config.push_str(toml);
+        std::fs::write(&path, config)?;
+        Ok(self)
+    }
+
+    /// The config file path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("herald.toml")
+    }
+
+    /// Starts `herald run` and waits for the ingress and query service to listen.
+    pub async fn start(mut self) -> anyhow::Result<Platform> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config").arg(self.config_path()).arg("run");
+        self.supervisor = Some(Proc::spawn(
+            "herald run",
+            cmd,
+            self.dir.path().join("herald.log"),
+            Group::Own,
+        )?);
+        for (addr, what) in [(self.ingress, "ingress"), (self.query, "query service")] {
+            if let Err(e) = wait_for_port(addr, Duration::from_secs(90), what).await {
+                bail!("{e}\n{}", self.log_tail());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Starts one component (`herald <args>`) with this platform's config, instead of the
+    /// whole `herald run`; waits for `wait_for` to listen if given. Killed on drop.
+    pub async fn spawn_component(
+        &self,
+        args: &[&str],
+        wait_for: Option<SocketAddr>,
+    ) -> anyhow::Result<Proc> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        let log = self.dir.path().join(format!("{}.log", args.join("-")));
+        let proc = Proc::spawn(&args.join(" "), cmd, log, Group::Own)?;
+        if let Some(addr) = wait_for
+            && let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await
+        {
+            bail!("{e}\n{}", proc.log_tail());
+        }
+        Ok(proc)
+    }
+
+    /// The supervisor's log tail (it includes every component's output).
+    pub fn log_tail(&self) -> String {
+        self.supervisor
+            .as_ref()
+            .map(Proc::log_tail)
+            .unwrap_or_default()
+    }
+
+    /// The lines of the components' log containing any of `needles`.
+    pub fn log_lines_with(&self, needles: &[&str]) -> String {
+        let Some(p) = self.supervisor.as_ref() else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(p.log_path()).unwrap_or_default();
+        text.lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The component processes `herald run` has started right now, as (pid, arguments after
+    /// `--config FILE`), read from /proc.
+    pub fn components(&self) -> Vec<(i32, String)> {
+        let Some(parent) = self.supervisor.as_ref().and_then(Proc::pid) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the last ')': state, ppid, ...
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            if ppid != Some(&parent.to_string()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let start = args
+                .iter()
+                .position(|a| a == "--config")
+                .map_or(1, |i| i + 2);
+            found.push((pid, args.get(start..).unwrap_or_default().join(" ")));
+        }
+        found
+    }
+
+    /// SIGKILLs the running component whose arguments are `args` (e.g. `stage enrich`); returns
+    /// whether one was found. The supervisor restarts it.
+    pub fn kill_component(&self, args: &str) -> bool {
+        match self.components().into_iter().find(|(_, a)| a == args) {
+            Some((pid, _)) => nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok(),
+            None => false,
+        }
+    }
+
+    /// gRPC endpoint URL of an address.
+    pub fn url(addr: SocketAddr) -> String {
+        format!("http://{addr}")
+    }
+}
