@@ -4,21 +4,26 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
 HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
 
-.PHONY: test-scylla help build run test test-kafka bench unit lint fmt tansu clean
+.PHONY: test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 build: ## Build the herald binary
 	cargo build --bin herald
 
-tansu: ## Install the local broker (tansu 0.6.0) into ~/.cache/herald if missing
+broker: ## Install the local broker (HERALD_BROKER: noida-db, the default, or tansu) into ~/.cache/herald
+	@scripts/broker.sh install
+
+tansu: ## Install tansu 0.6.0 into ~/.cache/herald if missing (a ~10-minute build; only for HERALD_BROKER=tansu)
 	@scripts/tansu.sh install >/dev/null
 
-run: tansu build ## Start a local broker and the whole platform; Ctrl-C stops everything
+run: broker build ## Start a local broker and the whole platform; Ctrl-C stops everything
 	HERALD_BIN=$(HERALD_BIN) scripts/run-local.sh
 
-test: tansu ## Unit, integration and end-to-end tests (installs what they need)
+test: ## Unit, integration, exactly-once, crash and broker-kill tests (installs what they need)
+	@scripts/noida.sh install >/dev/null
+	@if [ "$$HERALD_TEST_BROKER" = tansu ]; then scripts/tansu.sh install >/dev/null; fi
 	cargo build --bin herald
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
@@ -26,9 +31,9 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 		cargo test --workspace --no-fail-fast; \
 	fi
 	@if [ -n "$$HERALD_TEST_KAFKA" ]; then \
-		$(MAKE) test-kafka; \
+		echo "make test: the exactly-once tests ran against the Kafka at $$HERALD_TEST_KAFKA"; \
 	else \
-		echo "make test: real-Kafka exactly-once tests SKIPPED (set HERALD_TEST_KAFKA=host:port to run them)"; \
+		echo "make test: the exactly-once tests ran against noida-db (set HERALD_TEST_KAFKA=host:port for a real Kafka)"; \
 	fi
 	@if [ -n "$$HERALD_TEST_SCYLLA" ]; then \
 		$(MAKE) test-scylla; \
@@ -36,15 +41,20 @@ test: tansu ## Unit, integration and end-to-end tests (installs what they need)
 		echo "make test: real-ScyllaDB store tests SKIPPED (set HERALD_TEST_SCYLLA=host:port to run them)"; \
 	fi
 
+test-tansu: tansu ## The tests that use the default local broker, on tansu instead (at-least-once)
+	cargo build --bin herald
+	HERALD_TEST_BROKER=tansu cargo nextest run -p herald-tests --no-fail-fast
+
 test-scylla: ## The whole store conformance suite and TTL expiry on a real ScyllaDB: HERALD_TEST_SCYLLA=host:port make test-scylla
 	@test -n "$$HERALD_TEST_SCYLLA" || { echo "set HERALD_TEST_SCYLLA=host:port (a ScyllaDB node)"; exit 2; }
 	cargo test -p herald-store-scylla --test scylla -- --ignored
 
-test-kafka: ## Exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
+test-kafka: ## The exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
 	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }
-	cargo test -p herald-runtime --test real_kafka -- --ignored
+	cargo build --bin herald
+	cargo nextest run -p herald-tests --no-fail-fast -E 'binary(exactly_once) + test(exactly_once)'
 
-bench: tansu ## Throughput, latency and memory against raw baselines (release build; writes target/bench/)
+bench: broker ## Throughput, latency and memory against raw baselines (release build; writes target/bench/)
 	cargo build --release --bin herald
 	cargo build --release -p herald-tests --bin herald-bench
 	HERALD_BIN=$(CARGO_TARGET_DIR)/release/herald $(CARGO_TARGET_DIR)/release/herald-bench

@@ -32,11 +32,11 @@ impl EngagementSink {
         store: Arc<dyn Store>,
     ) -> Result<EngagementSink, rdkafka::error::KafkaError> {
         let outbox = Outbox::new(
-            kafka.producer().create()?,
+            &kafka.producer(),
             store,
             format!("query-engagement.{}", kafka.instance_id),
             kafka.outbox_times(WAIT_FOR_KAFKA),
-        );
+        )?;
         Ok(EngagementSink {
             outbox,
             topic: Topics::new(&kafka.topic_prefix).engagement(),

@@ -24,9 +24,11 @@ pub enum BrokerKind {
 
 impl BrokerKind {
     /// The local broker tests use unless they need a particular one: `HERALD_TEST_BROKER`
-    /// (`tansu` or `noida-db`), else the platform's default local broker.
+    /// (`tansu` or `noida-db`), else `HERALD_BROKER` (as for `make run`), else noida-db.
     pub fn default_local() -> anyhow::Result<BrokerKind> {
-        match std::env::var("HERALD_TEST_BROKER").as_deref() {
+        let chosen =
+            std::env::var("HERALD_TEST_BROKER").or_else(|_| std::env::var("HERALD_BROKER"));
+        match chosen.as_deref() {
             Err(_) | Ok("") => Ok(BrokerKind::NoidaDb),
             Ok("tansu") => Ok(BrokerKind::Tansu),
             Ok("noida-db") => Ok(BrokerKind::NoidaDb),

@@ -37,7 +37,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The herald binary: `$HERALD_BIN`, or `herald` next to the test's target directory
-/// (`make test` builds it first).
+/// (`make test` builds it first). A binary older than any of Herald's sources is refused, so a
+/// test never runs yesterday's build.
 pub fn herald_bin() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("HERALD_BIN") {
         return Ok(bin.into());
@@ -48,13 +49,53 @@ pub fn herald_bin() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .context("test binary has no target dir")?;
     let bin = dir.join("herald");
-    if !bin.exists() {
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .with_context(|| {
+            format!(
+                "{} is missing: run `cargo build --bin herald` first (make test does)",
+                bin.display()
+            )
+        })?;
+    if let Some(newer) = newest_source_after(built) {
         bail!(
-            "{} is missing: run `cargo build --bin herald` first (make test does)",
-            bin.display()
+            "{} is older than {}: run `cargo build --bin herald` first (make test does)",
+            bin.display(),
+            newer.display()
         );
     }
     Ok(bin)
+}
+
+/// A source file of the herald binary changed after `time`, if any.
+fn newest_source_after(time: std::time::SystemTime) -> Option<PathBuf> {
+    fn walk(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if name != "target" && !name.to_string_lossy().starts_with('.') {
+                    if let Some(found) = walk(&path, time) {
+                        return Some(found);
+                    }
+                }
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("rs" | "proto" | "avsc" | "sql" | "cql")
+            ) && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m > time)
+            {
+                return Some(path);
+            }
+        }
+        None
+    }
+    let root = repo_root();
+    ["pipeline", "connectors", "query-grpc", "schemas", "proto"]
+        .iter()
+        .find_map(|d| walk(&root.join(d), time))
 }
 
 /// A temporary directory for a test's broker or platform, removed when dropped unless

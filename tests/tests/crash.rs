@@ -3,8 +3,9 @@
 //! stages exactly-once on a broker with transactions and once at-least-once. Afterwards, when
 //! the platform has gone quiet:
 //!
-//! - every notification the ingress accepted reached a final state (delivered on both channels,
-//!   or rate-limited: some users get more than the default per-recipient limit allows);
+//! - every notification the ingress accepted reached a final state: delivered on both channels,
+//!   or rate-limited before either (some users get more than the default per-recipient limit
+//!   allows; a replay may admit what a first decision dropped, never deliver half);
 //! - the provider was called once per delivery id, except ids whose repeated calls each
 //!   straddle a kill of the deliver stage (the provider window, counted by this test from the
 //!   call log and the kill times, not by the ledger under test), listed by id;
@@ -135,34 +136,54 @@ enum Fate {
     RateLimited,
 }
 
-async fn fate(store: &dyn herald_store::Store, id: &str) -> anyhow::Result<Fate> {
+/// Which channels delivered a notification, and whether the limiter dropped it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    in_app: bool,
+    email: bool,
+    limited: bool,
+}
+
+impl Outcome {
+    fn fate(self) -> Fate {
+        if self.in_app && self.email {
+            Fate::Delivered
+        } else if self.limited && !self.in_app && !self.email {
+            Fate::RateLimited
+        } else {
+            Fate::Moving
+        }
+    }
+}
+
+async fn outcome(store: &dyn herald_store::Store, id: &str) -> anyhow::Result<Outcome> {
     let Some((_, timeline)) = store.get_notification("acme", id).await? else {
-        return Ok(Fate::Moving);
+        return Ok(Outcome::default());
     };
     let delivered = |c| {
         timeline
             .iter()
             .any(|e| e.channel == Some(c) && e.state == DeliveryState::Delivered)
     };
-    if CHANNELS.iter().all(|c| delivered(*c)) {
-        return Ok(Fate::Delivered);
-    }
-    if timeline
-        .iter()
-        .any(|e| e.state == DeliveryState::RateLimited)
-    {
-        return Ok(Fate::RateLimited);
-    }
-    Ok(Fate::Moving)
+    Ok(Outcome {
+        in_app: delivered(Channel::InApp),
+        email: delivered(Channel::Email),
+        limited: timeline
+            .iter()
+            .any(|e| e.state == DeliveryState::RateLimited),
+    })
 }
 
-/// Waits until every notification is final; returns each one's fate.
+async fn fate(store: &dyn herald_store::Store, id: &str) -> anyhow::Result<Fate> {
+    Ok(outcome(store, id).await?.fate())
+}
+
+/// Waits until every notification is final (delivered on both channels, or rate-limited).
 async fn wait_final(
     store: &dyn herald_store::Store,
     platform: &Platform,
     ids: &[String],
-) -> anyhow::Result<HashMap<String, Fate>> {
-    let mut fates = HashMap::new();
+) -> anyhow::Result<()> {
     let mut pending: Vec<String> = ids.to_vec();
     let deadline = Instant::now() + Duration::from_secs(400);
     while !pending.is_empty() {
@@ -175,11 +196,8 @@ async fn wait_final(
         );
         let mut still = Vec::new();
         for id in pending {
-            match fate(store, &id).await? {
-                Fate::Moving => still.push(id),
-                f => {
-                    fates.insert(id, f);
-                }
+            if fate(store, &id).await? == Fate::Moving {
+                still.push(id);
             }
         }
         pending = still;
@@ -187,7 +205,7 @@ async fn wait_final(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    Ok(fates)
+    Ok(())
 }
 
 async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
@@ -231,7 +249,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     let sent_in = started.elapsed();
 
     let kills = chaos_task.await?;
-    let fates = wait_final(store.as_ref(), &platform, &ids).await?;
+    wait_final(store.as_ref(), &platform, &ids).await?;
     wait_quiet(
         &broker.bootstrap,
         &platform.prefix,
@@ -256,13 +274,23 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
         .collect();
     println!("crash test: kills {per_victim:?}: {}", timeline.join(", "));
 
-    // What the user sees: every accepted id final, and each delivered one in the inbox once.
+    // Once quiet, each notification's outcome: both channels delivered, or dropped by the
+    // limiter before either; anything in between lost a delivery.
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), NOTIFICATIONS, "one id per accepted request");
-    let delivered: HashSet<&String> = fates
+    let mut outcomes = HashMap::new();
+    for id in &ids {
+        outcomes.insert(id, outcome(store.as_ref(), id).await?);
+    }
+    let partial: Vec<_> = outcomes
         .iter()
-        .filter(|(_, f)| **f == Fate::Delivered)
-        .map(|(id, _)| id)
+        .filter(|(_, o)| o.fate() == Fate::Moving)
+        .map(|(id, o)| format!("{id}: {o:?}"))
+        .collect();
+    let delivered: HashSet<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| o.in_app)
+        .map(|(id, _)| *id)
         .collect();
     let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
     let mut inbox_problems = Vec::new();
@@ -280,7 +308,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
                 inbox_problems.push(format!("{u}: {id} listed twice"));
             }
             if !delivered.contains(id) {
-                inbox_problems.push(format!("{u}: {id} is listed but not delivered"));
+                inbox_problems.push(format!("{u}: {id} is listed but not delivered in-app"));
             }
         }
         for (id, _) in owner
@@ -296,9 +324,10 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     // The provider: one call per delivery id but for the provider window, and nothing delivered
     // that the store does not know as delivered.
     let provider = ProviderAudit::read(&platform.recording, &kills)?;
-    let email_delivered: HashSet<String> = delivered
+    let email_delivered: HashSet<String> = outcomes
         .iter()
-        .map(|id| ids::delivery_id(id, Channel::Email, 1))
+        .filter(|(_, o)| o.email)
+        .map(|(id, _)| ids::delivery_id(id, Channel::Email, 1))
         .collect();
     let called: HashSet<String> = provider.calls.keys().cloned().collect();
     let never_called: Vec<_> = email_delivered.difference(&called).collect();
@@ -306,7 +335,10 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
 
     let counts = TopicCounts::read(&broker.bootstrap, &platform.prefix, &CHANNELS)?;
     let hops = counts.hop_violations(&CHANNELS);
-    let limited = fates.values().filter(|f| **f == Fate::RateLimited).count();
+    let limited = outcomes
+        .values()
+        .filter(|o| o.fate() == Fate::RateLimited)
+        .count();
     println!(
         "crash test: sent in {sent_in:?}, quiet after {:?}; ingress retries {}; delivered {}, \
          rate-limited {limited}; provider calls {} for {} ids, window resends {:?}; \
@@ -332,6 +364,12 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     assert!(
         kills.iter().any(|k| k.draining),
         "no kill landed after sending"
+    );
+    assert!(
+        partial.is_empty(),
+        "{} notifications delivered on one channel only: {:?}",
+        partial.len(),
+        &partial[..partial.len().min(5)]
     );
     assert!(inbox_problems.is_empty(), "inbox: {inbox_problems:?}");
     assert!(

@@ -91,11 +91,11 @@ impl Ingress {
             limits.producer_queue_kbytes.to_string(),
         );
         let outbox = Outbox::new(
-            producer.create()?,
+            &producer,
             Arc::clone(&store),
             format!("ingress.{}", kafka.instance_id),
             kafka.outbox_times(Duration::from_millis(limits.kafka_wait_ms)),
-        );
+        )?;
         Ok(Ingress {
             outbox,
             store,

@@ -52,6 +52,10 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     /// Partitions for topics Herald creates.
     pub partitions: i32,
+    /// If not 0: topics Herald creates keep records this long (`retention.ms`, in segments of
+    /// a twenty-fourth of it). For brokers that hold records in memory (noida-db); 0 leaves the
+    /// broker's default.
+    pub topic_retention_ms: u64,
     /// Replication factor for topics Herald creates.
     pub replication_factor: i32,
     /// How stages hand records on: `exactly-once` (production, needs transactions) or
@@ -105,6 +109,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             topic_prefix: "herald".into(),
             partitions: 3,
+            topic_retention_ms: 0,
             replication_factor: 1,
             delivery_mode: DeliveryMode::ExactlyOnce,
             instance_id: std::env::var("HOSTNAME")

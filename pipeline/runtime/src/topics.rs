@@ -97,15 +97,22 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let topics = Topics::new(&config.topic_prefix);
     let names = topics.all();
     let registry = topics.txn_ids();
+    let retention = (config.topic_retention_ms > 0).then(|| {
+        let segment = (config.topic_retention_ms / 24).max(60_000);
+        (config.topic_retention_ms.to_string(), segment.to_string())
+    });
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
             let replication = TopicReplication::Fixed(config.replication_factor);
             if *n == registry {
                 // Small and keyed: one partition, the latest value per key kept.
-                NewTopic::new(n, 1, replication).set("cleanup.policy", "compact")
-            } else {
-                NewTopic::new(n, config.partitions, replication)
+                return NewTopic::new(n, 1, replication).set("cleanup.policy", "compact");
+            }
+            let topic = NewTopic::new(n, config.partitions, replication);
+            match &retention {
+                Some((keep, segment)) => topic.set("retention.ms", keep).set("segment.ms", segment),
+                None => topic,
             }
         })
         .collect();

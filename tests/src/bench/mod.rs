@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tonic::transport::Channel as GrpcChannel;
 
-use crate::{Broker, Platform, random_name};
+use crate::{Broker, BrokerKind, Platform, random_name};
 
 /// Seconds per measured level.
 pub const LEVEL_SECONDS: u64 = 5;
@@ -243,7 +243,7 @@ fn machine() -> Value {
             .and_then(|l| l.split(':').nth(1))
             .map(|s| s.trim().to_owned())
     });
-    json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "broker": "tansu 0.6.0 (sqlite)" })
+    json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "broker": BrokerKind::default_local().map(|k| k.name()).unwrap_or("?") })
 }
 
 fn bench_kafka(broker: &Broker, prefix: &str) -> herald_runtime::KafkaConfig {
@@ -296,7 +296,7 @@ async fn pipeline_section(
         .map(|(pid, a)| (a, pid))
         .collect();
     procs.push((
-        "broker (tansu)".into(),
+        format!("broker ({})", broker.name()),
         broker.pid().unwrap_or_default() as i32,
     ));
     procs.push(("bench load generator".into(), std::process::id() as i32));
@@ -351,7 +351,7 @@ async fn pipeline_section(
     let chain = pipeline::Chain::start(&kafka, produce::record_size()).await?;
     let cpu_before = snapshot(vec![
         (
-            "broker (tansu)".into(),
+            format!("broker ({})", broker.name()),
             broker.pid().unwrap_or_default() as i32,
         ),
         (

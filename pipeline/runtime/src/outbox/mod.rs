@@ -26,6 +26,7 @@ use herald_store::{OutboxRecord, Store, StoreError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -59,6 +60,21 @@ pub enum OutboxError {
     Store(#[from] StoreError),
 }
 
+/// The outbox producer's context: notes when every broker connection is lost.
+#[derive(Debug, Default)]
+pub struct BrokerWatch {
+    down: Arc<AtomicBool>,
+}
+
+impl ClientContext for BrokerWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.down.store(true, Ordering::Release);
+        }
+        warn!(%error, reason, "kafka client error");
+    }
+}
+
 /// A producer backed by the store's outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
@@ -66,7 +82,7 @@ pub struct Outbox {
 }
 
 struct Inner {
-    producer: FutureProducer,
+    producer: FutureProducer<BrokerWatch>,
     store: Arc<dyn Store>,
     owner: String,
     /// How long a produce may take before the record is kept instead.
@@ -80,6 +96,8 @@ struct Inner {
     /// Cancelled when the producer has failed fatally; `failure` says why.
     failed: CancellationToken,
     failure: Mutex<Option<String>>,
+    /// Set by the producer's context when every broker connection is lost.
+    broker_down: Arc<AtomicBool>,
 }
 
 /// How long the outbox waits, and what it holds.
@@ -114,14 +132,18 @@ fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
 }
 
 impl Outbox {
-    /// An outbox named `owner` (one per process instance: it replays only its own records).
+    /// An outbox named `owner` (one per process instance: it replays only its own records),
+    /// producing with a producer made from `config`.
     pub fn new(
-        producer: FutureProducer,
+        config: &ClientConfig,
         store: Arc<dyn Store>,
         owner: String,
         times: OutboxTimes,
-    ) -> Outbox {
-        Outbox {
+    ) -> Result<Outbox, KafkaError> {
+        let watch = BrokerWatch::default();
+        let broker_down = Arc::clone(&watch.down);
+        let producer = config.create_with_context(watch)?;
+        Ok(Outbox {
             inner: Arc::new(Inner {
                 producer,
                 store,
@@ -132,8 +154,33 @@ impl Outbox {
                 retained: Mutex::new(Retained::new(times.unsaved_window, RETAIN_CAP)),
                 failed: CancellationToken::new(),
                 failure: Mutex::new(None),
+                broker_down,
             }),
+        })
+    }
+
+    /// After every broker connection was lost, the broker may come back restarted without
+    /// what it acknowledged last: keep the records held for its unsaved window in the store,
+    /// to be produced again (consumers drop repeats by event id).
+    async fn after_broker_loss(&self) -> Result<(), StoreError> {
+        if !self.inner.broker_down.swap(false, Ordering::AcqRel) {
+            return Ok(());
         }
+        let held = self
+            .inner
+            .retained
+            .lock()
+            .map(|mut r| r.take_all())
+            .unwrap_or_default();
+        if held.is_empty() {
+            return Ok(());
+        }
+        warn!(owner = %self.inner.owner, records = held.len(), "lost every broker connection: keeping the records the broker may not have saved, to produce them again");
+        self.inner.degraded.store(true, Ordering::Release);
+        for r in &held {
+            self.inner.store.outbox_put(r).await?;
+        }
+        Ok(())
     }
 
     /// Resolves once the producer has failed fatally; every record it had taken is then kept in
@@ -213,6 +260,7 @@ impl Outbox {
     pub async fn send_or_keep(&self, mut record: OutboxRecord) -> Result<Sent, OutboxError> {
         let inner = &self.inner;
         record.owner.clone_from(&inner.owner);
+        self.after_broker_loss().await?;
         if inner.degraded.load(Ordering::Acquire) {
             inner.store.outbox_put(&record).await?;
             return Ok(Sent::Kept);
@@ -271,6 +319,10 @@ impl Outbox {
     /// One replay pass: true when the outbox was found empty or emptied.
     async fn replay_once(&self) -> bool {
         let inner = &self.inner;
+        if let Err(err) = self.after_broker_loss().await {
+            warn!(%err, owner = %inner.owner, "outbox: keeping records after a broker loss failed");
+            return false;
+        }
         let pending = match inner.store.outbox_pending(&inner.owner, REPLAY_BATCH).await {
             Ok(p) => p,
             Err(err) => {
