@@ -52,7 +52,7 @@ test-scylla: ## The whole store conformance suite and TTL expiry on a real Scyll
 test-kafka: ## The exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=host:port make test-kafka
 	@test -n "$$HERALD_TEST_KAFKA" || { echo "set HERALD_TEST_KAFKA=host:port (a Kafka with transactions)"; exit 2; }
 	cargo build --bin herald
-	cargo nextest run -p herald-tests --no-fail-fast -E 'binary(exactly_once) + test(exactly_once)'
+	cargo nextest run -p herald-tests --no-fail-fast -E 'binary(exactly_once) | test(exactly_once)'
 
 bench: broker ## Throughput, latency and memory against raw baselines (release build; writes target/bench/)
 	cargo build --release --bin herald

@@ -36,6 +36,9 @@ case "$broker" in
     # tansu's group coordinator can wedge a group after rapid restarts: a stage left without
     # partitions for 30 s exits and is restarted by `herald run`, which rejoins it.
     export HERALD__KAFKA__REJOIN_IF_UNASSIGNED_MS=${HERALD__KAFKA__REJOIN_IF_UNASSIGNED_MS:-30000}
+    # Producers not idempotent: tansu stops serving at a restart if a producer raised its epoch
+    # while it was down (docs/BROKERS.md); duplicates are absorbed by the stages.
+    export HERALD__KAFKA__IDEMPOTENCE=${HERALD__KAFKA__IDEMPOTENCE:-false}
     ;;
 esac
 # Ctrl-C reaches every process in the group; a SIGTERM to this script is passed on to herald,

@@ -74,10 +74,11 @@ fn newest_source_after(time: std::time::SystemTime) -> Option<PathBuf> {
             let path = entry.path();
             let name = entry.file_name();
             if path.is_dir() {
-                if name != "target" && !name.to_string_lossy().starts_with('.') {
-                    if let Some(found) = walk(&path, time) {
-                        return Some(found);
-                    }
+                if name != "target"
+                    && !name.to_string_lossy().starts_with('.')
+                    && let Some(found) = walk(&path, time)
+                {
+                    return Some(found);
                 }
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),

@@ -143,16 +143,23 @@ fn states(r: &GetNotificationResponse) -> Vec<(i32, i32)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_notifications_reach_the_inbox_and_the_provider() {
+async fn a_hundred_notifications_reach_the_inbox_and_the_provider_exactly_once() {
     tokio::time::timeout(TEST_LIMIT, hundred())
         .await
         .expect("test timed out")
         .unwrap();
 }
 
+/// The platform in exactly-once mode (the production path), on noida-db or, when
+/// `HERALD_TEST_KAFKA` is set, on that cluster.
 async fn hundred() -> anyhow::Result<()> {
-    let broker = Broker::start().await?;
+    let broker = Broker::transactional().await?;
     let platform = Platform::configure(&broker, "")?;
+    anyhow::ensure!(
+        broker.transactions(),
+        "{} has no transactions",
+        broker.name()
+    );
     // Two users also have an e-mail address, so their notifications go to the recording provider.
     {
         let store = herald_store::open(&platform.store_url).await?;

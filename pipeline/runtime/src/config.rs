@@ -90,6 +90,12 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
+    /// Idempotent producers (no duplicates or reordering when librdkafka retries). Turn it off
+    /// only for tansu, which cannot take the producer epoch librdkafka raises by itself while the
+    /// broker is down and stops serving at its restart (docs/BROKERS.md); producers then send one
+    /// request at a time per connection to keep order, and the stages' idempotent effects absorb
+    /// the duplicates a retry can make. Exactly-once mode needs it on.
+    pub idempotence: bool,
     /// How long after acknowledging a record the broker may still lose it in a crash
     /// (milliseconds). The ingress and the query service hold what they produced in memory
     /// that long and produce it again if the broker turns out to have lost it. 0 for Apache
@@ -123,6 +129,7 @@ impl Default for KafkaConfig {
             max_batch_records: 1_000,
             fetch_wait_max_ms: 50,
             message_timeout_ms: 10_000,
+            idempotence: true,
             unsaved_ack_window_ms: 0,
             compression: "lz4".into(),
             librdkafka: std::collections::BTreeMap::new(),
@@ -145,11 +152,15 @@ impl KafkaConfig {
         c
     }
 
-    /// An idempotent producer: acks=all, no duplicates or reordering on retry.
+    /// An idempotent producer (unless `idempotence` is off): acks=all, no duplicates or
+    /// reordering on retry.
     pub fn producer(&self) -> ClientConfig {
         let mut c = self.base();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
+        c.set("enable.idempotence", self.idempotence.to_string());
+        if !self.idempotence {
+            c.set("max.in.flight.requests.per.connection", "1");
+        }
+        c.set("acks", "all")
             .set("compression.type", &self.compression)
             .set("linger.ms", "5")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
@@ -159,6 +170,8 @@ impl KafkaConfig {
     /// A transactional producer with `transactional.id` = `id`.
     pub fn transactional_producer(&self, id: &str) -> ClientConfig {
         let mut c = self.producer();
+        c.set("enable.idempotence", "true")
+            .remove("max.in.flight.requests.per.connection");
         c.set("transactional.id", id).set(
             "transaction.timeout.ms",
             self.transaction_timeout_ms.to_string(),
