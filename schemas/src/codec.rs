@@ -2,8 +2,14 @@
 //!
 //! A record value is `C3 01` ‖ the writer schema's 8-byte CRC-64-AVRO (Rabin) fingerprint,
 //! little-endian ‖ the Avro binary encoding of the event. The reader looks the fingerprint up
-//! among the schemas it knows and resolves writer → reader schema, so a consumer can tell a
-//! record it cannot read (and say which fingerprint) from a corrupt one, without a registry.
+//! among the schemas it knows — the current one and the earlier versions kept in
+//! `schemas/history/` — and resolves writer → reader schema (fields added since get their
+//! defaults, fields removed are skipped), so a consumer reads what an older producer wrote
+//! during a rolling upgrade, and can tell a record written with a schema it does not know (and
+//! say which fingerprint) from a corrupt one, without a registry.
+//!
+//! Decoding never allocates more than [`MAX_ALLOCATION_BYTES`] for one string, byte array or
+//! collection, so a tiny record that claims a huge array is an error, not an abort.
 
 use apache_avro::{Schema, rabin::Rabin};
 use serde::{Serialize, de::DeserializeOwned};
@@ -11,6 +17,9 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The two marker bytes that open every single-object encoded value.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
+/// The most a decoded length (of a string, bytes, array or map) may claim: 1 MiB, a Kafka
+/// record's default size limit. Set once for the process (apache-avro keeps it globally).
+pub const MAX_ALLOCATION_BYTES: usize = 1024 * 1024;
 
 /// What can go wrong encoding or decoding an event.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +33,14 @@ pub enum SchemaError {
     /// The body does not decode with the writer schema, or the value does not fit the schema.
     #[error("avro: {0}")]
     Avro(#[from] apache_avro::Error),
+}
+
+impl SchemaError {
+    /// Whether the record may become readable with a newer build (its writer schema is unknown
+    /// here), as opposed to being corrupt for good.
+    pub fn is_unknown_schema(&self) -> bool {
+        matches!(self, SchemaError::UnknownWriterSchema(_))
+    }
 }
 
 /// A parsed schema and its fingerprint.
@@ -56,8 +73,12 @@ impl EventSchema {
 pub trait Event: Serialize + DeserializeOwned {
     /// The `.avsc` text.
     const SCHEMA_JSON: &'static str;
+    /// The `.avsc` texts of earlier versions, oldest first (`schemas/history/`).
+    const PREVIOUS: &'static [&'static str];
     /// The parsed schema, parsed once.
     fn schema() -> &'static EventSchema;
+    /// The parsed earlier versions, parsed once.
+    fn history() -> &'static [EventSchema];
 }
 
 /// Encodes `event` as a single-object encoded Avro value.
@@ -71,8 +92,15 @@ pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, SchemaError> {
     Ok(out)
 }
 
-/// Decodes a single-object encoded value into `E`.
+/// Decodes a single-object encoded value into `E`, written with `E`'s schema or any earlier
+/// version of it.
 pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, SchemaError> {
+    decode_with::<E>(bytes, E::history())
+}
+
+/// Decodes a value written with `E`'s schema or one of `known` (resolved to `E`'s schema).
+pub fn decode_with<E: Event>(bytes: &[u8], known: &[EventSchema]) -> Result<E, SchemaError> {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
     if bytes.len() < HEADER_LEN {
         return Err(SchemaError::NotSingleObject(
             "shorter than the 10-byte header",
@@ -83,15 +111,41 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, SchemaError> {
     }
     let reader = E::schema();
     let fingerprint = &bytes[2..HEADER_LEN];
-    // Today each event type has one schema version; older versions would be looked up here.
-    if fingerprint != reader.fingerprint {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(fingerprint);
-        return Err(SchemaError::UnknownWriterSchema(u64::from_le_bytes(raw)));
-    }
     let mut body = &bytes[HEADER_LEN..];
-    let value = apache_avro::from_avro_datum(&reader.schema, &mut body, None)?;
+    let value = if fingerprint == reader.fingerprint {
+        apache_avro::from_avro_datum(&reader.schema, &mut body, None)?
+    } else {
+        let Some(writer) = known.iter().find(|s| s.fingerprint == fingerprint) else {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(fingerprint);
+            return Err(SchemaError::UnknownWriterSchema(u64::from_le_bytes(raw)));
+        };
+        apache_avro::from_avro_datum(&writer.schema, &mut body, Some(&reader.schema))?
+    };
     Ok(apache_avro::from_value(&value)?)
+}
+
+/// Parses a schema given at run time (tests; future schema versions).
+pub fn parse_schema(json: &str) -> Result<EventSchema, SchemaError> {
+    let schema = Schema::parse_str(json)?;
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
+    Ok(EventSchema {
+        schema,
+        fingerprint,
+    })
+}
+
+/// Frames an Avro `value` written with `writer` (tests: records of older or newer producers).
+pub fn encode_value(
+    writer: &EventSchema,
+    value: apache_avro::types::Value,
+) -> Result<Vec<u8>, SchemaError> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&writer.fingerprint);
+    out.extend_from_slice(&apache_avro::to_avro_datum(&writer.schema, value)?);
+    Ok(out)
 }
 
 #[cfg(test)]

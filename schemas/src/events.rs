@@ -226,25 +226,73 @@ pub struct Engagement {
     pub at_ms: i64,
 }
 
+/// Topic `dead-letter`: an input record a stage could not process, whole, with where it came
+/// from and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub source_timestamp_ms: i64,
+    pub stage: String,
+    pub error: String,
+    pub attempts: i32,
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "apache_avro::serde_avro_bytes")]
+    pub value: Vec<u8>,
+    pub headers: Vec<RecordHeader>,
+    pub at_ms: i64,
+}
+
+/// One Kafka record header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct RecordHeader {
+    pub key: String,
+    #[serde(with = "apache_avro::serde_avro_bytes_opt")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// `event!(Type, "current.avsc", ["history/older.v1.avsc", …])`: the schema a type is written
+/// with, and the earlier versions of it that records on the topics may still carry.
 macro_rules! event {
-    ($ty:ty, $file:literal) => {
+    ($ty:ty, $file:literal $(, [$($old:literal),* $(,)?])?) => {
         impl Event for $ty {
             const SCHEMA_JSON: &'static str = include_str!(concat!("../", $file));
+            const PREVIOUS: &'static [&'static str] =
+                &[$($(include_str!(concat!("../", $old))),*)?];
             fn schema() -> &'static crate::codec::EventSchema {
                 static SCHEMA: std::sync::OnceLock<crate::codec::EventSchema> =
                     std::sync::OnceLock::new();
                 SCHEMA.get_or_init(|| crate::codec::EventSchema::parse_or_abort(Self::SCHEMA_JSON))
+            }
+            fn history() -> &'static [crate::codec::EventSchema] {
+                static HISTORY: std::sync::OnceLock<Vec<crate::codec::EventSchema>> =
+                    std::sync::OnceLock::new();
+                HISTORY.get_or_init(|| {
+                    Self::PREVIOUS
+                        .iter()
+                        .map(|json| crate::codec::EventSchema::parse_or_abort(json))
+                        .collect()
+                })
             }
         }
     };
 }
 
 event!(NotificationRequested, "notification_requested.avsc");
-event!(NotificationEnriched, "notification_enriched.avsc");
+event!(
+    NotificationEnriched,
+    "notification_enriched.avsc",
+    ["history/notification_enriched.v1.avsc"]
+);
 event!(NotificationAdmitted, "notification_admitted.avsc");
 event!(Dispatch, "dispatch.avsc");
 event!(DeliveryResult, "delivery_result.avsc");
 event!(Engagement, "engagement.avsc");
+event!(DeadLetter, "dead_letter.avsc");
 
 macro_rules! symbols {
     ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {

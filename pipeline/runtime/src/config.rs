@@ -90,6 +90,10 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
+    /// How long a stage retries a record whose processing keeps failing for a reason that
+    /// might pass (a store that does not answer), from its first failure, before sending it to
+    /// the dead-letter topic (milliseconds).
+    pub retry_budget_ms: u64,
     /// Idempotent producers (no duplicates or reordering when librdkafka retries). Turn it off
     /// only for tansu, which cannot take the producer epoch librdkafka raises by itself while the
     /// broker is down and stops serving at its restart (docs/BROKERS.md); producers then send one
@@ -129,6 +133,7 @@ impl Default for KafkaConfig {
             max_batch_records: 1_000,
             fetch_wait_max_ms: 50,
             message_timeout_ms: 10_000,
+            retry_budget_ms: 300_000,
             idempotence: true,
             unsaved_ack_window_ms: 0,
             compression: "lz4".into(),

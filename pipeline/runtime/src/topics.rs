@@ -56,6 +56,10 @@ impl Topics {
     pub fn engagement(&self) -> String {
         self.name("engagement")
     }
+    /// Input records a stage could not process, whole, with where they came from and why.
+    pub fn dead_letter(&self) -> String {
+        self.name("dead-letter")
+    }
     /// Where the start-up check writes (and aborts) one record to learn whether the broker
     /// supports transactions. Nothing ever reads it.
     pub fn txn_probe(&self) -> String {
@@ -84,6 +88,7 @@ impl Topics {
         all.extend([
             self.delivery_result(),
             self.engagement(),
+            self.dead_letter(),
             self.txn_probe(),
             self.txn_ids(),
         ]);

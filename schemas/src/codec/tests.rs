@@ -142,6 +142,122 @@ fn every_schema_round_trips() {
 }
 
 #[test]
+fn a_dead_letter_round_trips_with_its_bytes() {
+    round_trip(DeadLetter {
+        source_topic: "p.enriched".into(),
+        source_partition: 2,
+        source_offset: 41,
+        source_timestamp_ms: 6,
+        stage: "rate-limit".into(),
+        error: "poison record: not an Avro single-object encoded value".into(),
+        attempts: 1,
+        key: Some(b"t/u".to_vec()),
+        value: vec![0, 159, 255, 1],
+        headers: vec![
+            RecordHeader {
+                key: "traceparent".into(),
+                value: Some(b"00-abc-def-01".to_vec()),
+            },
+            RecordHeader {
+                key: "empty".into(),
+                value: None,
+            },
+        ],
+        at_ms: 7,
+    });
+}
+
+/// An `enriched` record as a producer of the first schema version (before deferrals) wrote it.
+fn enriched_v1() -> Vec<u8> {
+    use apache_avro::types::Value;
+    let v1 = &NotificationEnriched::history()[0];
+    let delivery = Value::Record(vec![
+        ("channel".into(), Value::Enum(0, "IN_APP".into())),
+        ("address".into(), Value::String("u".into())),
+        ("title".into(), Value::String("Hi".into())),
+        ("body".into(), Value::String("there".into())),
+        ("action_url".into(), Value::Union(0, Box::new(Value::Null))),
+    ]);
+    let record = Value::Record(vec![
+        ("notification_id".into(), Value::String("n".into())),
+        ("tenant".into(), Value::String("t".into())),
+        ("recipient_user_id".into(), Value::String("u".into())),
+        ("category".into(), Value::String("c".into())),
+        ("priority".into(), Value::Enum(1, "NORMAL".into())),
+        ("requested_at_ms".into(), Value::TimestampMillis(9)),
+        ("deliveries".into(), Value::Array(vec![delivery])),
+    ]);
+    encode_value(v1, record).expect("a v1 record encodes")
+}
+
+#[test]
+fn a_record_of_the_previous_schema_version_is_read_with_defaults() {
+    let bytes = enriched_v1();
+    assert_ne!(
+        bytes[2..10],
+        NotificationEnriched::schema().fingerprint,
+        "written with another schema"
+    );
+    let n: NotificationEnriched = decode(&bytes).expect("an older producer's record is read");
+    assert_eq!(n.notification_id, "n");
+    assert_eq!(n.deliveries.len(), 1);
+    assert_eq!(n.deliveries[0].title, "Hi");
+    assert_eq!(n.deferrals, 0, "the field added since gets its default");
+    assert_eq!(n.defer_until_ms, None);
+}
+
+#[test]
+fn a_record_of_a_newer_known_version_is_read_without_its_new_field() {
+    // A next version that adds a field; a consumer that ships it as known reads such records.
+    let mut next = NotificationAdmitted::SCHEMA_JSON.to_owned();
+    let at = next.rfind(']').expect("the fields array ends");
+    next.insert_str(
+        at,
+        r#", {"name": "campaign", "type": "string", "default": ""}"#,
+    );
+    let newer = parse_schema(&next).expect("the next version parses");
+    let admitted = NotificationAdmitted {
+        notification_id: "n".into(),
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        category: "c".into(),
+        priority: Priority::High,
+        requested_at_ms: 2,
+        deliveries: vec![content()],
+    };
+    let mut value = apache_avro::to_value(&admitted).expect("to value");
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.push((
+            "campaign".into(),
+            apache_avro::types::Value::String("spring".into()),
+        ));
+    }
+    let bytes = encode_value(&newer, value).expect("a newer record encodes");
+    let unknown = decode::<NotificationAdmitted>(&bytes).expect_err("not known to this build");
+    assert!(unknown.is_unknown_schema(), "{unknown}");
+    let read: NotificationAdmitted =
+        decode_with(&bytes, std::slice::from_ref(&newer)).expect("read once it is known");
+    assert_eq!(read, admitted);
+}
+
+#[test]
+fn a_tiny_record_claiming_a_huge_array_is_an_error() {
+    // An `enriched` header, four empty strings, a priority, a time, then an array that claims
+    // 2^40 elements in 7 bytes.
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&NotificationEnriched::schema().fingerprint);
+    bytes.extend_from_slice(&[0, 0, 0, 0, 2, 2]);
+    bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    let error = decode::<NotificationEnriched>(&bytes).expect_err("refused, not allocated");
+    assert!(!error.is_unknown_schema());
+    // A string that claims more than the limit, too.
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&NotificationEnriched::schema().fingerprint);
+    bytes.extend_from_slice(&[0x80, 0x80, 0x80, 0x08]);
+    assert!(decode::<NotificationEnriched>(&bytes).is_err());
+}
+
+#[test]
 fn fingerprints_differ_between_schemas() {
     let all = [
         NotificationRequested::schema().fingerprint,
@@ -150,6 +266,8 @@ fn fingerprints_differ_between_schemas() {
         Dispatch::schema().fingerprint,
         DeliveryResult::schema().fingerprint,
         Engagement::schema().fingerprint,
+        DeadLetter::schema().fingerprint,
+        NotificationEnriched::history()[0].fingerprint,
     ];
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {

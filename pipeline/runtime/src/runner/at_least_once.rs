@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    BatchClock, Output, Processor, Progress, RunStats, RunnerSpec, Starvation, on_consumer_error,
-    process_with_retry, record, traceparent,
+    BatchClock, DeadLetters, Output, Processor, Progress, RunStats, RunnerSpec, Starvation,
+    on_consumer_error, process_with_retry, record, traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
@@ -38,6 +38,7 @@ pub async fn run<P: Processor>(
     let mut progress = Progress::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
+    let dead = DeadLetters::new(kafka, spec);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -46,7 +47,8 @@ pub async fn run<P: Processor>(
         match received {
             Ok(Ok(message)) => {
                 let outputs =
-                    process_with_retry(&mut processor, &message, &shutdown, &mut stats).await?;
+                    process_with_retry(&mut processor, &message, &dead, &shutdown, &mut stats)
+                        .await?;
                 let Some(outputs) = outputs else { break };
                 let trace = traceparent(&message);
                 for output in outputs {

@@ -31,8 +31,8 @@ use tracing::{info, warn};
 
 use super::txn_ids::TxnIds;
 use super::{
-    BatchClock, Processor, Progress, RunStats, RunnerSpec, Starvation, on_consumer_error,
-    process_with_retry, record, traceparent,
+    BatchClock, DeadLetters, Processor, Progress, RunStats, RunnerSpec, Starvation,
+    on_consumer_error, process_with_retry, record, traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};
 
@@ -323,6 +323,7 @@ async fn run_loop<P: Processor>(
     let mut progress = Progress::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
+    let dead = DeadLetters::new(kafka, spec);
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -347,7 +348,8 @@ async fn run_loop<P: Processor>(
             Ok(Ok(message))
                 if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
             Ok(Ok(message)) => {
-                let outputs = process_with_retry(processor, &message, shutdown, stats).await?;
+                let outputs =
+                    process_with_retry(processor, &message, &dead, shutdown, stats).await?;
                 let Some(outputs) = outputs else { break };
                 // Begun only now, so a processor's retries never hold a transaction open.
                 if lock(txn)?.stale {

@@ -6,11 +6,15 @@
 //! - [`at_least_once`]: an idempotent producer; offsets are committed after the outputs are
 //!   acknowledged, and a crash replays the uncommitted tail (any broker, including tansu).
 //!
-//! In both, processor errors are classified: [`ProcessError::Poison`] records are logged, counted
-//! and skipped; [`ProcessError::Retry`] is retried with backoff while the partition waits;
+//! In both, processor errors are classified: a [`ProcessError::Poison`] record (undecodable,
+//! written with a schema this build does not know, invalid) goes to `<p>.dead-letter` whole,
+//! with where it came from and why, in the same batch (transaction) as its input offset, and the
+//! stage goes on; [`ProcessError::Retry`] is retried with capped backoff while the partition
+//! waits, until `kafka.retry_budget_ms` has passed since its first failure — then the record is
+//! dead-lettered too, so one record that never succeeds cannot stall its partition for ever;
 //! [`ProcessError::Fatal`] stops the runner with an error, so the process exits non-zero and
 //! restarts from the committed offsets. The stages' deterministic ids make every replay produce
-//! identical records.
+//! identical records (a dead letter is stamped with its input's time for the same reason).
 
 pub mod at_least_once;
 pub mod exactly_once;
@@ -62,10 +66,11 @@ pub struct Output {
 /// How a processor failed, which decides what the runner does next.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    /// The record can never be processed (undecodable, invalid): logged, counted and skipped.
+    /// The record can never be processed (undecodable, invalid): it goes to the dead-letter
+    /// topic and the stage goes on.
     #[error("poison record: {0}")]
     Poison(String),
-    /// A dependency failed: the same record is retried with backoff.
+    /// A dependency failed: the same record is retried with backoff, within the retry budget.
     #[error("retriable: {0}")]
     Retry(String),
     /// A broken invariant: the runner stops and the process exits non-zero.
@@ -99,8 +104,8 @@ pub struct RunStats {
     pub consumed: u64,
     /// Records produced and acknowledged (or committed, in exactly-once mode).
     pub produced: u64,
-    /// Records skipped as poison.
-    pub poison: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
     /// Retries of failed processing.
     pub retries: u64,
     /// Transactions committed (exactly-once mode).
@@ -278,7 +283,7 @@ impl Progress {
             consumed = stats.consumed,
             new = stats.consumed - self.last.consumed,
             produced = stats.produced,
-            poison = stats.poison,
+            dead_letters = stats.dead_letters,
             retries = stats.retries,
             aborts = stats.aborts,
             "progress"
@@ -302,11 +307,66 @@ pub async fn run<P: Processor>(
     }
 }
 
-/// Runs the processor on one record, retrying retriable errors with capped exponential backoff.
-/// `Ok(None)` means shutdown was requested while waiting.
+/// Where a runner sends what it cannot process, and how long it retries.
+pub(crate) struct DeadLetters {
+    topic: String,
+    stage: String,
+    budget: Duration,
+}
+
+impl DeadLetters {
+    pub(crate) fn new(kafka: &KafkaConfig, spec: &RunnerSpec) -> DeadLetters {
+        DeadLetters {
+            topic: crate::topics::Topics::new(&kafka.topic_prefix).dead_letter(),
+            stage: spec.name.clone(),
+            budget: Duration::from_millis(kafka.retry_budget_ms),
+        }
+    }
+
+    /// The dead-letter record for `message`, which failed `attempts` times with `error`.
+    fn output(&self, message: &BorrowedMessage<'_>, error: &str, attempts: u32) -> Result<Output> {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| herald_schemas::RecordHeader {
+                        key: h.key.to_owned(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let at = message.timestamp().to_millis().unwrap_or_default();
+        let letter = herald_schemas::DeadLetter {
+            source_topic: message.topic().to_owned(),
+            source_partition: message.partition(),
+            source_offset: message.offset(),
+            source_timestamp_ms: at,
+            stage: self.stage.clone(),
+            error: error.to_owned(),
+            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+            at_ms: at,
+        };
+        let payload = herald_schemas::codec::encode(&letter)
+            .map_err(|e| RuntimeError::Fatal(format!("encoding a dead letter failed: {e}")))?;
+        Ok(Output {
+            topic: self.topic.clone(),
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            payload,
+        })
+    }
+}
+
+/// Runs the processor on one record: its outputs; or, for a poison record or one still failing
+/// when the retry budget is spent, its dead letter. Retriable errors are retried with capped
+/// exponential backoff meanwhile. `Ok(None)` means shutdown was requested while waiting.
 pub(crate) async fn process_with_retry<P: Processor>(
     processor: &mut P,
     message: &BorrowedMessage<'_>,
+    dead: &DeadLetters,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
 ) -> Result<Option<Vec<Output>>> {
@@ -319,16 +379,14 @@ pub(crate) async fn process_with_retry<P: Processor>(
         timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
     };
     let mut backoff = Duration::from_millis(100);
+    let mut attempts = 0u32;
+    let first_failure = std::time::Instant::now();
     loop {
-        match processor.process(&input).await {
+        attempts += 1;
+        let reason = match processor.process(&input).await {
             Ok(outputs) => return Ok(Some(outputs)),
-            Err(ProcessError::Poison(reason)) => {
-                warn!(topic = input.topic, partition = input.partition, offset = input.offset,
-                      %reason, "skipping poison record");
-                stats.poison += 1;
-                return Ok(Some(Vec::new()));
-            }
-            Err(ProcessError::Retry(reason)) => {
+            Err(ProcessError::Poison(reason)) => reason,
+            Err(ProcessError::Retry(reason)) if first_failure.elapsed() < dead.budget => {
                 warn!(topic = input.topic, offset = input.offset, %reason, ?backoff, "retrying");
                 stats.retries += 1;
                 tokio::select! {
@@ -336,9 +394,18 @@ pub(crate) async fn process_with_retry<P: Processor>(
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
             }
+            Err(ProcessError::Retry(reason)) => format!(
+                "still failing after {attempts} attempts over {:?}: {reason}",
+                first_failure.elapsed()
+            ),
             Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
-        }
+        };
+        warn!(topic = input.topic, partition = input.partition, offset = input.offset,
+              %reason, "sending the record to the dead-letter topic");
+        stats.dead_letters += 1;
+        return Ok(Some(vec![dead.output(message, &reason, attempts)?]));
     }
 }
 

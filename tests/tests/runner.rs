@@ -1,0 +1,153 @@
+//! The generic runner on a real broker, in both delivery modes: a record that keeps failing for
+//! a reason that might pass is retried until the retry budget is spent, then dead-lettered with
+//! its last error, while the records after it on its partition flow; a poison record is
+//! dead-lettered at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_runtime::runner::{self, Input, Output, ProcessError, Processor, RunnerSpec};
+use herald_runtime::topics::{Topics, ensure_topics};
+use herald_runtime::{DeliveryMode, KafkaConfig, Result};
+use herald_schemas::DeadLetter;
+use herald_schemas::codec::decode;
+use herald_tests::topic::read_records;
+use herald_tests::{Broker, eventually, random_name};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// Copies records to `out`, except `stuck` (always "store unavailable") and `poison`.
+#[derive(Clone)]
+struct Picky {
+    out: String,
+    stuck_attempts: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Processor for Picky {
+    async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+        match input.payload {
+            b"stuck" => {
+                self.stuck_attempts.fetch_add(1, Ordering::SeqCst);
+                Err(ProcessError::Retry("the store does not answer".into()))
+            }
+            b"poison" => Err(ProcessError::Poison("not a record of ours".into())),
+            payload => Ok(vec![Output {
+                topic: self.out.clone(),
+                key: "k".into(),
+                payload: payload.to_vec(),
+            }]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_its_retry_budget_is_dead_lettered_exactly_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, budget(DeliveryMode::ExactlyOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_past_its_retry_budget_is_dead_lettered_at_least_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, budget(DeliveryMode::AtLeastOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn budget(mode: DeliveryMode) -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let kafka = KafkaConfig {
+        bootstrap_servers: broker.bootstrap.clone(),
+        topic_prefix: random_name("rn"),
+        delivery_mode: mode,
+        instance_id: "fixed".into(),
+        partitions: 1,
+        retry_budget_ms: 1_500,
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&kafka).await?;
+    let topics = Topics::new(&kafka.topic_prefix);
+    // One partition: the records after the stuck one wait behind it until it is dead-lettered.
+    let (input, out) = (topics.requested(), topics.enriched());
+    let producer: FutureProducer = kafka.producer().create()?;
+    for value in ["a", "stuck", "b", "poison", "c"] {
+        producer
+            .send(
+                FutureRecord::to(&input).key("k").payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let stuck_attempts = Arc::new(AtomicU64::new(0));
+    let picky = Picky {
+        out: out.clone(),
+        stuck_attempts: Arc::clone(&stuck_attempts),
+    };
+    let spec = RunnerSpec {
+        name: "picky".into(),
+        group: topics.group("picky"),
+        input_topics: vec![input.clone()],
+    };
+    let shutdown = CancellationToken::new();
+    let (k, s, token) = (kafka.clone(), spec.clone(), shutdown.clone());
+    let task = tokio::spawn(async move { runner::run(&k, &s, picky, token).await });
+
+    let bootstrap = broker.bootstrap.clone();
+    let copied = eventually(Duration::from_secs(60), "every good record copied", || {
+        let (b, t) = (bootstrap.clone(), out.clone());
+        async move {
+            let values: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || read_records(&b, &t))
+                .await??
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            Ok((values.len() >= 3).then_some(values))
+        }
+    })
+    .await?;
+    assert_eq!(
+        copied,
+        [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+        "the good records, in order"
+    );
+    shutdown.cancel();
+    let stats = task.await??;
+    assert_eq!(stats.dead_letters, 2, "{stats:?}");
+    assert!(
+        stats.retries >= 2,
+        "the stuck record was retried: {stats:?}"
+    );
+
+    let (b, t) = (broker.bootstrap.clone(), topics.dead_letter());
+    let letters: Vec<DeadLetter> = tokio::task::spawn_blocking(move || read_records(&b, &t))
+        .await??
+        .iter()
+        .map(|r| decode(&r.value))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let stuck = letters.iter().find(|l| l.value == b"stuck").unwrap();
+    assert_eq!(stuck.source_offset, 1);
+    assert_eq!(stuck.stage, "picky");
+    assert!(
+        stuck.error.contains("still failing") && stuck.error.contains("does not answer"),
+        "{}",
+        stuck.error
+    );
+    assert_eq!(
+        stuck.attempts as u64,
+        stuck_attempts.load(Ordering::SeqCst),
+        "every attempt counted"
+    );
+    let poison = letters.iter().find(|l| l.value == b"poison").unwrap();
+    assert_eq!((poison.source_offset, poison.attempts), (3, 1));
+    Ok(())
+}
