@@ -65,9 +65,136 @@ pub fn content_digest(bytes: &[u8]) -> String {
     Uuid::new_v5(&NAMESPACE, &name).to_string()
 }
 
+/// A digest of what a client asked for in a request — everything but the time it arrived and
+/// the id derived from its key — in a canonical form: template variables sorted by name and
+/// channels as a set, so the same request gives the same digest however its maps were ordered.
+/// An idempotency key is refused for a request whose digest differs from its first use's.
+pub fn request_digest(r: &crate::NotificationRequested) -> String {
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                field(out, v.as_bytes());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"request/v1");
+    field(&mut out, r.tenant.as_bytes());
+    optional(&mut out, r.idempotency_key.as_deref());
+    field(&mut out, r.recipient_user_id.as_bytes());
+    field(&mut out, r.category.as_bytes());
+    field(&mut out, r.priority.as_str().as_bytes());
+    match &r.template {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            field(&mut out, t.template_id.as_bytes());
+            optional(&mut out, t.locale.as_deref());
+            let sorted: std::collections::BTreeMap<&String, &String> = t.variables.iter().collect();
+            out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+            for (k, v) in sorted {
+                field(&mut out, k.as_bytes());
+                field(&mut out, v.as_bytes());
+            }
+        }
+    }
+    match &r.inline {
+        None => out.push(0),
+        Some(i) => {
+            out.push(1);
+            field(&mut out, i.title.as_bytes());
+            field(&mut out, i.body.as_bytes());
+            optional(&mut out, i.action_url.as_deref());
+        }
+    }
+    let channels: std::collections::BTreeSet<&str> =
+        r.channels.iter().map(|c| c.as_str()).collect();
+    out.extend_from_slice(&(channels.len() as u64).to_le_bytes());
+    for c in channels {
+        field(&mut out, c.as_bytes());
+    }
+    content_digest(&out)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::{NotificationRequested, Priority, TemplateRef};
+
+    fn templated(variables: HashMap<String, String>) -> NotificationRequested {
+        NotificationRequested {
+            notification_id: "n".into(),
+            tenant: "acme".into(),
+            idempotency_key: Some("k".into()),
+            recipient_user_id: "u".into(),
+            category: "c".into(),
+            priority: Priority::Normal,
+            template: Some(TemplateRef {
+                template_id: "welcome".into(),
+                locale: None,
+                variables,
+            }),
+            inline: None,
+            channels: vec![Channel::Email, Channel::InApp],
+            requested_at_ms: 1,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_map_order_gives_one_digest(
+            pairs in proptest::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..12),
+            seed in any::<u64>(),
+        ) {
+            // The same entries inserted in two different orders (HashMap iteration differs).
+            let mut forward = HashMap::new();
+            for (k, v) in &pairs {
+                forward.insert(k.clone(), v.clone());
+            }
+            let mut shuffled: Vec<_> = pairs.iter().collect();
+            let n = shuffled.len().max(1);
+            shuffled.rotate_left((seed as usize) % n);
+            shuffled.reverse();
+            let mut backward = HashMap::with_capacity(pairs.len() * 3 + 1);
+            for (k, v) in shuffled {
+                backward.insert(k.clone(), v.clone());
+            }
+            let mut a = templated(forward);
+            let mut b = templated(backward);
+            b.channels.reverse();
+            b.requested_at_ms = 99;
+            b.notification_id = "other".into();
+            prop_assert_eq!(request_digest(&a), request_digest(&b));
+            // Any change to what was asked for changes it.
+            a.recipient_user_id.push('x');
+            prop_assert_ne!(request_digest(&a), request_digest(&b));
+        }
+
+        #[test]
+        fn a_different_variable_value_gives_another_digest(
+            pairs in proptest::collection::btree_map("[a-z]{1,6}", "[a-z]{0,8}", 1..8),
+        ) {
+            let original: HashMap<String, String> = pairs.clone().into_iter().collect();
+            let mut changed = original.clone();
+            if let Some(v) = changed.values_mut().next() {
+                v.push('!');
+            }
+            prop_assert_ne!(
+                request_digest(&templated(original)),
+                request_digest(&templated(changed))
+            );
+        }
+    }
 
     #[test]
     fn ids_are_deterministic_and_distinct() {

@@ -423,6 +423,25 @@ async fn edge_cases() -> anyhow::Result<()> {
         ..inline("acme", "ana", "")
     };
     let welcome = send(&mut ingress, templated("welcome")).await?;
+
+    // The same templated request with several variables, retried with its key: every retry is
+    // ACCEPTED with the first id (the digest does not depend on the order of a map).
+    let retried = || SendNotificationRequest {
+        idempotency_key: "dupkey-1".into(),
+        content: Some(Content::Template(TemplateRef {
+            template_id: "welcome".into(),
+            locale: String::new(),
+            variables: ["a", "b", "c", "d", "e", "name"]
+                .iter()
+                .map(|k| (k.to_string(), format!("value of {k}")))
+                .collect(),
+        })),
+        ..inline("acme", "ana", "")
+    };
+    let first_retry = send(&mut ingress, retried()).await?;
+    for _ in 0..5 {
+        assert_eq!(send(&mut ingress, retried()).await?, first_retry);
+    }
     let missing = send(&mut ingress, templated("no-such-template")).await?;
 
     let r = eventually(

@@ -59,6 +59,7 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
         listener,
         &config.kafka,
         config.ingress.limits(),
+        config.ingress.policy(),
         store,
         shutdown,
     )
@@ -126,7 +127,11 @@ pub async fn stage(
         Stage::RateLimit => {
             // The limiter and the relay of deferred notifications, each its own group.
             let mut runners = tokio::task::JoinSet::new();
-            let p = RateLimitProcessor::new(topics.clone(), config.rate_limit.clone());
+            let p = RateLimitProcessor::new(
+                topics.clone(),
+                config.rate_limit.clone(),
+                Arc::new(herald_store::SystemClock),
+            );
             spawn_runner(
                 &mut runners,
                 config,
@@ -135,7 +140,7 @@ pub async fn stage(
                 p,
                 &shutdown,
             );
-            let relay = DeferredRelay::new(topics.clone());
+            let relay = DeferredRelay::new(topics.clone(), Arc::new(herald_store::SystemClock));
             let relay_name = format!("{name}.deferred");
             spawn_runner(
                 &mut runners,

@@ -47,6 +47,9 @@ pub struct IngressConfig {
     pub producer_queue_kbytes: u64,
     /// How long a request waits for Kafka before it is kept in the durable outbox instead.
     pub kafka_wait_ms: u64,
+    /// URL schemes an action link may use: `https` and your apps' own schemes (e.g. `acme`
+    /// for `acme://orders/1`); `javascript:`, `data:` and `file:` are always refused.
+    pub link_schemes: Vec<String>,
 }
 
 impl Default for IngressConfig {
@@ -57,6 +60,7 @@ impl Default for IngressConfig {
             max_in_flight: limits.max_in_flight,
             producer_queue_kbytes: limits.producer_queue_kbytes,
             kafka_wait_ms: limits.kafka_wait_ms,
+            link_schemes: herald_ingress::validate::Policy::default().link_schemes,
         }
     }
 }
@@ -65,6 +69,13 @@ impl IngressConfig {
     /// The parsed address.
     pub fn addr(&self) -> anyhow::Result<SocketAddr> {
         parse_listen(&self.listen)
+    }
+
+    /// What requests may contain beyond the fixed limits.
+    pub fn policy(&self) -> herald_ingress::validate::Policy {
+        herald_ingress::validate::Policy {
+            link_schemes: self.link_schemes.clone(),
+        }
     }
 
     /// The overload limits.

@@ -72,6 +72,7 @@ impl Default for IngressLimits {
 /// The `NotificationService` implementation.
 pub struct Ingress {
     outbox: Outbox,
+    policy: validate::Policy,
     store: Arc<dyn Store>,
     topic: String,
     in_flight: Arc<Semaphore>,
@@ -83,6 +84,7 @@ impl Ingress {
     pub fn new(
         kafka: &KafkaConfig,
         limits: IngressLimits,
+        policy: validate::Policy,
         store: Arc<dyn Store>,
     ) -> Result<Ingress, IngressError> {
         let mut producer = kafka.producer();
@@ -98,6 +100,7 @@ impl Ingress {
         )?;
         Ok(Ingress {
             outbox,
+            policy,
             store,
             topic: Topics::new(&kafka.topic_prefix).requested(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
@@ -110,13 +113,9 @@ impl Ingress {
         let Some(key) = event.idempotency_key.as_deref() else {
             return Ok(());
         };
-        // The request as the client sent it: everything but the time it arrived.
-        let digest = herald_schemas::codec::encode(&NotificationRequested {
-            requested_at_ms: 0,
-            ..event.clone()
-        })
-        .map(|bytes| herald_schemas::ids::content_digest(&bytes))
-        .map_err(|e| Status::internal(format!("encoding the event failed: {e}")))?;
+        // What the client asked for, canonically (maps sorted): the same request retried gives
+        // the same digest.
+        let digest = herald_schemas::ids::request_digest(event);
         let claim = IdempotencyRecord {
             tenant: event.tenant.clone(),
             key: key.to_owned(),
@@ -167,7 +166,7 @@ impl NotificationService for Ingress {
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let event = validate::to_event(request.into_inner(), now_ms())
+        let event = validate::to_event_with(request.into_inner(), now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
         self.check_idempotency_key(&event).await?;
         let payload = herald_schemas::codec::encode(&event)
@@ -215,10 +214,11 @@ pub async fn serve(
     listener: TcpListener,
     kafka: &KafkaConfig,
     limits: IngressLimits,
+    policy: validate::Policy,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let ingress = Ingress::new(kafka, limits, store)?;
+    let ingress = Ingress::new(kafka, limits, policy, store)?;
     let outbox = ingress.outbox.clone();
     let stop = outbox.stop_on_failure(&shutdown);
     tokio::spawn(outbox.clone().replay(stop.clone()));

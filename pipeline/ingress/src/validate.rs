@@ -108,29 +108,73 @@ fn locale_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
 }
 
-fn url(field: &str, value: &str) -> Result<Option<String>> {
+/// What the ingress accepts beyond the fixed limits, from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// URL schemes an action link may use: `https`, and the app schemes a tenant's apps
+    /// register (e.g. `acme` for `acme://orders/1`). Never `javascript`, `data` or `file`.
+    pub link_schemes: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            link_schemes: vec!["https".into()],
+        }
+    }
+}
+
+/// Schemes that run code or read local data wherever a link is opened: refused even if
+/// configured.
+const NEVER_LINK: &[&str] = &["javascript", "data", "file", "vbscript", "blob"];
+
+fn url(field: &str, value: &str, policy: &Policy) -> Result<Option<String>> {
     if value.is_empty() {
         return Ok(None);
     }
     text(field, value, limits::URL)?;
-    let scheme_ok = value.split_once("://").is_some_and(|(scheme, rest)| {
-        !scheme.is_empty()
-            && !rest.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    });
-    if !scheme_ok || value.chars().any(char::is_whitespace) {
+    let allowed = || {
+        policy
+            .link_schemes
+            .iter()
+            .map(|s| format!("{s}://"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some((scheme, rest)) = value.split_once(':') else {
         return Err(FieldViolation::new(
             field,
-            "must be an absolute URL such as https://…",
+            format!("must be an absolute URL starting with {}", allowed()),
+        ));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let known = !NEVER_LINK.contains(&scheme.as_str())
+        && policy
+            .link_schemes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&scheme));
+    let shaped = rest.strip_prefix("//").is_some_and(|r| !r.is_empty())
+        && !value.chars().any(char::is_whitespace);
+    if !known || !shaped {
+        return Err(FieldViolation::new(
+            field,
+            format!("must be an absolute URL starting with {}", allowed()),
         ));
     }
     Ok(Some(value.to_owned()))
 }
 
-/// Validates `req` and builds its event, stamped `now_ms`.
+/// Validates `req` under the default [`Policy`] and builds its event, stamped `now_ms`.
 pub fn to_event(req: SendNotificationRequest, now_ms: i64) -> Result<NotificationRequested> {
+    to_event_with(req, now_ms, &Policy::default())
+}
+
+/// Validates `req` under `policy` and builds its event, stamped `now_ms`.
+pub fn to_event_with(
+    req: SendNotificationRequest,
+    now_ms: i64,
+    policy: &Policy,
+) -> Result<NotificationRequested> {
     name("tenant", &req.tenant, tenant_char, limits::NAME)?;
     let idempotency_key = if req.idempotency_key.is_empty() {
         None
@@ -203,7 +247,7 @@ pub fn to_event(req: SendNotificationRequest, now_ms: i64) -> Result<Notificatio
                     "title and body are both empty",
                 ));
             }
-            let action_url = url("inline.action_url", &i.action_url)?;
+            let action_url = url("inline.action_url", &i.action_url, policy)?;
             (
                 None,
                 Some(InlineContent {

@@ -308,7 +308,7 @@ impl Preparer<'_> {
             .await?,
             claim_idempotency_key: p(format!(
                 "INSERT INTO {{hot}}.idempotency_keys ({IDEMPOTENCY_COLUMNS}) \
-                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await?,
             select_idempotency_key: self

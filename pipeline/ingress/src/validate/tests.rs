@@ -164,6 +164,44 @@ fn each_bad_field_is_named() {
         }),
         "inline.action_url"
     );
+    for link in [
+        "javascript://alert(1)",
+        "javascript:alert(1)",
+        "JavaScript://x",
+        "data://text/html,x",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "http://acme.example/plain",
+        "ftp://acme.example/f",
+        "acme://orders/1",
+        "https://",
+        "https://acme.example/a b",
+    ] {
+        assert_eq!(
+            field(SendNotificationRequest {
+                content: inline("t", "b", link),
+                ..valid()
+            }),
+            "inline.action_url",
+            "{link}"
+        );
+    }
+    // An app scheme is accepted once configured; javascript never is.
+    let policy = Policy {
+        link_schemes: vec!["https".into(), "acme".into(), "javascript".into()],
+    };
+    let with = |link: &str| {
+        to_event_with(
+            SendNotificationRequest {
+                content: inline("t", "b", link),
+                ..valid()
+            },
+            1,
+            &policy,
+        )
+    };
+    assert!(with("acme://orders/1").is_ok());
+    assert!(with("HTTPS://acme.example/x").is_ok());
+    assert!(with("javascript://alert(1)").is_err());
     assert_eq!(
         field(SendNotificationRequest {
             content: inline("t\u{7}", "b", ""),

@@ -8,7 +8,12 @@ use herald_schemas::{
 };
 use herald_store::{RecipientProfile, TemplateRecord};
 
-use super::render::render;
+use super::render::{RenderError, render};
+
+/// The most one notification's rendered content (title, body and link together) may weigh:
+/// it is copied once per channel into the `enriched` record, which must stay well below a Kafka
+/// record's 1 MiB.
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 use crate::{Subject, result_for};
 
 /// The template a request names, as found (or not) in the store.
@@ -79,13 +84,22 @@ pub fn enrich(
     let content = match (template, &request.inline, &request.template) {
         (TemplateLookup::Found(t), _, Some(r)) => {
             match (
-                render(&t.title, &r.variables),
-                render(&t.body, &r.variables),
+                render(&t.title, &r.variables, MAX_CONTENT_BYTES),
+                render(&t.body, &r.variables, MAX_CONTENT_BYTES),
             ) {
                 (Ok(title), Ok(body)) => (title, body, t.action_url.clone()),
-                (Err(missing), _) | (_, Err(missing)) => {
+                (Err(RenderError::Missing(missing)), _)
+                | (_, Err(RenderError::Missing(missing))) => {
                     let reason = format!(
                         "template {:?} needs variable {missing:?}, which the request does not give",
+                        t.template_id
+                    );
+                    return suppress(&channels, DeliveryState::Failed, reason);
+                }
+                (Err(RenderError::TooLong(max)), _) | (_, Err(RenderError::TooLong(max))) => {
+                    let reason = format!(
+                        "template {:?} rendered with the request's variables is longer than \
+                         {max} bytes",
                         t.template_id
                     );
                     return suppress(&channels, DeliveryState::Failed, reason);
@@ -108,6 +122,13 @@ pub fn enrich(
         }
     };
 
+    let size = content.0.len() + content.1.len() + content.2.as_ref().map_or(0, String::len);
+    if size > MAX_CONTENT_BYTES {
+        let reason = format!(
+            "the content is {size} bytes, more than the {MAX_CONTENT_BYTES} a notification may carry"
+        );
+        return suppress(&channels, DeliveryState::Failed, reason);
+    }
     let mut out = Enrichment::default();
     if channels.is_empty() {
         out.results.push(result_for(

@@ -58,6 +58,10 @@ pub struct LimitsConfig {
     pub over_limit: OverLimit,
     /// How often one notification may be deferred.
     pub max_deferrals: i32,
+    /// How far a record's timestamp may lie ahead of the stage's clock before it is taken as
+    /// "now" instead (milliseconds): one record stamped in the far future must neither freeze
+    /// the limiters' event clock nor overflow it.
+    pub max_clock_skew_ms: i64,
 }
 
 /// What to do with a notification over its limit.
@@ -84,6 +88,7 @@ impl Default for LimitsConfig {
             bypass_categories: vec!["security".into(), "otp".into()],
             over_limit: OverLimit::Drop,
             max_deferrals: 3,
+            max_clock_skew_ms: 300_000,
         }
     }
 }
@@ -102,6 +107,14 @@ pub enum Decision {
         /// Milliseconds (event time) until the limit admits one more.
         retry_after_ms: i64,
     },
+}
+
+/// The time a record counts at: its timestamp, but never more than `max_skew_ms` ahead of
+/// `now_ms` nor before the epoch (a producer's clock can be wrong; the limiters must go on).
+pub fn event_time(record_ms: i64, now_ms: i64, max_skew_ms: i64) -> i64 {
+    record_ms
+        .min(now_ms.saturating_add(max_skew_ms.max(0)))
+        .max(0)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -140,8 +153,8 @@ impl Limiter {
     fn observe(&mut self, at_ms: i64) {
         match self.last_ms {
             Some(last) if at_ms > last => {
-                self.clock
-                    .advance(Duration::from_millis((at_ms - last) as u64));
+                let step = u64::try_from(at_ms.saturating_sub(last)).unwrap_or(0);
+                self.clock.advance(Duration::from_millis(step));
                 self.last_ms = Some(at_ms);
             }
             Some(_) => {}

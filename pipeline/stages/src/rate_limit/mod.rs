@@ -7,12 +7,15 @@ mod limiter;
 mod relay;
 mod route;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationEnriched;
+use herald_store::Clock;
 
-pub use limiter::{Decision, Limiter, LimitsConfig, OverLimit, QuotaConfig};
+pub use limiter::{Decision, Limiter, LimitsConfig, OverLimit, QuotaConfig, event_time};
 pub use relay::{DeferredRelay, wait_for};
 pub use route::{Routed, admit, route};
 
@@ -23,15 +26,17 @@ pub struct RateLimitProcessor {
     topics: Topics,
     limits: LimitsConfig,
     limiter: Limiter,
+    clock: Arc<dyn Clock>,
 }
 
 impl RateLimitProcessor {
-    /// A processor with `limits`, writing to `topics`.
-    pub fn new(topics: Topics, limits: LimitsConfig) -> RateLimitProcessor {
+    /// A processor with `limits`, writing to `topics`, bounding record times by `clock`.
+    pub fn new(topics: Topics, limits: LimitsConfig, clock: Arc<dyn Clock>) -> RateLimitProcessor {
         RateLimitProcessor {
             topics,
             limiter: Limiter::new(limits.clone()),
             limits,
+            clock,
         }
     }
 }
@@ -40,7 +45,11 @@ impl RateLimitProcessor {
 impl Processor for RateLimitProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let n: NotificationEnriched = decode(input.payload)?;
-        let at = input.timestamp_ms;
+        let at = event_time(
+            input.timestamp_ms,
+            self.clock.now_ms(),
+            self.limits.max_clock_skew_ms,
+        );
         let decision =
             self.limiter
                 .decide(&n.tenant, &n.recipient_user_id, &n.category, n.priority, at);

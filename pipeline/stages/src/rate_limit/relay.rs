@@ -2,12 +2,14 @@
 //! `enriched` for the rate-limit stage to decide again. Records on one partition are roughly in
 //! due order (one recipient's deferrals are made in sequence), so waiting on the head is fair.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationEnriched;
+use herald_store::Clock;
 
 use crate::wire::{decode, output};
 
@@ -17,30 +19,36 @@ pub fn wait_for(due_ms: Option<i64>, now_ms: i64) -> Duration {
     Duration::from_millis(ms as u64)
 }
 
+/// A deferral is never longer than this: the rate-limit stage defers by at most one window of
+/// a quota. A record due later is corrupt (or from a wrong clock) and is dead-lettered rather
+/// than holding its partition.
+pub const MAX_DEFERRAL: Duration = Duration::from_secs(3_600);
+
 /// Moves due notifications from `deferred` back to `enriched`.
 pub struct DeferredRelay {
     topics: Topics,
+    clock: Arc<dyn Clock>,
 }
 
 impl DeferredRelay {
-    /// A relay writing to `topics`.
-    pub fn new(topics: Topics) -> DeferredRelay {
-        DeferredRelay { topics }
+    /// A relay writing to `topics`, waiting by `clock`.
+    pub fn new(topics: Topics, clock: Arc<dyn Clock>) -> DeferredRelay {
+        DeferredRelay { topics, clock }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 #[async_trait]
 impl Processor for DeferredRelay {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let n: NotificationEnriched = decode(input.payload)?;
-        tokio::time::sleep(wait_for(n.defer_until_ms, now_ms())).await;
+        let wait = wait_for(n.defer_until_ms, self.clock.now_ms());
+        if wait > MAX_DEFERRAL {
+            return Err(ProcessError::Poison(format!(
+                "deferred until {:?} ms, {wait:?} from now: longer than any deferral ({MAX_DEFERRAL:?})",
+                n.defer_until_ms
+            )));
+        }
+        tokio::time::sleep(wait).await;
         let due = NotificationEnriched {
             defer_until_ms: None,
             ..n

@@ -8,12 +8,20 @@ use crate::cql::{Lwt, exec, first, lwt, scan};
 use crate::store::Inner;
 use crate::{Error, Result};
 
+/// How long an idempotency key is remembered (seconds): see `claim_idempotency_key`.
+pub(crate) const IDEMPOTENCY_KEY_TTL_SECONDS: i32 = 32 * 24 * 3600;
+
 type IdempotencyRow = (String, String, String, String, i64);
 type OutboxRow = (String, String, String, Vec<u8>, Vec<u8>, Vec<u8>, i64);
 
 impl Inner {
     /// `INSERT ... IF NOT EXISTS`: of two concurrent claims exactly one applies. The loser
     /// reads the winner's record from the transaction's answer, or with a serial read.
+    ///
+    /// Claims a key for 32 days: longer than the delivery ledger keeps an outcome (30 days).
+    /// A key reused after it expired names the same notification id, and so the same delivery
+    /// ids; were the ledger to outlive the key, the new request would be answered with the old
+    /// delivery's outcome and never sent.
     pub(crate) async fn claim_idempotency_key(
         &self,
         r: &IdempotencyRecord,
@@ -25,6 +33,7 @@ impl Inner {
             r.request_hash.as_str(),
             r.notification_id.as_str(),
             r.at_ms,
+            IDEMPOTENCY_KEY_TTL_SECONDS,
         );
         let answer = lwt(&self.session, &st.claim_idempotency_key, values).await?;
         if answer.applied {

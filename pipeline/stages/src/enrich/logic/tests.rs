@@ -189,6 +189,46 @@ fn missing_template_or_variable_is_a_recorded_status() {
 }
 
 #[test]
+fn content_over_the_limit_is_a_recorded_failure_on_every_channel() {
+    // A template that repeats a 4 KiB variable 20 times renders to 80 KiB.
+    let t = TemplateRecord {
+        body: "{{v}}".repeat(20),
+        ..template()
+    };
+    let big = "x".repeat(4 * 1024);
+    let e = enrich(
+        &templated(&[("order", "1"), ("name", "n"), ("v", &big)]),
+        &profile(),
+        TemplateLookup::Found(&t),
+        1,
+    );
+    assert!(e.enriched.is_none());
+    assert_eq!(e.results.len(), 3);
+    for r in &e.results {
+        assert_eq!(r.state, DeliveryState::Failed);
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("longer than"),
+            "{r:?}"
+        );
+    }
+    // Just under the limit passes.
+    let fits = TemplateRecord {
+        body: "{{v}}".repeat(15),
+        ..template()
+    };
+    let e = enrich(
+        &templated(&[("order", "1"), ("name", "n"), ("v", &big)]),
+        &profile(),
+        TemplateLookup::Found(&fits),
+        1,
+    );
+    assert!(e.enriched.is_some());
+}
+
+#[test]
 fn enrich_is_deterministic() {
     let a = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 5);
     let b = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 5);

@@ -46,6 +46,60 @@ fn quota_per_recipient_and_category_then_refill() {
 }
 
 #[test]
+fn event_time_is_bounded_by_the_clock() {
+    let now = 1_700_000_000_000;
+    assert_eq!(
+        event_time(now - 5, now, 1_000),
+        now - 5,
+        "the past as it is"
+    );
+    assert_eq!(
+        event_time(now + 500, now, 1_000),
+        now + 500,
+        "within the skew"
+    );
+    assert_eq!(
+        event_time(i64::MAX, now, 1_000),
+        now + 1_000,
+        "far future: now + skew"
+    );
+    assert_eq!(
+        event_time(i64::MIN, now, 1_000),
+        0,
+        "before the epoch: the epoch"
+    );
+    assert_eq!(event_time(now, i64::MAX, i64::MAX), now, "no overflow");
+}
+
+#[test]
+fn a_far_future_record_neither_panics_nor_freezes_the_limiter() {
+    let start = 1_700_000_000_000;
+    let skew = 300_000;
+    let mut l = Limiter::new(limits(1, 60, 1_000));
+    // (record time, wall clock)
+    let mut decide = |at: i64, now: i64| {
+        l.decide(
+            "t",
+            "ana",
+            "news",
+            Priority::Normal,
+            event_time(at, now, skew),
+        )
+    };
+    assert_eq!(decide(start, start), Decision::Admit);
+    // A record stamped in the year 292 million counts as now + 5 min: the bucket refills.
+    assert_eq!(decide(i64::MAX, start), Decision::Admit);
+    // Sane records after it are limited only until the wall clock passes that point plus the
+    // window — not for ever, as a clock frozen in the far future would do.
+    assert!(matches!(
+        decide(start + 1, start + 1),
+        Decision::Limited { .. }
+    ));
+    let later = start + skew + 60_001;
+    assert_eq!(decide(later, later), Decision::Admit);
+}
+
+#[test]
 fn tenant_quota_spans_recipients() {
     let mut l = Limiter::new(limits(100, 1, 5));
     for i in 0..5 {
