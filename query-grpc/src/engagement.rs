@@ -43,12 +43,13 @@ impl EngagementSink {
         })
     }
 
-    /// Emits a READ event for each entry (produced, or kept for replay).
+    /// Emits a READ event for each entry: produced, or kept for replay (also when the producer
+    /// is overloaded: the read marks are stored already, so their events must not be lost).
     pub async fn read(&self, entries: &[InboxEntryRecord]) -> Result<(), OutboxError> {
         let sends = entries
             .iter()
             .filter_map(|e| self.record(e))
-            .map(|r| self.outbox.send_or_keep(r));
+            .map(|r| self.outbox.send_or_store(r));
         for sent in futures::future::join_all(sends).await {
             sent?;
         }

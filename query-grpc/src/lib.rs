@@ -5,6 +5,7 @@
 //! `WatchInbox` (server streaming with resume tokens: [`watch`]). Handlers validate, call the
 //! store, and map errors to a `Status` in one place ([`store_status`]).
 
+pub mod bounds;
 pub mod engagement;
 pub mod watch;
 
@@ -20,7 +21,6 @@ use herald_proto::v1::{
     MarkAllReadRequest, MarkAllReadResponse, MarkReadRequest, MarkReadResponse, Notification,
     UnreadCountRequest, UnreadCountResponse, WatchInboxRequest, WatchInboxResponse,
 };
-use herald_store::retention::DAY_MS;
 use herald_store::{
     Clock, FailureQuery, InboxEntryRecord, InboxQuery, Retention, Store, StoreError, SystemClock,
     overall_state,
@@ -43,6 +43,8 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub const UNREAD_CAP: u32 = 1_000;
 /// The most ids one `MarkRead` may name.
 pub const MAX_MARK_READ: usize = 100;
+/// MarkAllRead marks (and emits events for) this many entries at a time.
+pub const MARK_ALL_BATCH: usize = 500;
 /// Watchers one query process serves at once; more are refused with RESOURCE_EXHAUSTED.
 pub const MAX_WATCHERS: usize = 10_000;
 
@@ -205,9 +207,7 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
-        if req.before_ms < 0 {
-            return Err(Status::invalid_argument("before_ms: must not be negative"));
-        }
+        let before_ms = bounds::time("before_ms", req.before_ms, 0, SystemClock.now_ms())?;
         let page = self
             .store
             .list_inbox(&InboxQuery {
@@ -215,7 +215,7 @@ impl QueryService for Query {
                 recipient_user_id: req.recipient_user_id,
                 page_size: page_size(req.page_size)?,
                 page_token: Some(req.page_token).filter(|t| !t.is_empty()),
-                before_ms: Some(req.before_ms).filter(|ms| *ms > 0),
+                before_ms: Some(before_ms).filter(|ms| *ms > 0),
                 unread_only: req.unread_only,
                 category: Some(req.category).filter(|c| !c.is_empty()),
             })
@@ -233,18 +233,7 @@ impl QueryService for Query {
     ) -> Result<Response<ListFailuresResponse>, Status> {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
-        let now = SystemClock.now_ms();
-        let to_ms = if req.to_ms == 0 { now } else { req.to_ms };
-        let from_ms = if req.from_ms == 0 {
-            to_ms - DAY_MS
-        } else {
-            req.from_ms
-        };
-        if from_ms < 0 || to_ms < from_ms {
-            return Err(Status::invalid_argument(
-                "from_ms, to_ms: need 0 <= from_ms <= to_ms",
-            ));
-        }
+        let (from_ms, to_ms) = bounds::failure_range(req.from_ms, req.to_ms, SystemClock.now_ms())?;
         let page = self
             .store
             .list_failures(&FailureQuery {
@@ -332,15 +321,30 @@ impl QueryService for Query {
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
         let now = SystemClock.now_ms();
-        let up_to_ms = if req.up_to_ms == 0 { now } else { req.up_to_ms };
-        let newly = self
-            .store
-            .mark_all_read(&req.tenant, &req.recipient_user_id, up_to_ms, now)
-            .await
-            .map_err(store_status)?;
-        self.emit_read(&newly).await?;
+        let up_to_ms = bounds::time("up_to_ms", req.up_to_ms, now, now)?;
+        // In batches, each stored and its events emitted before the next: memory stays bounded
+        // however many entries are unread.
+        let mut marked = 0_u64;
+        loop {
+            let newly = self
+                .store
+                .mark_all_read(
+                    &req.tenant,
+                    &req.recipient_user_id,
+                    up_to_ms,
+                    now,
+                    MARK_ALL_BATCH,
+                )
+                .await
+                .map_err(store_status)?;
+            self.emit_read(&newly).await?;
+            marked += newly.len() as u64;
+            if newly.len() < MARK_ALL_BATCH {
+                break;
+            }
+        }
         Ok(Response::new(MarkAllReadResponse {
-            marked: u32::try_from(newly.len()).unwrap_or(u32::MAX),
+            marked: u32::try_from(marked).unwrap_or(u32::MAX),
         }))
     }
 
@@ -353,7 +357,12 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
-        let since_ms = watch::start_ms(&req.resume_token, &self.options.retention)?;
+        let since_ms = watch::start_ms(
+            &req.tenant,
+            &req.recipient_user_id,
+            &req.resume_token,
+            &self.options.retention,
+        )?;
         let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
             return Err(Status::resource_exhausted(format!(
                 "this query process already serves {MAX_WATCHERS} watchers; retry another"

@@ -26,26 +26,47 @@ pub const OVERLAP_MS: i64 = 2_000;
 const BATCH: usize = 100;
 
 /// The tag of resume tokens ([`herald_store::token`]).
-const RESUME: &str = "w1";
+const RESUME: &str = "w2";
 
-/// A resume token: the last pushed entry's (delivery time, notification id).
-pub fn encode_token(delivered_at_ms: i64, notification_id: &str) -> String {
-    token::encode(RESUME, delivered_at_ms, notification_id)
+/// A resume token of `tenant`'s `user`: the last pushed entry's (delivery time, notification id).
+pub fn encode_token(
+    tenant: &str,
+    user: &str,
+    delivered_at_ms: i64,
+    notification_id: &str,
+) -> String {
+    token::encode(
+        RESUME,
+        &token::scope(&[tenant, user]),
+        delivered_at_ms,
+        notification_id,
+    )
 }
 
-/// The delivery time in a resume token.
-pub fn decode_token(resume_token: &str) -> Option<i64> {
-    token::decode(RESUME, resume_token).ok().map(|(ms, _)| ms)
+/// The delivery time in a resume token of `tenant`'s `user`, read at `now_ms`.
+pub fn decode_token(tenant: &str, user: &str, resume_token: &str, now_ms: i64) -> Option<i64> {
+    token::decode(RESUME, &token::scope(&[tenant, user]), resume_token, now_ms)
+        .ok()
+        .map(|(ms, _)| ms)
 }
 
-/// Where a watch starts: after a resume token, or at now.
-pub fn start_ms(resume_token: &str, retention: &Retention) -> Result<i64, Status> {
+/// Where a watch of `tenant`'s `user` starts: after a resume token (one issued for the same
+/// tenant and user), or at now.
+pub fn start_ms(
+    tenant: &str,
+    user: &str,
+    resume_token: &str,
+    retention: &Retention,
+) -> Result<i64, Status> {
     let now = SystemClock.now_ms();
     if resume_token.is_empty() {
         return Ok(now);
     }
-    let at = decode_token(resume_token)
-        .ok_or_else(|| Status::invalid_argument("resume_token: not a token this service issued"))?;
+    let at = decode_token(tenant, user, resume_token, now).ok_or_else(|| {
+        Status::invalid_argument(
+            "resume_token: not a token this service issued for this tenant and user",
+        )
+    })?;
     let oldest = now - retention.watch_resume_days * herald_store::retention::DAY_MS;
     if at < oldest {
         return Err(Status::out_of_range(format!(
@@ -95,7 +116,8 @@ impl Watch {
                     continue;
                 }
                 pushed.insert(entry.notification_id.clone(), entry.delivered_at_ms);
-                if tx.send(Ok(response(entry))).await.is_err() {
+                let message = response(&self.tenant, &self.user, entry);
+                if tx.send(Ok(message)).await.is_err() {
                     debug!("watcher went away");
                     return;
                 }
@@ -123,9 +145,9 @@ impl Watch {
     }
 }
 
-fn response(entry: InboxEntryRecord) -> WatchInboxResponse {
+fn response(tenant: &str, user: &str, entry: InboxEntryRecord) -> WatchInboxResponse {
     WatchInboxResponse {
-        resume_token: encode_token(entry.delivered_at_ms, &entry.notification_id),
+        resume_token: encode_token(tenant, user, entry.delivered_at_ms, &entry.notification_id),
         entry: Some(inbox_entry(entry)),
     }
 }
@@ -135,20 +157,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_expire() {
+    fn tokens_round_trip_expire_and_belong_to_one_user() {
         let now = SystemClock.now_ms();
-        let t = encode_token(now - 5_000, "n-1");
-        assert_eq!(decode_token(&t), Some(now - 5_000));
+        let t = encode_token("acme", "ana", now - 5_000, "n-1");
+        assert_eq!(decode_token("acme", "ana", &t, now), Some(now - 5_000));
         let r = Retention::default();
-        assert_eq!(start_ms(&t, &r).ok(), Some(now - 5_000 - OVERLAP_MS));
-        let old = encode_token(now - 8 * herald_store::retention::DAY_MS, "n-1");
         assert_eq!(
-            start_ms(&old, &r).err().map(|s| s.code()),
+            start_ms("acme", "ana", &t, &r).ok(),
+            Some(now - 5_000 - OVERLAP_MS)
+        );
+        let old = encode_token(
+            "acme",
+            "ana",
+            now - 8 * herald_store::retention::DAY_MS,
+            "n-1",
+        );
+        assert_eq!(
+            start_ms("acme", "ana", &old, &r).err().map(|s| s.code()),
             Some(tonic::Code::OutOfRange)
         );
-        for bad in ["zz", "7731", &encode_token(1, "x")[..6]] {
+        let far = encode_token("acme", "ana", i64::MAX, "n-1");
+        let bad_ones = [
+            "zz".to_owned(),
+            "7731".to_owned(),
+            t[..6].to_owned(),
+            far,
+            encode_token("acme", "bob", now - 5_000, "n-1"),
+            encode_token("other", "ana", now - 5_000, "n-1"),
+        ];
+        for bad in &bad_ones {
             assert_eq!(
-                start_ms(bad, &r).err().map(|s| s.code()),
+                start_ms("acme", "ana", bad, &r).err().map(|s| s.code()),
                 Some(tonic::Code::InvalidArgument),
                 "{bad:?}"
             );

@@ -355,5 +355,74 @@ async fn query_api() -> anyhow::Result<()> {
         .expect_err("no ids");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("notification_ids"));
+
+    // Tokens belong to the listing that issued them: ana's resume token does not resume bob's
+    // watch, and ana's page token does not page bob's inbox.
+    let err = query
+        .watch_inbox(watch_request("bob", &resume_after_third))
+        .await
+        .expect_err("another user's resume token");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let page = query
+        .list_inbox(ListInboxRequest {
+            page_size: 1,
+            ..inbox("acme", "ana")
+        })
+        .await?
+        .into_inner();
+    assert!(!page.next_page_token.is_empty());
+    let err = query
+        .list_inbox(ListInboxRequest {
+            page_token: page.next_page_token,
+            ..inbox("acme", "bob")
+        })
+        .await
+        .expect_err("another user's page token");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // The far future as a bound is answered at once, as "from now".
+    let r = query
+        .list_inbox(ListInboxRequest {
+            before_ms: i64::MAX,
+            ..inbox("acme", "ana")
+        })
+        .await?
+        .into_inner();
+    assert!(!r.entries.is_empty());
+    for (from_ms, to_ms) in [(0, i64::MAX), (1, i64::MAX)] {
+        query
+            .list_failures(ListFailuresRequest {
+                tenant: "acme".into(),
+                from_ms,
+                to_ms,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .or_else(|e| {
+                if e.code() == Code::OutOfRange {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+    }
+    let err = query
+        .list_failures(ListFailuresRequest {
+            tenant: "acme".into(),
+            from_ms: i64::MIN,
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative time");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let marked = query
+        .mark_all_read(MarkAllReadRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "nobody".into(),
+            up_to_ms: i64::MAX,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(marked.marked, 0);
     Ok(())
 }

@@ -205,10 +205,11 @@ impl Store for ScyllaStore {
         user_id: &str,
         up_to_ms: i64,
         at_ms: i64,
+        limit: usize,
     ) -> StoreResult<Vec<InboxEntryRecord>> {
         Ok(self
             .inner
-            .mark_all_read(tenant, user_id, up_to_ms, at_ms)
+            .mark_all_read(tenant, user_id, up_to_ms, at_ms, limit)
             .await?)
     }
 

@@ -202,6 +202,24 @@ pub async fn failures_by_tenant_and_time(store: &dyn Store, _clock: &ManualClock
         .list_failures(&query(NOW - DAY_MS, NOW, Some("nope".into())))
         .await;
     assert!(matches!(bad, Err(StoreError::BadPageToken)), "{bad:?}");
+    // A range ending in the far future is read from now, at once.
+    let far = store
+        .list_failures(&query(NOW - 60 * DAY_MS, i64::MAX, None))
+        .await
+        .unwrap();
+    assert_eq!(far.failures, expected[..3].to_vec());
+    // Another tenant's token is refused.
+    let token = far.next_page_token.expect("more than one page");
+    let swapped = store
+        .list_failures(&FailureQuery {
+            tenant: "t6".into(),
+            ..query(NOW - 60 * DAY_MS, NOW, Some(token))
+        })
+        .await;
+    assert!(
+        matches!(swapped, Err(StoreError::BadPageToken)),
+        "{swapped:?}"
+    );
     let too_old = store
         .list_failures(&query(NOW - 400 * DAY_MS, NOW, None))
         .await;
@@ -243,6 +261,38 @@ pub async fn inbox_pages_newest_first(store: &dyn Store, _clock: &ManualClock) {
         })
         .await;
     assert!(matches!(bad, Err(StoreError::BadPageToken)), "{bad:?}");
+    // A token belongs to its listing: another user's, another tenant's or another filter's
+    // listing refuses it.
+    let first = store
+        .list_inbox(&InboxQuery::first_page("t1", "bob", 10))
+        .await
+        .unwrap();
+    let token = first.next_page_token.expect("more than one page");
+    for other in [
+        InboxQuery::first_page("t1", "carol", 10),
+        InboxQuery::first_page("t2", "bob", 10),
+        InboxQuery {
+            unread_only: true,
+            ..InboxQuery::first_page("t1", "bob", 10)
+        },
+    ] {
+        let swapped = store
+            .list_inbox(&InboxQuery {
+                page_token: Some(token.clone()),
+                ..other
+            })
+            .await;
+        assert!(
+            matches!(swapped, Err(StoreError::BadPageToken)),
+            "{swapped:?}"
+        );
+    }
+    // A bound in the far future reads from now, at once.
+    let far = InboxQuery {
+        before_ms: Some(i64::MAX),
+        ..InboxQuery::first_page("t1", "bob", 10)
+    };
+    assert_eq!(all_pages(store, far).await, expected);
 }
 
 pub async fn inbox_filters_and_read_state(store: &dyn Store, _clock: &ManualClock) {
@@ -339,22 +389,30 @@ pub async fn inbox_filters_and_read_state(store: &dyn Store, _clock: &ManualCloc
     // Everything up to r5's creation: r1, r2, r4, r5 (r0 and r3 were already read).
     let up_to = NOW - 35 * DAY_MS + 5 * 3 * DAY_MS;
     let mut newly = ids(&store
-        .mark_all_read("t1", "erin", up_to, NOW + 3)
+        .mark_all_read("t1", "erin", up_to, NOW + 3, 100)
         .await
         .unwrap());
     newly.sort();
     assert_eq!(newly, ["r1", "r2", "r4", "r5"]);
     assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 4);
+    // In bounded batches: 3, then the last 1, then none.
     let mut newly = ids(&store
-        .mark_all_read("t1", "erin", NOW, NOW + 4)
+        .mark_all_read("t1", "erin", NOW, NOW + 4, 3)
         .await
         .unwrap());
+    assert_eq!(newly.len(), 3, "at most the limit: {newly:?}");
+    let rest = ids(&store
+        .mark_all_read("t1", "erin", NOW, NOW + 4, 3)
+        .await
+        .unwrap());
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    newly.extend(rest);
     newly.sort();
     assert_eq!(newly, ["r6", "r7", "r8", "r9"]);
     assert_eq!(store.unread_count("t1", "erin", 100).await.unwrap(), 0);
     assert!(
         store
-            .mark_all_read("t1", "erin", NOW, NOW + 5)
+            .mark_all_read("t1", "erin", NOW, NOW + 5, 100)
             .await
             .unwrap()
             .is_empty()
@@ -448,7 +506,7 @@ pub async fn tenants_are_isolated(store: &dyn Store, _clock: &ManualClock) {
     );
     assert!(
         store
-            .mark_all_read("t3", "carol", NOW, NOW)
+            .mark_all_read("t3", "carol", NOW, NOW, 100)
             .await
             .unwrap()
             .is_empty()

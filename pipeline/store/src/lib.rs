@@ -101,13 +101,16 @@ pub trait Store: Send + Sync + 'static {
         notification_ids: &[String],
         at_ms: i64,
     ) -> Result<Vec<InboxEntryRecord>>;
-    /// Marks every unread entry created at or before `up_to_ms` read; returns them.
+    /// Marks up to `limit` unread entries created at or before `up_to_ms` read; returns them.
+    /// Callers repeat until fewer than `limit` come back, so a huge inbox is marked in bounded
+    /// batches.
     async fn mark_all_read(
         &self,
         tenant: &str,
         user_id: &str,
         up_to_ms: i64,
         at_ms: i64,
+        limit: usize,
     ) -> Result<Vec<InboxEntryRecord>>;
     /// How many entries are unread, counting at most `cap` (a badge shows "cap+").
     async fn unread_count(&self, tenant: &str, user_id: &str, cap: u32) -> Result<u32>;

@@ -180,6 +180,8 @@ impl Inner {
         from_ms: i64,
         to_ms: i64,
     ) -> impl Iterator<Item = Result<(Month, Shared)>> + '_ {
+        // Nothing is filed more than a day ahead of now: a far-future bound walks no further.
+        let to_ms = to_ms.min(self.now().saturating_add(crate::retention::DAY_MS));
         Month::newest_first(from_ms.max(self.oldest_kept()), to_ms)
             .filter_map(|m| self.month(m, false).transpose().map(|c| c.map(|c| (m, c))))
     }
@@ -493,11 +495,14 @@ impl Store for SqliteStore {
     async fn list_failures(&self, q: &FailureQuery) -> Result<FailurePage> {
         let q = q.clone();
         self.with(move |inner| {
-            inner.retention.check_readable(q.from_ms, inner.now())?;
-            // The cursor is exclusive: (at, result id) strictly below it.
+            let now = inner.now();
+            inner.retention.check_readable(q.from_ms, now)?;
+            let scope = token::failures_scope(&q);
+            // The cursor is exclusive: (at, result id) strictly below it; never further ahead
+            // than a day past now, however far `to_ms` reaches.
             let cursor = match q.page_token.as_deref() {
-                Some(t) => token::decode(token::FAILURES, t)?,
-                None => (q.to_ms, String::new()),
+                Some(t) => token::decode(token::FAILURES, &scope, t, now)?,
+                None => (q.to_ms.min(now + crate::retention::DAY_MS), String::new()),
             };
             let want = q.page_size.saturating_add(1);
             let mut failures = inner.newest_first_across_months(
@@ -526,7 +531,7 @@ impl Store for SqliteStore {
                 },
             )?;
             let next_page_token =
-                token::finish_page(token::FAILURES, &mut failures, q.page_size, |f| {
+                token::finish_page(token::FAILURES, &scope, &mut failures, q.page_size, |f| {
                     (f.at_ms, &f.result_id)
                 });
             Ok(FailurePage {
@@ -570,12 +575,13 @@ impl Store for SqliteStore {
     async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage> {
         let q = q.clone();
         self.with(move |inner| {
+            let now = inner.now();
+            let scope = token::inbox_scope(&q);
             let cursor = match (q.page_token.as_deref(), q.before_ms) {
-                (Some(t), _) => token::decode(token::INBOX, t)?,
+                (Some(t), _) => token::decode(token::INBOX, &scope, t, now)?,
                 (None, Some(before)) => (before, String::new()),
                 (None, None) => (i64::MAX, String::new()),
             };
-            let now = inner.now();
             if cursor.0 != i64::MAX {
                 inner.retention.check_readable(cursor.0, now)?;
             }
@@ -591,7 +597,7 @@ impl Store for SqliteStore {
                 |c, cursor, limit| Ok(inbox_slice(c, &q, cursor, oldest, limit)?),
             )?;
             let next_page_token =
-                token::finish_page(token::INBOX, &mut entries, q.page_size, |e| {
+                token::finish_page(token::INBOX, &scope, &mut entries, q.page_size, |e| {
                     (e.created_at_ms, &e.notification_id)
                 });
             Ok(InboxPage {
@@ -701,21 +707,32 @@ impl Store for SqliteStore {
         user_id: &str,
         up_to_ms: i64,
         at_ms: i64,
+        limit: usize,
     ) -> Result<Vec<InboxEntryRecord>> {
         let (tenant, user) = (tenant.to_owned(), user_id.to_owned());
         self.with(move |inner| {
             let oldest = inner.oldest_kept();
             let mut newly = Vec::new();
             for found in inner.months_between(oldest, up_to_ms) {
+                if newly.len() >= limit {
+                    break;
+                }
                 let (_, conn) = found?;
+                let left = i64::try_from(limit - newly.len()).unwrap_or(i64::MAX);
                 let rows = lock(&conn)?
                     .prepare_cached(&format!(
                         "UPDATE inbox SET read_at_ms = ?4
-                         WHERE tenant = ?1 AND recipient_user_id = ?2 AND read_at_ms IS NULL
-                           AND created_at_ms <= ?3 AND created_at_ms >= ?5
+                         WHERE tenant = ?1 AND recipient_user_id = ?2 AND notification_id IN (
+                             SELECT notification_id FROM inbox
+                             WHERE tenant = ?1 AND recipient_user_id = ?2 AND read_at_ms IS NULL
+                               AND created_at_ms <= ?3 AND created_at_ms >= ?5
+                             LIMIT ?6)
                          RETURNING {INBOX_COLUMNS}"
                     ))?
-                    .query_map(params![tenant, user, up_to_ms, at_ms, oldest], inbox_row)?
+                    .query_map(
+                        params![tenant, user, up_to_ms, at_ms, oldest, left],
+                        inbox_row,
+                    )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 newly.extend(rows);
             }

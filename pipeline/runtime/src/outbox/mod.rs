@@ -256,7 +256,21 @@ impl Outbox {
         &self.inner.owner
     }
 
-    /// Produces `record` (its `owner` is set to this outbox's), or keeps it for replay.
+    /// Produces `record`, or keeps it for replay — also when the producer's queue is full: for
+    /// records whose cause is already stored (a read mark), so that they are never lost.
+    pub async fn send_or_store(&self, record: OutboxRecord) -> Result<Sent, OutboxError> {
+        match self.send_or_keep(record.clone()).await {
+            Err(OutboxError::QueueFull) => {
+                let mut record = record;
+                record.owner.clone_from(&self.inner.owner);
+                self.keep(&record).await
+            }
+            other => other,
+        }
+    }
+
+    /// Produces `record` (its `owner` is set to this outbox's), or keeps it for replay. A full
+    /// producer queue is [`OutboxError::QueueFull`]: the caller should shed load.
     pub async fn send_or_keep(&self, mut record: OutboxRecord) -> Result<Sent, OutboxError> {
         let inner = &self.inner;
         record.owner.clone_from(&inner.owner);

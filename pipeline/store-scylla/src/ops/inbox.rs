@@ -81,8 +81,9 @@ impl Inner {
     pub(crate) async fn list_inbox(&self, q: &InboxQuery) -> herald_store::Result<InboxPage> {
         let now = self.time.now();
         let oldest = self.time.oldest_kept();
+        let scope = token::inbox_scope(q);
         let cursor = match (q.page_token.as_deref(), q.before_ms) {
-            (Some(t), _) => Some(token::decode(token::INBOX, t)?),
+            (Some(t), _) => Some(token::decode(token::INBOX, &scope, t, now)?),
             (None, Some(before)) => Some((before, String::new())),
             (None, None) => None,
         };
@@ -144,13 +145,13 @@ impl Inner {
                 break;
             }
         }
-        let full = token::finish_page(token::INBOX, &mut entries, q.page_size, |e| {
+        let full = token::finish_page(token::INBOX, &scope, &mut entries, q.page_size, |e| {
             (e.created_at_ms, &e.notification_id)
         });
         // A filtered scan that ran out of budget continues below the last row it examined.
         let next_page_token = full.or_else(|| {
             (scanned >= INBOX_SCAN_LIMIT && !too_old)
-                .then(|| last_scanned.map(|(ms, id)| token::encode(token::INBOX, ms, &id)))
+                .then(|| last_scanned.map(|(ms, id)| token::encode(token::INBOX, &scope, ms, &id)))
                 .flatten()
         });
         Ok(InboxPage {

@@ -6,6 +6,7 @@ use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord};
 
 use crate::cql::{Lwt, exec, first, lwt, scan};
 use crate::store::Inner;
+use crate::tiers::WithTtl;
 use crate::{Error, Result};
 
 /// How long an idempotency key is remembered (seconds): see `claim_idempotency_key`.
@@ -27,14 +28,16 @@ impl Inner {
         r: &IdempotencyRecord,
     ) -> Result<IdempotencyClaim> {
         let st = &self.st.shared;
-        let values = (
-            r.tenant.as_str(),
-            r.key.as_str(),
-            r.request_hash.as_str(),
-            r.notification_id.as_str(),
-            r.at_ms,
-            IDEMPOTENCY_KEY_TTL_SECONDS,
-        );
+        let values = WithTtl {
+            row: (
+                r.tenant.as_str(),
+                r.key.as_str(),
+                r.request_hash.as_str(),
+                r.notification_id.as_str(),
+                r.at_ms,
+            ),
+            ttl: IDEMPOTENCY_KEY_TTL_SECONDS,
+        };
         let answer = lwt(&self.session, &st.claim_idempotency_key, values).await?;
         if answer.applied {
             return Ok(IdempotencyClaim::Claimed);

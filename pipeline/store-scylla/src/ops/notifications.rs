@@ -126,8 +126,9 @@ impl Inner {
     ) -> herald_store::Result<FailurePage> {
         let now = self.time.now();
         self.time.retention.check_readable(q.from_ms, now)?;
+        let scope = token::failures_scope(q);
         let mut cursor = match q.page_token.as_deref() {
-            Some(t) => token::decode(token::FAILURES, t)?,
+            Some(t) => token::decode(token::FAILURES, &scope, t, now)?,
             None => (q.to_ms, String::new()),
         };
         let want = q.page_size.saturating_add(1);
@@ -166,7 +167,7 @@ impl Inner {
             day -= 1;
         }
         let next_page_token =
-            token::finish_page(token::FAILURES, &mut failures, q.page_size, |f| {
+            token::finish_page(token::FAILURES, &scope, &mut failures, q.page_size, |f| {
                 (f.at_ms, &f.result_id)
             });
         Ok(FailurePage {

@@ -51,6 +51,7 @@ impl Inner {
         user_id: &str,
         up_to_ms: i64,
         at_ms: i64,
+        limit: usize,
     ) -> Result<Vec<InboxEntryRecord>> {
         let oldest = self.time.oldest_kept();
         let top = up_to_ms.min(self.time.now().saturating_add(DAY_MS));
@@ -71,10 +72,17 @@ impl Inner {
                     if e.read_at_ms.is_none() {
                         unread.push(e);
                     }
-                    Ok(ControlFlow::Continue(()))
+                    Ok(if unread.len() >= limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
                 },
             )
             .await?;
+            if unread.len() >= limit {
+                break;
+            }
         }
         self.set_read(unread, at_ms).await
     }
