@@ -35,7 +35,8 @@ impl EngagementSink {
             &kafka.producer(),
             store,
             format!("query-engagement.{}", kafka.instance_id),
-            kafka.outbox_times(WAIT_FOR_KAFKA),
+            // Read marks are stored before their events: never refused for a full outbox.
+            kafka.outbox_times(WAIT_FOR_KAFKA, 0),
         )?;
         Ok(EngagementSink {
             outbox,

@@ -393,7 +393,7 @@ impl Query {
     async fn emit_read(&self, newly: &[InboxEntryRecord]) -> Result<(), Status> {
         match &self.options.engagement {
             Some(sink) if !newly.is_empty() => sink.read(newly).await.map_err(|e| match e {
-                OutboxError::QueueFull => Status::resource_exhausted(
+                OutboxError::QueueFull | OutboxError::Full(_) => Status::resource_exhausted(
                     "the read marks are stored but the engagement producer is overloaded; \
                      retry",
                 ),

@@ -47,6 +47,9 @@ pub struct IngressConfig {
     pub producer_queue_kbytes: u64,
     /// How long a request waits for Kafka before it is kept in the durable outbox instead.
     pub kafka_wait_ms: u64,
+    /// At most this many requests wait in the outbox while Kafka is away; beyond,
+    /// RESOURCE_EXHAUSTED (clients retry with their idempotency key).
+    pub outbox_max_records: usize,
     /// URL schemes an action link may use: `https` and your apps' own schemes (e.g. `acme`
     /// for `acme://orders/1`); `javascript:`, `data:` and `file:` are always refused.
     pub link_schemes: Vec<String>,
@@ -60,6 +63,7 @@ impl Default for IngressConfig {
             max_in_flight: limits.max_in_flight,
             producer_queue_kbytes: limits.producer_queue_kbytes,
             kafka_wait_ms: limits.kafka_wait_ms,
+            outbox_max_records: limits.outbox_max_records,
             link_schemes: herald_ingress::validate::Policy::default().link_schemes,
         }
     }
@@ -84,6 +88,7 @@ impl IngressConfig {
             max_in_flight: self.max_in_flight,
             producer_queue_kbytes: self.producer_queue_kbytes,
             kafka_wait_ms: self.kafka_wait_ms,
+            outbox_max_records: self.outbox_max_records,
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct IngressLimits {
     pub producer_queue_kbytes: u64,
     /// How long a request waits for Kafka's acknowledgement before it is kept in the outbox.
     pub kafka_wait_ms: u64,
+    /// At most this many requests wait in the outbox; beyond, RESOURCE_EXHAUSTED.
+    pub outbox_max_records: usize,
 }
 
 impl Default for IngressLimits {
@@ -65,6 +67,7 @@ impl Default for IngressLimits {
             max_in_flight: 4_096,
             producer_queue_kbytes: 32 * 1024,
             kafka_wait_ms: 2_000,
+            outbox_max_records: 1_000_000,
         }
     }
 }
@@ -96,7 +99,10 @@ impl Ingress {
             &producer,
             Arc::clone(&store),
             format!("ingress.{}", kafka.instance_id),
-            kafka.outbox_times(Duration::from_millis(limits.kafka_wait_ms)),
+            kafka.outbox_times(
+                Duration::from_millis(limits.kafka_wait_ms),
+                limits.outbox_max_records,
+            ),
         )?;
         Ok(Ingress {
             outbox,
@@ -195,6 +201,10 @@ impl NotificationService for Ingress {
             Err(OutboxError::QueueFull) => Err(Status::resource_exhausted(
                 "ingress is overloaded (producer queue full); retry later",
             )),
+            Err(OutboxError::Full(kept)) => Err(Status::resource_exhausted(format!(
+                "Kafka is not taking requests and {kept} already wait in the outbox; retry later \
+                 with the same idempotency_key"
+            ))),
             Err(OutboxError::Store(e)) => {
                 warn!(error = %e, tenant = %event.tenant, "neither Kafka nor the outbox took a request");
                 Err(Status::unavailable(format!(

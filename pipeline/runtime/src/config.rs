@@ -211,11 +211,16 @@ impl KafkaConfig {
     }
 
     /// The outbox timings for a producer that waits `wait` for Kafka before keeping a record.
-    pub fn outbox_times(&self, wait: std::time::Duration) -> crate::outbox::OutboxTimes {
+    pub fn outbox_times(
+        &self,
+        wait: std::time::Duration,
+        max_kept: usize,
+    ) -> crate::outbox::OutboxTimes {
         crate::outbox::OutboxTimes {
             wait,
             ack_timeout: std::time::Duration::from_millis(self.message_timeout_ms + 1_000),
             unsaved_window: std::time::Duration::from_millis(self.unsaved_ack_window_ms),
+            max_kept,
         }
     }
 

@@ -152,6 +152,17 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_pending(&self, owner: &str, limit: usize) -> Result<Vec<OutboxRecord>>;
     /// Forgets a kept request once the broker acknowledged it.
     async fn outbox_remove(&self, owner: &str, id: &str) -> Result<()>;
+    /// Forgets several kept requests at once (one transaction where the backend has them).
+    async fn outbox_remove_many(&self, owner: &str, ids: &[String]) -> Result<()> {
+        for id in ids {
+            self.outbox_remove(owner, id).await?;
+        }
+        Ok(())
+    }
+    /// How many requests `owner` keeps, counting at most `cap`.
+    async fn outbox_count(&self, owner: &str, cap: usize) -> Result<usize> {
+        Ok(self.outbox_pending(owner, cap).await?.len())
+    }
 
     // The delivery ledger.
 

@@ -48,11 +48,24 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
-fn open_file(path: &Path, schema: &str) -> Result<Connection> {
+/// How a file's commits reach the disk. `Full`: every commit is on disk before it returns
+/// (survives power loss; ~4,200 single-row commits/s measured here, against ~38,700 for
+/// `Normal`, which survives a killed process but may lose the last commits to a power loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Normal,
+    Full,
+}
+
+fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let sync = match sync {
+        Sync::Normal => "NORMAL",
+        Sync::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version == 0 {
         let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
@@ -99,7 +112,9 @@ impl SqliteStore {
             let months_dir = PathBuf::from(months_dir);
             std::fs::create_dir_all(&months_dir)
                 .map_err(|e| StoreError::Worker(format!("create {}: {e}", months_dir.display())))?;
-            Ok((open_file(&path, MAIN_SCHEMA)?, months_dir))
+            // The outbox (accepted requests Kafka has not taken yet) lives here: every commit
+            // is on disk before the ingress answers ACCEPTED.
+            Ok((open_file(&path, MAIN_SCHEMA, Sync::Full)?, months_dir))
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))??;
@@ -159,7 +174,9 @@ impl Inner {
         if !create && !path.exists() {
             return Ok(None);
         }
-        let conn = Arc::new(Mutex::new(open_file(&path, MONTH_SCHEMA)?));
+        // Month files take every pipeline write (timelines, inbox, ledger, idempotency keys):
+        // NORMAL, see `Sync` and ARCHITECTURE.md for the trade-off.
+        let conn = Arc::new(Mutex::new(open_file(&path, MONTH_SCHEMA, Sync::Normal)?));
         months.insert(m, Arc::clone(&conn));
         Ok(Some(conn))
     }
@@ -983,6 +1000,38 @@ impl Store for SqliteStore {
                 },
             )?
             .collect()
+        })
+        .await
+    }
+
+    async fn outbox_remove_many(&self, owner: &str, ids: &[String]) -> Result<()> {
+        let (owner, ids) = (owner.to_owned(), ids.to_vec());
+        self.with_main(move |c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM outbox WHERE owner = ?1 AND id = ?2")?;
+                for id in &ids {
+                    delete.execute(params![owner, id])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn outbox_count(&self, owner: &str, cap: usize) -> Result<usize> {
+        let owner = owner.to_owned();
+        self.with_main(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM outbox WHERE owner = ?1 LIMIT ?2)",
+                )?
+                .query_row(
+                    params![owner, i64::try_from(cap).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )?;
+            Ok(usize::try_from(n).unwrap_or(0))
         })
         .await
     }

@@ -16,9 +16,10 @@
 //! records and the failed one in the store, and [`Outbox::failed`] resolves: the process should
 //! exit, so that it starts again with a fresh producer and replays them.
 
+mod replay;
 pub mod retained;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,15 +29,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use self::retained::Retained;
 use crate::fatal;
 
-/// How often the outbox is replayed.
-const REPLAY_EVERY: Duration = Duration::from_secs(1);
-/// Records replayed per round.
-const REPLAY_BATCH: usize = 500;
 /// At most this many acknowledged records are held for the unsaved window.
 const RETAIN_CAP: usize = 100_000;
 
@@ -58,6 +55,9 @@ pub enum OutboxError {
     /// Kafka did not take the record and neither did the store.
     #[error("neither Kafka nor the store took the record: {0}")]
     Store(#[from] StoreError),
+    /// Kafka did not take the record and the outbox already holds its limit.
+    #[error("the outbox already holds {0} records waiting for Kafka")]
+    Full(usize),
 }
 
 /// The outbox producer's context: notes when every broker connection is lost.
@@ -91,6 +91,10 @@ struct Inner {
     ack_timeout: Duration,
     /// Set while records wait in the outbox.
     degraded: AtomicBool,
+    /// About how many records wait in the store (exact at start, then counted).
+    kept: AtomicUsize,
+    /// At most this many are kept; beyond, [`OutboxError::Full`].
+    max_kept: usize,
     /// Acknowledged records the broker may not have saved yet.
     retained: Mutex<Retained>,
     /// Cancelled when the producer has failed fatally; `failure` says why.
@@ -110,9 +114,12 @@ pub struct OutboxTimes {
     /// How long after its acknowledgement a record is held in memory in case the broker loses
     /// it (`kafka.unsaved_ack_window_ms`; zero: not at all).
     pub unsaved_window: Duration,
+    /// At most this many records are kept; past it new ones are refused with
+    /// [`OutboxError::Full`], so that callers retry later instead of filling the disk.
+    pub max_kept: usize,
 }
 
-fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
+pub(crate) fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
     let mut record = FutureRecord::to(&r.topic)
         .key(&r.key[..])
         .payload(&r.payload[..]);
@@ -151,6 +158,8 @@ impl Outbox {
                 wait: times.wait,
                 ack_timeout: times.ack_timeout,
                 degraded: AtomicBool::new(true),
+                kept: AtomicUsize::new(0),
+                max_kept: times.max_kept,
                 retained: Mutex::new(Retained::new(times.unsaved_window, RETAIN_CAP)),
                 failed: CancellationToken::new(),
                 failure: Mutex::new(None),
@@ -260,10 +269,10 @@ impl Outbox {
     /// records whose cause is already stored (a read mark), so that they are never lost.
     pub async fn send_or_store(&self, record: OutboxRecord) -> Result<Sent, OutboxError> {
         match self.send_or_keep(record.clone()).await {
-            Err(OutboxError::QueueFull) => {
+            Err(OutboxError::QueueFull | OutboxError::Full(_)) => {
                 let mut record = record;
                 record.owner.clone_from(&self.inner.owner);
-                self.keep(&record).await
+                self.store(&record).await
             }
             other => other,
         }
@@ -276,8 +285,7 @@ impl Outbox {
         record.owner.clone_from(&inner.owner);
         self.after_broker_loss().await?;
         if inner.degraded.load(Ordering::Acquire) {
-            inner.store.outbox_put(&record).await?;
-            return Ok(Sent::Kept);
+            return self.keep(&record).await;
         }
         let mut delivery = match inner.producer.send_result(future_record(&record)) {
             Ok(d) => d,
@@ -311,10 +319,18 @@ impl Outbox {
                 debug!(wait = ?inner.wait, "no acknowledgement in time; keeping the record");
                 let sent = self.keep(&record).await?;
                 // If the slow produce succeeds after all, the replay is unnecessary.
-                let store = Arc::clone(&inner.store);
+                let outbox = self.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(_)) = delivery.await {
-                        let _ = store.outbox_remove(&record.owner, &record.id).await;
+                    if let Ok(Ok(_)) = delivery.await
+                        && outbox
+                            .inner
+                            .store
+                            .outbox_remove(&record.owner, &record.id)
+                            .await
+                            .is_ok()
+                    {
+                        let left = outbox.inner.kept.load(Ordering::Acquire).saturating_sub(1);
+                        outbox.inner.kept.store(left, Ordering::Release);
                     }
                 });
                 Ok(sent)
@@ -323,74 +339,20 @@ impl Outbox {
     }
 
     async fn keep(&self, record: &OutboxRecord) -> Result<Sent, OutboxError> {
+        let kept = self.inner.kept.load(Ordering::Acquire);
+        if self.inner.max_kept > 0 && kept >= self.inner.max_kept {
+            return Err(OutboxError::Full(kept));
+        }
+        self.store(record).await
+    }
+
+    /// Keeps `record` whatever the bound (its cause is stored already).
+    async fn store(&self, record: &OutboxRecord) -> Result<Sent, OutboxError> {
         if !self.inner.degraded.swap(true, Ordering::AcqRel) {
             warn!(owner = %self.inner.owner, "Kafka is slow or down: keeping records in the outbox until it takes them again");
         }
         self.inner.store.outbox_put(record).await?;
+        self.inner.kept.fetch_add(1, Ordering::AcqRel);
         Ok(Sent::Kept)
-    }
-
-    /// One replay pass: true when the outbox was found empty or emptied.
-    async fn replay_once(&self) -> bool {
-        let inner = &self.inner;
-        if let Err(err) = self.after_broker_loss().await {
-            warn!(%err, owner = %inner.owner, "outbox: keeping records after a broker loss failed");
-            return false;
-        }
-        let pending = match inner.store.outbox_pending(&inner.owner, REPLAY_BATCH).await {
-            Ok(p) => p,
-            Err(err) => {
-                warn!(%err, owner = %inner.owner, "outbox: reading pending records failed");
-                return false;
-            }
-        };
-        let mut replayed = 0;
-        for r in &pending {
-            let acked = match inner
-                .producer
-                .send(future_record(r), inner.ack_timeout)
-                .await
-            {
-                Ok(delivered) => {
-                    self.retain(delivered.partition, r.clone());
-                    true
-                }
-                Err((err, _)) if fatal::is_fatal(&err) => {
-                    if let Err(e) = self.fail(err, None).await {
-                        warn!(error = %e, "outbox: keeping records after a fatal error failed");
-                    }
-                    false
-                }
-                Err((err, _)) => {
-                    warn!(%err, owner = %inner.owner, "outbox: Kafka still refuses; retrying later");
-                    false
-                }
-            };
-            if !acked {
-                break;
-            }
-            if let Err(err) = inner.store.outbox_remove(&r.owner, &r.id).await {
-                warn!(%err, "outbox: removing a replayed record failed");
-                break;
-            }
-            replayed += 1;
-        }
-        if replayed > 0 {
-            info!(owner = %inner.owner, replayed, "outbox: replayed records");
-        }
-        replayed == pending.len() && pending.len() < REPLAY_BATCH
-    }
-
-    /// Replays kept records until `shutdown`; leaves degraded mode once the outbox is empty.
-    pub async fn replay(self, shutdown: CancellationToken) {
-        loop {
-            if self.replay_once().await {
-                self.inner.degraded.store(false, Ordering::Release);
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(REPLAY_EVERY) => {}
-            }
-        }
     }
 }

@@ -1,0 +1,140 @@
+//! Replaying the outbox: kept records are produced oldest first, many in flight at once (the
+//! producer keeps their order per partition), and removed in one store transaction per round
+//! once acknowledged. A full round starts the next at once, so a backlog drains at the
+//! producer's speed; an empty outbox ends degraded mode.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use herald_store::OutboxRecord;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::DeliveryFuture;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Outbox, future_record};
+use crate::fatal;
+
+/// How often the outbox is looked at when the last round did not end in a full batch.
+const REPLAY_EVERY: Duration = Duration::from_secs(1);
+/// Records replayed per round.
+const REPLAY_BATCH: usize = 5_000;
+
+/// How a replay round ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    /// Nothing is kept any more.
+    Empty,
+    /// A full batch went out: there may be more.
+    More,
+    /// Kafka (or the store) refused: try again later.
+    Blocked,
+}
+
+impl Outbox {
+    /// Replays kept records until `shutdown`; leaves degraded mode once the outbox is empty.
+    pub async fn replay(self, shutdown: CancellationToken) {
+        self.count_kept().await;
+        loop {
+            let round = self.replay_once().await;
+            if round == Round::Empty {
+                self.inner.degraded.store(false, Ordering::Release);
+            }
+            if round == Round::More && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REPLAY_EVERY) => {}
+            }
+        }
+    }
+
+    async fn count_kept(&self) {
+        let inner = &self.inner;
+        let cap = inner.max_kept.saturating_add(1);
+        match inner.store.outbox_count(&inner.owner, cap).await {
+            Ok(n) => {
+                inner.kept.store(n, Ordering::Release);
+                if n > 0 {
+                    info!(owner = %inner.owner, records = n, "outbox: records kept from before; replaying them");
+                }
+            }
+            Err(err) => warn!(%err, owner = %inner.owner, "outbox: counting kept records failed"),
+        }
+    }
+
+    /// One round: up to a batch of kept records, produced together and removed together.
+    async fn replay_once(&self) -> Round {
+        let inner = &self.inner;
+        if let Err(err) = self.after_broker_loss().await {
+            warn!(%err, owner = %inner.owner, "outbox: keeping records after a broker loss failed");
+            return Round::Blocked;
+        }
+        let pending = match inner.store.outbox_pending(&inner.owner, REPLAY_BATCH).await {
+            Ok(p) => p,
+            Err(err) => {
+                warn!(%err, owner = %inner.owner, "outbox: reading pending records failed");
+                return Round::Blocked;
+            }
+        };
+        if pending.is_empty() {
+            return Round::Empty;
+        }
+        let mut in_flight: Vec<(&OutboxRecord, DeliveryFuture)> = Vec::new();
+        for r in &pending {
+            match inner.producer.send_result(future_record(r)) {
+                Ok(delivery) => in_flight.push((r, delivery)),
+                // The queue is full: what is in flight goes; the rest waits for the next round.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((err, _)) => {
+                    self.refused(err).await;
+                    break;
+                }
+            }
+        }
+        let sent = in_flight.len();
+        let mut acked = Vec::with_capacity(sent);
+        let mut blocked = sent < pending.len();
+        for (r, delivery) in in_flight {
+            match tokio::time::timeout(inner.ack_timeout, delivery).await {
+                Ok(Ok(Ok(delivered))) => {
+                    self.retain(delivered.partition, r.clone());
+                    acked.push(r.id.clone());
+                }
+                Ok(Ok(Err((err, _)))) => {
+                    self.refused(err).await;
+                    blocked = true;
+                }
+                Ok(Err(_)) | Err(_) => blocked = true,
+            }
+        }
+        if !acked.is_empty() {
+            if let Err(err) = inner.store.outbox_remove_many(&inner.owner, &acked).await {
+                warn!(%err, "outbox: removing replayed records failed (they will be sent again)");
+                return Round::Blocked;
+            }
+            let left = inner
+                .kept
+                .load(Ordering::Acquire)
+                .saturating_sub(acked.len());
+            inner.kept.store(left, Ordering::Release);
+            info!(owner = %inner.owner, replayed = acked.len(), "outbox: replayed records");
+        }
+        match (blocked, pending.len() < REPLAY_BATCH) {
+            (true, _) => Round::Blocked,
+            (false, true) => Round::Empty,
+            (false, false) => Round::More,
+        }
+    }
+
+    async fn refused(&self, err: KafkaError) {
+        if fatal::is_fatal(&err) {
+            if let Err(e) = self.fail(err, None).await {
+                warn!(error = %e, "outbox: keeping records after a fatal error failed");
+            }
+        } else {
+            warn!(%err, owner = %self.inner.owner, "outbox: Kafka still refuses; retrying later");
+        }
+    }
+}
