@@ -125,6 +125,34 @@ impl Platform {
         Ok(self)
     }
 
+    /// Stops `herald run` and every component (SIGKILL to the whole process group): as if the
+    /// machine or pod went away. [`Platform::start`] starts it again.
+    pub fn stop(&mut self) {
+        self.supervisor = None;
+    }
+
+    /// Rewrites `key = …` lines of the config (before a [`Platform::start`]).
+    pub fn set_config(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = self.config_path();
+        let config = std::fs::read_to_string(&path)?;
+        let prefix = format!("{key} = ");
+        let mut found = false;
+        let lines: Vec<String> = config
+            .lines()
+            .map(|l| {
+                if l.starts_with(&prefix) {
+                    found = true;
+                    format!("{prefix}{value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        anyhow::ensure!(found, "no {key} in the config");
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        Ok(())
+    }
+
     /// Starts one component (`herald <args>`) with this platform's config, instead of the
     /// whole `herald run`; waits for `wait_for` to listen if given. Killed on drop.
     pub async fn spawn_component(

@@ -3,6 +3,8 @@
 //! Every request is answered — ACCEPTED, or an explicit RESOURCE_EXHAUSTED / UNAVAILABLE that a
 //! client retries — and once the broker is back the ingress's outbox drains and every accepted
 //! notification reaches its user's inbox exactly once (counted when the platform is quiet).
+//! And an instance replaced under another name while records waited in its outbox: a live one
+//! takes its outbox over once its lease runs out.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -175,5 +177,66 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
     assert_eq!(missing, 0, "every accepted notification delivered");
     assert_eq!(twice, 0, "none delivered twice");
     assert_eq!(unknown, 0, "nothing delivered that was not accepted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_left_by_a_replaced_instance_is_replayed_by_a_live_one() {
+    tokio::time::timeout(TEST_LIMIT, adoption())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn adoption() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let mut platform =
+        Platform::configure(&broker, "instance_id = \"old-pod\"\noutbox_lease_ms = 3000")?
+            .start()
+            .await?;
+    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    broker.pause()?;
+    let mut kept = HashMap::new();
+    for i in 0..5 {
+        let mut request = inline_request("acme", "ana", "news", &format!("kept {i}"));
+        request.idempotency_key = format!("adopt-{i}");
+        request.channels = vec![herald_proto::v1::Channel::InApp as i32];
+        let r = tokio::time::timeout(Duration::from_secs(20), ingress.send_notification(request))
+            .await
+            .expect("the ingress answers during an outage")?
+            .into_inner();
+        kept.insert(r.notification_id, i);
+    }
+    let store = herald_store::open(&platform.store_url).await?;
+    assert_eq!(store.outbox_count("ingress.old-pod", 100).await?, 5);
+    // The old pod is gone for good; a new one, under another name, comes up with the broker.
+    platform.stop();
+    broker.resume()?;
+    platform.set_config("instance_id", "\"new-pod\"")?;
+    let platform = platform.start().await?;
+    wait_quiet(
+        &broker.bootstrap,
+        &platform.prefix,
+        &platform.recording,
+        Duration::from_secs(8),
+        Duration::from_secs(120),
+    )
+    .await?;
+    assert_eq!(
+        store.outbox_count("ingress.old-pod", 100).await?,
+        0,
+        "the new pod replayed the old pod's outbox\n{}",
+        platform.log_lines_with(&["outbox"])
+    );
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let listed = inbox_ids(&mut query, "acme", "ana").await?;
+    let mut sorted = listed.clone();
+    sorted.sort();
+    let mut want: Vec<String> = kept.keys().cloned().collect();
+    want.sort();
+    assert_eq!(
+        sorted, want,
+        "each kept request in the inbox once: {listed:?}"
+    );
     Ok(())
 }

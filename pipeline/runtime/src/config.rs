@@ -90,6 +90,10 @@ pub struct KafkaConfig {
     pub fetch_wait_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
+    /// How long an instance's lease on its outbox lasts (milliseconds): it renews it every third
+    /// of that while it runs; once it has run out (the instance was replaced under another
+    /// name and never came back), a live instance of the same kind replays its kept records.
+    pub outbox_lease_ms: u64,
     /// How long a stage retries a record whose processing keeps failing for a reason that
     /// might pass (a store that does not answer), from its first failure, before sending it to
     /// the dead-letter topic (milliseconds).
@@ -134,6 +138,7 @@ impl Default for KafkaConfig {
             fetch_wait_max_ms: 50,
             message_timeout_ms: 10_000,
             retry_budget_ms: 300_000,
+            outbox_lease_ms: 30_000,
             idempotence: true,
             unsaved_ack_window_ms: 0,
             compression: "lz4".into(),
@@ -221,6 +226,7 @@ impl KafkaConfig {
             ack_timeout: std::time::Duration::from_millis(self.message_timeout_ms + 1_000),
             unsaved_window: std::time::Duration::from_millis(self.unsaved_ack_window_ms),
             max_kept,
+            lease: std::time::Duration::from_millis(self.outbox_lease_ms),
         }
     }
 

@@ -65,6 +65,16 @@ pub(crate) struct HotStatements {
     pub insert_outbox_by_id: PreparedStatement,
     pub delete_outbox_by_id: PreparedStatement,
     pub select_outbox_by_id: PreparedStatement,
+    /// Every owner that ever kept a record.
+    pub select_outbox_owners: PreparedStatement,
+    /// Notes an owner that keeps a record.
+    pub insert_outbox_owner: PreparedStatement,
+    /// LWT: a first lease on an outbox.
+    pub take_fresh_lease: PreparedStatement,
+    /// LWT: a lease taken over once it expired.
+    pub take_expired_lease: PreparedStatement,
+    /// LWT: a lease renewed by its holder.
+    pub renew_lease: PreparedStatement,
     /// LWT: `INSERT ... IF NOT EXISTS`.
     pub claim_idempotency_key: PreparedStatement,
     /// A serial read, after losing a claim.
@@ -292,6 +302,25 @@ impl Preparer<'_> {
                 "SELECT owner, id, topic, key, payload, headers, created_at_ms \
                  FROM {hot}.outbox WHERE owner = ?"
                     .into(),
+            )
+            .await?,
+            select_outbox_owners: p("SELECT owner FROM {hot}.outbox_owners".into()).await?,
+            insert_outbox_owner: p("INSERT INTO {hot}.outbox_owners (owner) VALUES (?)".into())
+                .await?,
+            take_fresh_lease: p(
+                "INSERT INTO {hot}.outbox_leases (owner, holder, until_ms) VALUES (?, ?, ?) \
+                 IF NOT EXISTS"
+                    .into(),
+            )
+            .await?,
+            take_expired_lease: p(
+                "UPDATE {hot}.outbox_leases SET holder = ?, until_ms = ? WHERE owner = ? \
+                 IF until_ms < ?"
+                    .into(),
+            )
+            .await?,
+            renew_lease: p(
+                "UPDATE {hot}.outbox_leases SET until_ms = ? WHERE owner = ? IF holder = ?".into(),
             )
             .await?,
             insert_outbox_by_id: p("INSERT INTO {hot}.outbox_by_id (owner, id, created_at_ms) \

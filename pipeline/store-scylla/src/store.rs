@@ -272,6 +272,23 @@ impl Store for ScyllaStore {
         Ok(self.inner.outbox_remove(owner, id).await?)
     }
 
+    async fn outbox_owners(&self) -> StoreResult<Vec<String>> {
+        Ok(self.inner.outbox_owners().await?)
+    }
+
+    async fn outbox_lease(
+        &self,
+        owner: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .inner
+            .outbox_lease(owner, holder, now_ms, until_ms)
+            .await?)
+    }
+
     async fn ledger_begin(&self, delivery_id: &str, at_ms: i64) -> StoreResult<LedgerBegin> {
         Ok(self.inner.ledger_begin(delivery_id, at_ms).await?)
     }

@@ -8,8 +8,9 @@
 //!   `inbox_feed_in_delivery_order`: range slices and DESC clustering order;
 //! - `tenants_are_isolated`: `mark_all_read`, `inbox_feed` and `list_failures` use range
 //!   predicates (its point-read half runs below, in `tenants_are_isolated_for_point_reads`);
-//! - `idempotency_keys`, `ledger_keeps_the_first_outcome`: lightweight transactions (below:
-//!   they fail loudly here rather than pretending);
+//! - `idempotency_keys`, `ledger_keeps_the_first_outcome`,
+//!   `outbox_leases_go_to_one_holder_until_they_expire`: lightweight transactions (below: they
+//!   fail loudly here rather than pretending);
 //! - `retention_keeps_a_year_and_refuses_older`: failures and inbox ranges, real TTLs.
 //!
 //! The one accommodation is [`CqlServer::KassandraForTests`]: kassandra's parser drops
@@ -165,6 +166,8 @@ async fn lightweight_transactions_fail_loudly_without_lwt_support() {
         assert!(matches!(claim, Err(StoreError::Corrupt(_))), "{claim:?}");
         let begin = store.ledger_begin("d1", NOW).await;
         assert!(matches!(begin, Err(StoreError::Corrupt(_))), "{begin:?}");
+        let lease = store.outbox_lease("o", "o", NOW, NOW + 1).await;
+        assert!(matches!(lease, Err(StoreError::Corrupt(_))), "{lease:?}");
     })
     .await;
 }

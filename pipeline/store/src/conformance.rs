@@ -23,6 +23,7 @@ pub async fn run_all(store: &dyn Store, clock: &ManualClock) {
     contacts_preferences_templates(store, clock).await;
     idempotency_keys(store, clock).await;
     outbox_per_owner(store, clock).await;
+    outbox_leases_go_to_one_holder_until_they_expire(store, clock).await;
     ledger_keeps_the_first_outcome(store, clock).await;
     // Last: it moves the clock.
     retention_keeps_a_year_and_refuses_older(store, clock).await;
@@ -795,6 +796,52 @@ pub async fn outbox_per_owner(store: &dyn Store, _clock: &ManualClock) {
     assert_eq!(
         store.outbox_pending("ingress-b", 10).await.unwrap().len(),
         1
+    );
+    // Several at once; counting up to a cap.
+    store
+        .outbox_put(&record("ingress-a", "w", NOW + 4))
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_count("ingress-a", 100).await.unwrap(), 3);
+    assert_eq!(store.outbox_count("ingress-a", 2).await.unwrap(), 2);
+    store
+        .outbox_remove_many("ingress-a", &["x".into(), "w".into(), "gone".into()])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_count("ingress-a", 100).await.unwrap(), 1);
+}
+
+pub async fn outbox_leases_go_to_one_holder_until_they_expire(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    // Every owner that kept a record is found (the outbox of a replaced instance too).
+    let owners = store.outbox_owners().await.unwrap();
+    for owner in ["ingress-a", "ingress-b"] {
+        assert!(owners.iter().any(|o| o == owner), "{owners:?}");
+    }
+    let lease = |holder: &'static str, now: i64| async move {
+        store
+            .outbox_lease("ingress-old", holder, now, now + 30_000)
+            .await
+            .unwrap()
+    };
+    assert!(
+        lease("ingress-old", NOW).await,
+        "the owner takes its own first"
+    );
+    assert!(lease("ingress-old", NOW + 10_000).await, "and renews it");
+    assert!(
+        !lease("ingress-new", NOW + 20_000).await,
+        "not while it is valid"
+    );
+    // The old instance is gone and stops renewing: once the lease runs out, another takes it,
+    // and then holds it against a third.
+    assert!(lease("ingress-new", NOW + 40_001).await);
+    assert!(!lease("ingress-other", NOW + 50_000).await);
+    assert!(
+        lease("ingress-new", NOW + 50_000).await,
+        "renewed by its new holder"
     );
 }
 

@@ -159,6 +159,20 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Every owner that may keep requests in the outbox (at least every owner that kept one
+    /// and has not been emptied since); look with [`Store::outbox_pending`].
+    async fn outbox_owners(&self) -> Result<Vec<String>>;
+    /// Takes or renews the lease on `owner`'s outbox for `holder` until `until_ms`, unless
+    /// another holder's lease is still valid at `now_ms`. Atomic: of two concurrent takers one
+    /// wins. A live instance renews the lease on its own outbox; an instance replaced under
+    /// another name stops renewing, and a live one takes its outbox over and replays it.
+    async fn outbox_lease(
+        &self,
+        owner: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool>;
     /// How many requests `owner` keeps, counting at most `cap`.
     async fn outbox_count(&self, owner: &str, cap: usize) -> Result<usize> {
         Ok(self.outbox_pending(owner, cap).await?.len())

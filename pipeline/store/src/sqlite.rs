@@ -1020,6 +1020,39 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn outbox_owners(&self) -> Result<Vec<String>> {
+        self.with_main(|c| {
+            c.prepare_cached("SELECT DISTINCT owner FROM outbox ORDER BY owner")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn outbox_lease(
+        &self,
+        owner: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let (owner, holder) = (owner.to_owned(), holder.to_owned());
+        self.with_main(move |c| {
+            // One statement: SQLite runs it atomically, also across processes.
+            let changed = c
+                .prepare_cached(
+                    "INSERT INTO outbox_leases (owner, holder, until_ms) VALUES (?1, ?2, ?4)
+                     ON CONFLICT (owner) DO UPDATE
+                       SET holder = excluded.holder, until_ms = excluded.until_ms
+                       WHERE outbox_leases.holder = excluded.holder
+                          OR outbox_leases.until_ms < ?3",
+                )?
+                .execute(params![owner, holder, now_ms, until_ms])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn outbox_count(&self, owner: &str, cap: usize) -> Result<usize> {
         let owner = owner.to_owned();
         self.with_main(move |c| {

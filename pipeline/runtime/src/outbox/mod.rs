@@ -95,6 +95,8 @@ struct Inner {
     kept: AtomicUsize,
     /// At most this many are kept; beyond, [`OutboxError::Full`].
     max_kept: usize,
+    /// How long a lease on an outbox lasts (zero: no leases, no taking over).
+    lease: Duration,
     /// Acknowledged records the broker may not have saved yet.
     retained: Mutex<Retained>,
     /// Cancelled when the producer has failed fatally; `failure` says why.
@@ -117,6 +119,9 @@ pub struct OutboxTimes {
     /// At most this many records are kept; past it new ones are refused with
     /// [`OutboxError::Full`], so that callers retry later instead of filling the disk.
     pub max_kept: usize,
+    /// How long the lease on an outbox lasts: renewed by its instance every third of it; once
+    /// it runs out, a live instance of the same kind replays the outbox (zero: never).
+    pub lease: Duration,
 }
 
 pub(crate) fn future_record(r: &OutboxRecord) -> FutureRecord<'_, [u8], [u8]> {
@@ -160,6 +165,7 @@ impl Outbox {
                 degraded: AtomicBool::new(true),
                 kept: AtomicUsize::new(0),
                 max_kept: times.max_kept,
+                lease: times.lease,
                 retained: Mutex::new(Retained::new(times.unsaved_window, RETAIN_CAP)),
                 failed: CancellationToken::new(),
                 failure: Mutex::new(None),

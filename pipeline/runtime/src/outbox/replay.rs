@@ -2,6 +2,10 @@
 //! producer keeps their order per partition), and removed in one store transaction per round
 //! once acknowledged. A full round starts the next at once, so a backlog drains at the
 //! producer's speed; an empty outbox ends degraded mode.
+//!
+//! Every instance renews a lease on its own outbox while it runs. An instance replaced under
+//! another name (a Kubernetes pod of a Deployment) stops renewing; once its lease has run out, a
+//! live instance of the same kind takes it over and replays what it kept.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,8 +39,15 @@ impl Outbox {
     /// Replays kept records until `shutdown`; leaves degraded mode once the outbox is empty.
     pub async fn replay(self, shutdown: CancellationToken) {
         self.count_kept().await;
+        let mut leased_at: Option<std::time::Instant> = None;
         loop {
-            let round = self.replay_once().await;
+            let lease = self.inner.lease;
+            if !lease.is_zero() && leased_at.is_none_or(|t| t.elapsed() >= lease / 3) {
+                leased_at = Some(std::time::Instant::now());
+                self.renew_and_adopt(&shutdown).await;
+            }
+            let owner = self.inner.owner.clone();
+            let round = self.replay_once(&owner).await;
             if round == Round::Empty {
                 self.inner.degraded.store(false, Ordering::Release);
             }
@@ -64,14 +75,59 @@ impl Outbox {
         }
     }
 
-    /// One round: up to a batch of kept records, produced together and removed together.
-    async fn replay_once(&self) -> Round {
+    /// Renews the lease on this outbox, and takes over (and drains) the outbox of any instance
+    /// of the same kind whose lease has run out.
+    async fn renew_and_adopt(&self, shutdown: &CancellationToken) {
         let inner = &self.inner;
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(inner.lease.as_millis()).unwrap_or(i64::MAX));
+        if let Err(err) = inner
+            .store
+            .outbox_lease(&inner.owner, &inner.owner, now, until)
+            .await
+        {
+            warn!(%err, owner = %inner.owner, "outbox: renewing the lease failed");
+            return;
+        }
+        let kind = inner.owner.split('.').next().unwrap_or_default().to_owned();
+        let owners = match inner.store.outbox_owners().await {
+            Ok(o) => o,
+            Err(err) => {
+                warn!(%err, "outbox: listing outboxes failed");
+                return;
+            }
+        };
+        for other in owners {
+            if other == inner.owner || !other.starts_with(&format!("{kind}.")) {
+                continue;
+            }
+            match inner
+                .store
+                .outbox_lease(&other, &inner.owner, now, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    warn!(%err, owner = %other, "outbox: taking over a lease failed");
+                    continue;
+                }
+            }
+            info!(from = %other, by = %inner.owner, "outbox: replaying the outbox of an instance that is gone");
+            while self.replay_once(&other).await == Round::More && !shutdown.is_cancelled() {}
+        }
+    }
+
+    /// One round of `owner`'s outbox: up to a batch of kept records, produced together and
+    /// removed together.
+    async fn replay_once(&self, owner: &str) -> Round {
+        let inner = &self.inner;
+        let own = owner == inner.owner;
         if let Err(err) = self.after_broker_loss().await {
             warn!(%err, owner = %inner.owner, "outbox: keeping records after a broker loss failed");
             return Round::Blocked;
         }
-        let pending = match inner.store.outbox_pending(&inner.owner, REPLAY_BATCH).await {
+        let pending = match inner.store.outbox_pending(owner, REPLAY_BATCH).await {
             Ok(p) => p,
             Err(err) => {
                 warn!(%err, owner = %inner.owner, "outbox: reading pending records failed");
@@ -110,16 +166,18 @@ impl Outbox {
             }
         }
         if !acked.is_empty() {
-            if let Err(err) = inner.store.outbox_remove_many(&inner.owner, &acked).await {
+            if let Err(err) = inner.store.outbox_remove_many(owner, &acked).await {
                 warn!(%err, "outbox: removing replayed records failed (they will be sent again)");
                 return Round::Blocked;
             }
-            let left = inner
-                .kept
-                .load(Ordering::Acquire)
-                .saturating_sub(acked.len());
-            inner.kept.store(left, Ordering::Release);
-            info!(owner = %inner.owner, replayed = acked.len(), "outbox: replayed records");
+            if own {
+                let left = inner
+                    .kept
+                    .load(Ordering::Acquire)
+                    .saturating_sub(acked.len());
+                inner.kept.store(left, Ordering::Release);
+            }
+            info!(%owner, replayed = acked.len(), "outbox: replayed records");
         }
         match (blocked, pending.len() < REPLAY_BATCH) {
             (true, _) => Round::Blocked,
@@ -137,4 +195,11 @@ impl Outbox {
             warn!(%err, owner = %self.inner.owner, "outbox: Kafka still refuses; retrying later");
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
 }

@@ -76,8 +76,10 @@ impl Inner {
         if known.is_some() {
             return Ok(());
         }
-        // The row first: a crash between the two writes leaves a row `remove` cannot find by
+        // The owner first, so a live instance finds this outbox should its owner never return;
+        // then the row: a crash between the two writes leaves a row `remove` cannot find by
         // id, but `pending` still returns it and the replay is idempotent downstream.
+        exec(&self.session, &st.insert_outbox_owner, (r.owner.as_str(),)).await?;
         let headers = r.headers_blob();
         let row = (
             r.owner.as_str(),
@@ -128,6 +130,56 @@ impl Inner {
         )
         .await?;
         Ok(out)
+    }
+
+    pub(crate) async fn outbox_owners(&self) -> Result<Vec<String>> {
+        let mut owners = Vec::new();
+        scan(
+            &self.session,
+            &self.st.shared.select_outbox_owners,
+            (),
+            10_000,
+            |(owner,): (String,)| {
+                owners.push(owner);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .await?;
+        Ok(owners)
+    }
+
+    /// Three lightweight transactions, tried in turn: take a lease nobody has, take one that
+    /// expired, renew one this holder has.
+    pub(crate) async fn outbox_lease(
+        &self,
+        owner: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let st = &self.st.shared;
+        if lwt(
+            &self.session,
+            &st.take_fresh_lease,
+            (owner, holder, until_ms),
+        )
+        .await?
+        .applied
+        {
+            return Ok(true);
+        }
+        let expired = (holder, until_ms, owner, now_ms);
+        if lwt(&self.session, &st.take_expired_lease, expired)
+            .await?
+            .applied
+        {
+            return Ok(true);
+        }
+        Ok(
+            lwt(&self.session, &st.renew_lease, (until_ms, owner, holder))
+                .await?
+                .applied,
+        )
     }
 
     pub(crate) async fn outbox_remove(&self, owner: &str, id: &str) -> Result<()> {

@@ -37,3 +37,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     PRIMARY KEY (owner, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_oldest_first ON outbox (owner, created_at_ms, id);
+
+-- Who replays each outbox: its own instance (renewing the lease while it lives) or, once the
+-- lease has expired, a live instance that took it over.
+CREATE TABLE IF NOT EXISTS outbox_leases (
+    owner    TEXT    NOT NULL PRIMARY KEY,
+    holder   TEXT    NOT NULL,
+    until_ms INTEGER NOT NULL
+) WITHOUT ROWID;
