@@ -40,7 +40,9 @@ impl Connector for InAppConnector {
             Ok(()) => Outcome::Delivered {
                 provider_message_id: None,
             },
-            Err(e) => Outcome::Retry(format!("inbox write failed: {e}")),
+            // A store that will answer again: retry; anything else will not pass by waiting.
+            Err(e) if e.is_retriable() => Outcome::Retry(format!("inbox write failed: {e}")),
+            Err(e) => Outcome::Failed(format!("inbox write failed: {e}")),
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`v1::query_service_server`]: the read side (`GetNotification`, `ListInbox`), served by
 //!   `query-grpc`.
 //! - [`FILE_DESCRIPTOR_SET`]: what both servers hand to gRPC reflection so `grpcurl` works.
+//! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses.
 
 /// Generated code for the `herald.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -15,6 +16,9 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");
 
 pub mod convert;
+mod status;
+
+pub use status::store_status;
 
 /// Why the reflection service could not be built.
 pub use tonic_reflection::server::Error as ReflectionError;

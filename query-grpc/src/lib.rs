@@ -3,7 +3,7 @@
 //! opaque page tokens, unread/category filters), `ListFailures`, `UnreadCount`, `MarkRead` and
 //! `MarkAllRead` (stored, and emitted as READ engagement events: [`engagement`]) and
 //! `WatchInbox` (server streaming with resume tokens: [`watch`]). Handlers validate, call the
-//! store, and map errors to a `Status` in one place ([`store_status`]).
+//! store, and map its errors to a `Status` in one place ([`herald_proto::store_status`]).
 
 pub mod bounds;
 pub mod engagement;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::convert::{channel_to_proto, priority_to_proto, state_to_proto};
+use herald_proto::store_status;
 use herald_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use herald_proto::v1::{
     DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, InboxEntry,
@@ -22,14 +23,13 @@ use herald_proto::v1::{
     UnreadCountRequest, UnreadCountResponse, WatchInboxRequest, WatchInboxResponse,
 };
 use herald_store::{
-    Clock, FailureQuery, InboxEntryRecord, InboxQuery, Retention, Store, StoreError, SystemClock,
-    overall_state,
+    Clock, FailureQuery, InboxEntryRecord, InboxQuery, Retention, Store, SystemClock, overall_state,
 };
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::info;
 
 use herald_runtime::outbox::OutboxError;
 
@@ -61,24 +61,6 @@ pub enum QueryError {
     /// must restart to get a new one.
     #[error("stopping: {0}")]
     ProducerFailed(String),
-}
-
-/// The one mapping from store errors to gRPC statuses.
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::BadPageToken => {
-            Status::invalid_argument("page_token: not a token this service issued")
-        }
-        StoreError::BeyondRetention { .. } => Status::out_of_range(e.to_string()),
-        StoreError::BadUrl { .. } | StoreError::Corrupt(_) => {
-            warn!(error = %e, "store read failed");
-            Status::internal(e.to_string())
-        }
-        StoreError::Sqlite(_) | StoreError::Worker(_) => {
-            warn!(error = %e, "store read failed");
-            Status::unavailable(format!("store unavailable: {e}"))
-        }
-    }
 }
 
 fn required(field: &str, value: &str) -> Result<(), Status> {
@@ -169,7 +151,7 @@ impl QueryService for Query {
             .store
             .get_notification(&req.tenant, &req.notification_id)
             .await
-            .map_err(store_status)?
+            .map_err(|e| store_status(&e))?
         else {
             return Err(Status::not_found(format!(
                 "notification {:?} not found for tenant {:?} (it may still be on its way from \
@@ -220,7 +202,7 @@ impl QueryService for Query {
                 category: Some(req.category).filter(|c| !c.is_empty()),
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| store_status(&e))?;
         Ok(Response::new(ListInboxResponse {
             entries: page.entries.into_iter().map(inbox_entry).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -244,7 +226,7 @@ impl QueryService for Query {
                 page_token: Some(req.page_token).filter(|t| !t.is_empty()),
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| store_status(&e))?;
         Ok(Response::new(ListFailuresResponse {
             failures: page
                 .failures
@@ -275,7 +257,7 @@ impl QueryService for Query {
             .store
             .unread_count(&req.tenant, &req.recipient_user_id, UNREAD_CAP + 1)
             .await
-            .map_err(store_status)?;
+            .map_err(|e| store_status(&e))?;
         Ok(Response::new(UnreadCountResponse {
             unread: n.min(UNREAD_CAP),
             capped: n > UNREAD_CAP,
@@ -306,7 +288,7 @@ impl QueryService for Query {
                 SystemClock.now_ms(),
             )
             .await
-            .map_err(store_status)?;
+            .map_err(|e| store_status(&e))?;
         self.emit_read(&newly).await?;
         Ok(Response::new(MarkReadResponse {
             newly_read: newly.into_iter().map(|e| e.notification_id).collect(),
@@ -336,7 +318,7 @@ impl QueryService for Query {
                     MARK_ALL_BATCH,
                 )
                 .await
-                .map_err(store_status)?;
+                .map_err(|e| store_status(&e))?;
             self.emit_read(&newly).await?;
             marked += newly.len() as u64;
             if newly.len() < MARK_ALL_BATCH {
@@ -397,7 +379,7 @@ impl Query {
                     "the read marks are stored but the engagement producer is overloaded; \
                      retry",
                 ),
-                OutboxError::Store(e) => store_status(e),
+                OutboxError::Store(e) => store_status(&e),
             }),
             _ => Ok(()),
         }

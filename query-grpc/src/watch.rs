@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_proto::store_status;
 use herald_proto::v1::WatchInboxResponse;
 use herald_store::{Clock, InboxEntryRecord, Retention, Store, SystemClock, token};
 use tokio::sync::mpsc;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::debug;
 
-use crate::{inbox_entry, store_status};
+use crate::inbox_entry;
 
 /// How far behind the newest delivery time the cursor trails.
 pub const OVERLAP_MS: i64 = 2_000;
@@ -104,7 +105,7 @@ impl Watch {
             {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx.send(Err(store_status(e))).await;
+                    let _ = tx.send(Err(store_status(&e))).await;
                     return;
                 }
             };

@@ -162,7 +162,7 @@ pub async fn seed_email_contacts(
     tenant: &str,
     users: usize,
 ) -> anyhow::Result<()> {
-    let store = herald_store::open(store_url).await?;
+    let store = herald_stores::open(store_url).await?;
     for u in 0..users {
         let email = herald_store::Contact {
             channel: herald_schemas::Channel::Email,

@@ -79,7 +79,7 @@ async fn broker_kill(kind: BrokerKind) -> anyhow::Result<()> {
     let platform = Platform::configure(&broker, "")?.with_extra_config(limits)?;
     herald_tests::seed_email_contacts(&platform.store_url, "acme", USERS).await?;
     let platform = platform.start().await?;
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?.connect_lazy();
     let retries = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + BEFORE + DOWN + AFTER;

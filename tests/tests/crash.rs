@@ -217,7 +217,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     };
     let platform = Platform::configure_mode(broker, exactly_once, "")?;
     herald_tests::seed_email_contacts(&platform.store_url, "acme", USERS).await?;
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     for h in 0..HOT_USERS {
         let email = herald_store::Contact {
             channel: Channel::Email,

@@ -193,7 +193,7 @@ async fn dead_letters() -> anyhow::Result<()> {
         .await?
         .into_inner()
         .notification_id;
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     for (user, id) in [("after", id.as_str()), ("old-producer", "v1-notification")] {
         eventually(
             Duration::from_secs(60),

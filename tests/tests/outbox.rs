@@ -143,7 +143,7 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", platform.log_tail()))?;
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     let left = store.outbox_pending("ingress.outage", 10).await?;
     assert!(left.is_empty(), "the outbox drained: {} left", left.len());
     let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
@@ -207,7 +207,7 @@ async fn adoption() -> anyhow::Result<()> {
             .into_inner();
         kept.insert(r.notification_id, i);
     }
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     assert_eq!(store.outbox_count("ingress.old-pod", 100).await?, 5);
     // The old pod is gone for good; a new one, under another name, comes up with the broker.
     platform.stop();

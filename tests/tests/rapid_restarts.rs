@@ -32,7 +32,7 @@ async fn rapid_restarts() -> anyhow::Result<()> {
         .with_extra_config(limits)?
         .start()
         .await?;
-    let store = herald_store::open(&platform.store_url).await?;
+    let store = herald_stores::open(&platform.store_url).await?;
     let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
     let mut ids = Vec::new();
     let mut killed = 0;

@@ -16,13 +16,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
 /// Opens the store named by `[store] url`: `sqlite://…` (embedded) or `scylla://…`.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = &config.store.url;
-    if url.starts_with("scylla://") {
-        let store = herald_store_scylla::ScyllaStore::open_url(url)
-            .await
-            .with_context(|| format!("opening {url} (has `herald migrate` run?)"))?;
-        return Ok(Arc::new(store));
-    }
-    Ok(herald_store::open(url).await?)
+    let hint = if url.starts_with("scylla://") {
+        " (has `herald migrate` run?)"
+    } else {
+        ""
+    };
+    herald_stores::open(url)
+        .await
+        .with_context(|| format!("opening {url}{hint}"))
 }
 
 /// Applies the store's schema and says what was done. The embedded store applies its own

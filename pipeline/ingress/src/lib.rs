@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use herald_proto::store_status;
 use herald_proto::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
@@ -21,7 +22,7 @@ use herald_runtime::outbox::{Outbox, OutboxError, Sent};
 use herald_runtime::runner::TRACEPARENT;
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
-use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord, Store};
+use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord, Store, StoreError};
 use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -139,14 +140,16 @@ impl Ingress {
                  {}); use a new key for a new notification",
                 first.notification_id
             ))),
-            Err(e) => {
-                warn!(error = %e, "idempotency key check failed");
-                Err(Status::unavailable(format!(
-                    "cannot check the idempotency key right now ({e}); retry"
-                )))
-            }
+            Err(e) => Err(store_failure("cannot check the idempotency key", &e)),
         }
     }
+}
+
+/// The status for a store failure ([`store_status`], the mapping shared with the query
+/// service), its message prefixed with what the ingress was doing.
+fn store_failure(doing: &str, e: &StoreError) -> Status {
+    let status = store_status(e);
+    Status::new(status.code(), format!("{doing}: {}", status.message()))
 }
 
 fn now_ms() -> i64 {
@@ -207,10 +210,11 @@ impl NotificationService for Ingress {
             ))),
             Err(OutboxError::Store(e)) => {
                 warn!(error = %e, tenant = %event.tenant, "neither Kafka nor the outbox took a request");
-                Err(Status::unavailable(format!(
-                    "neither Kafka nor the outbox accepted the request ({e}); retry with the same \
-                     idempotency_key"
-                )))
+                Err(store_failure(
+                    "neither Kafka nor the outbox accepted the request (when retrying, use the \
+                     same idempotency_key)",
+                    &e,
+                ))
             }
         }
     }
@@ -252,5 +256,28 @@ pub async fn serve(
     match outbox.failure() {
         Some(reason) => Err(IngressError::ProducerFailed(reason)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn store_failures_keep_the_shared_code_and_say_what_failed() {
+        let locked = StoreError::Unavailable("/var/lib/herald/store.db: database is locked".into());
+        let status = store_failure("cannot check the idempotency key", &locked);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .starts_with("cannot check the idempotency key: "),
+            "{status:?}"
+        );
+        assert!(!status.message().contains("/var/lib"), "{status:?}");
+        let corrupt = store_failure("x", &StoreError::Corrupt("unknown layout".into()));
+        assert_eq!(corrupt.code(), Code::Internal);
     }
 }

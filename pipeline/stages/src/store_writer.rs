@@ -70,24 +70,15 @@ impl StoreWriterProcessor {
 #[async_trait]
 impl Processor for StoreWriterProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
-        let retry = |e: herald_store::StoreError| ProcessError::Retry(e.to_string());
+        // Store errors convert by meaning: retry, dead-letter, or stop.
         if input.topic == self.requested_topic {
             let r: NotificationRequested = decode(input.payload)?;
             let (notification, accepted) = accepted_rows(&r);
-            self.store
-                .upsert_notification(&notification)
-                .await
-                .map_err(retry)?;
-            self.store
-                .record_delivery_event(&accepted)
-                .await
-                .map_err(retry)?;
+            self.store.upsert_notification(&notification).await?;
+            self.store.record_delivery_event(&accepted).await?;
         } else {
             let r: DeliveryResult = decode(input.payload)?;
-            self.store
-                .record_delivery_event(&event_row(&r))
-                .await
-                .map_err(retry)?;
+            self.store.record_delivery_event(&event_row(&r)).await?;
         }
         Ok(Vec::new())
     }

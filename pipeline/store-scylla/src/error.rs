@@ -94,19 +94,24 @@ impl From<MaybeFirstRowError> for Error {
 }
 
 impl From<Error> for StoreError {
-    /// The trait's error type has no CQL variant yet: transient driver failures become
-    /// [`StoreError::Worker`] (retry), undecodable data and edited migrations
-    /// [`StoreError::Corrupt`].
+    /// By meaning: what a retry can fix (a failed request, no contact point, a lost race) is
+    /// [`StoreError::Unavailable`]; data this version cannot read, an edited migration and a
+    /// server that would not do what the data needs (no TTL marker, no lightweight
+    /// transactions) are [`StoreError::Corrupt`]; a statement that does not prepare or a
+    /// request this crate built wrong, and a config that passed `ScyllaConfig::from_url`'s
+    /// checks yet is unusable, are ours: [`StoreError::Internal`].
     fn from(e: Error) -> Self {
         match e {
+            Error::Execution(ref inner) if matches!(**inner, ExecutionError::BadQuery(_)) => {
+                StoreError::Internal(e.to_string())
+            }
+            Error::Connect(_) | Error::Execution(_) | Error::Contention(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
             Error::Decode(_) | Error::ChecksumMismatch { .. } | Error::MissingTtlMarker(_) => {
                 StoreError::Corrupt(e.to_string())
             }
-            Error::Config(_)
-            | Error::Connect(_)
-            | Error::Prepare { .. }
-            | Error::Execution(_)
-            | Error::Contention(_) => StoreError::Worker(e.to_string()),
+            Error::Config(_) | Error::Prepare { .. } => StoreError::Internal(e.to_string()),
         }
     }
 }
@@ -114,4 +119,45 @@ impl From<Error> for StoreError {
 /// A row that breaks an invariant of ours (an unknown enum symbol, a missing column).
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Decode(what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use scylla::errors::BadQuery;
+
+    use super::*;
+
+    #[test]
+    fn driver_errors_by_meaning() {
+        let timeout = Error::from(ExecutionError::RequestTimeout(Duration::from_secs(1)));
+        assert!(matches!(
+            StoreError::from(timeout),
+            StoreError::Unavailable(_)
+        ));
+        let lost = Error::Contention("the ledger row kept changing".into());
+        assert!(StoreError::from(lost).is_retriable());
+        let built_wrong = Error::from(ExecutionError::BadQuery(BadQuery::PartitionKeyExtraction));
+        assert!(matches!(
+            StoreError::from(built_wrong),
+            StoreError::Internal(_)
+        ));
+        for e in [
+            corrupt("unknown channel"),
+            Error::MissingTtlMarker("INSERT ...".into()),
+            Error::ChecksumMismatch {
+                version: 2,
+                name: "0002".into(),
+                applied: "a".into(),
+                current: "b".into(),
+            },
+        ] {
+            assert!(matches!(StoreError::from(e), StoreError::Corrupt(_)));
+        }
+        assert!(matches!(
+            StoreError::from(Error::Config("at least one node is needed".into())),
+            StoreError::Internal(_)
+        ));
+    }
 }

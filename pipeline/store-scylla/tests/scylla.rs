@@ -1,6 +1,6 @@
-//! The whole conformance suite and real TTL expiry, against a real ScyllaDB named by
-//! `HERALD_TEST_SCYLLA` (`host:port`, or a `scylla://` URL to set e.g. `?tablets=server_default`
-//! for ScyllaDB before 6.0). Ignored unless asked for (`make test-scylla` runs them with
+//! The whole conformance suite (one test per scenario) and real TTL expiry, against a real
+//! ScyllaDB named by `HERALD_TEST_SCYLLA` (`host:port`, or a `scylla://` URL to set e.g.
+//! `?tablets=server_default` for ScyllaDB before 6.0). Ignored unless asked for (`make test-scylla` runs them with
 //! `--run-ignored`); asked for without the variable, they fail instead of passing silently.
 //! Every test works in keyspaces of its own, dropped at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_schemas::{Channel, DeliveryState, Priority};
-use herald_store::conformance::{self, NOW};
+use herald_store::conformance::NOW;
 use herald_store::retention::DAY_MS;
 use herald_store::{
     Clock, DeliveryEventRecord, ManualClock, NotificationRecord, Retention, Store, SystemClock,
@@ -86,16 +86,16 @@ async fn store(session: Arc<Session>, config: &ScyllaConfig, clock: &ManualClock
         .expect("prepare")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a ScyllaDB: set HERALD_TEST_SCYLLA=host:port and run make test-scylla"]
-async fn conformance_suite() {
-    with_scylla(Duration::from_secs(600), |session, config| async move {
+// Every conformance scenario, each a test of its own in keyspaces of its own.
+herald_store::conformance_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a ScyllaDB: set HERALD_TEST_SCYLLA=host:port and run make test-scylla"]
+    |scenario| with_scylla(Duration::from_secs(300), |session, config| async move {
         let clock = ManualClock::at(NOW);
         let store = store(session, &config, &clock).await;
-        conformance::run_all(&store, &clock).await;
+        scenario(&store, &clock).await;
     })
-    .await;
-}
+);
 
 /// Rows really leave: one stamped 2 s short of the archive tier's end (so never written to the
 /// hot tier) is gone after 4 s; one stamped 2 s short of the hot tier's end leaves the hot keyspace but is still

@@ -1,7 +1,11 @@
-//! One test body for every [`Store`] backend: each function takes a fresh store whose clock is a
-//! [`ManualClock`] at [`NOW`], and panics on the first broken expectation. Backends call
-//! [`run_all`] from their tests (or the functions their server supports).
+//! One test body for every [`Store`] backend: each scenario takes a fresh store whose clock is
+//! a [`ManualClock`] at [`NOW`], and panics on the first broken expectation. Backends run every
+//! scenario as a test of its own with [`conformance_tests!`](crate::conformance_tests) (or call
+//! the scenarios their server supports).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
 
 use herald_schemas::{Channel, DeliveryState, Priority};
 
@@ -11,22 +15,63 @@ use crate::*;
 /// The clock at the start of every test: 2026-03-10T12:00:00Z.
 pub const NOW: i64 = 1_773_144_000_000;
 
-/// Every test, in order, on one store.
-pub async fn run_all(store: &dyn Store, clock: &ManualClock) {
-    notifications_and_timeline(store, clock).await;
-    failures_by_tenant_and_time(store, clock).await;
-    inbox_pages_newest_first(store, clock).await;
-    inbox_filters_and_read_state(store, clock).await;
-    inbox_feed_in_delivery_order(store, clock).await;
-    tenants_are_isolated(store, clock).await;
-    tenants_are_isolated_for_point_reads(store, clock).await;
-    contacts_preferences_templates(store, clock).await;
-    idempotency_keys(store, clock).await;
-    outbox_per_owner(store, clock).await;
-    outbox_leases_go_to_one_holder_until_they_expire(store, clock).await;
-    ledger_keeps_the_first_outcome(store, clock).await;
-    // Last: it moves the clock.
-    retention_keeps_a_year_and_refuses_older(store, clock).await;
+/// One scenario, as a value: what [`conformance_tests!`](crate::conformance_tests) hands to the
+/// body that builds a fresh store.
+pub type Scenario =
+    for<'a> fn(&'a dyn Store, &'a ManualClock) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// Generates one test per conformance scenario, in a module `conformance_suite`. Give the test
+/// attribute(s) (any `#[tokio::test(..)]`, `#[ignore = ".."]`, …), then a closure-like
+/// `|scenario| <async expression>` whose expression builds a fresh store and [`ManualClock`]
+/// (at [`NOW`]), runs `scenario(&store, &clock).await`, and cleans up:
+///
+/// ```ignore
+/// herald_store::conformance_tests!(#[tokio::test] |scenario| async {
+///     let dir = tempfile::tempdir().unwrap();
+///     let clock = ManualClock::at(NOW);
+///     let store = MyStore::open(dir.path(), Arc::new(clock.clone())).await.unwrap();
+///     scenario(&store, &clock).await;
+/// });
+/// ```
+///
+/// The module imports everything from the invoking one (`use super::*`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($(#[$attr:meta])* |$scenario:ident| $body:expr $(,)?) => {
+        mod conformance_suite {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::conformance_tests!(@each [$(#[$attr])*] $scenario $body;
+                notifications_and_timeline
+                failures_by_tenant_and_time
+                inbox_pages_newest_first
+                inbox_filters_and_read_state
+                inbox_feed_in_delivery_order
+                tenants_are_isolated
+                tenants_are_isolated_for_point_reads
+                contacts_preferences_templates
+                idempotency_keys
+                outbox_per_owner
+                outbox_leases_go_to_one_holder_until_they_expire
+                ledger_keeps_the_first_outcome
+                retention_keeps_a_year_and_refuses_older
+            );
+        }
+    };
+    (@each $attrs:tt $scenario:ident $body:expr; $($name:ident)*) => {
+        $(
+            $crate::conformance_tests!(@one $attrs $scenario $body; $name);
+        )*
+    };
+    (@one [$(#[$attr:meta])*] $scenario:ident $body:expr; $name:ident) => {
+        $(#[$attr])*
+        async fn $name() {
+            let $scenario: $crate::conformance::Scenario =
+                |store, clock| ::std::boxed::Box::pin($crate::conformance::$name(store, clock));
+            $body.await;
+        }
+    };
 }
 
 fn notification(tenant: &str, id: &str, at: i64) -> NotificationRecord {
@@ -754,8 +799,8 @@ pub async fn idempotency_keys(store: &dyn Store, _clock: &ManualClock) {
     );
 }
 
-pub async fn outbox_per_owner(store: &dyn Store, _clock: &ManualClock) {
-    let record = |owner: &str, id: &str, at: i64| OutboxRecord {
+fn record(owner: &str, id: &str, at: i64) -> OutboxRecord {
+    OutboxRecord {
         owner: owner.into(),
         id: id.into(),
         topic: "herald.requested".into(),
@@ -763,7 +808,10 @@ pub async fn outbox_per_owner(store: &dyn Store, _clock: &ManualClock) {
         payload: vec![0xC3, 0x01, 7, 0, 255],
         headers: vec![("traceparent".into(), b"00-abc".to_vec())],
         created_at_ms: at,
-    };
+    }
+}
+
+pub async fn outbox_per_owner(store: &dyn Store, _clock: &ManualClock) {
     assert!(
         store
             .outbox_pending("ingress-a", 10)
@@ -816,6 +864,9 @@ pub async fn outbox_leases_go_to_one_holder_until_they_expire(
     _clock: &ManualClock,
 ) {
     // Every owner that kept a record is found (the outbox of a replaced instance too).
+    for owner in ["ingress-a", "ingress-b"] {
+        store.outbox_put(&record(owner, "x", NOW)).await.unwrap();
+    }
     let owners = store.outbox_owners().await.unwrap();
     for owner in ["ingress-a", "ingress-b"] {
         assert!(owners.iter().any(|o| o == owner), "{owners:?}");

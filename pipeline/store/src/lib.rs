@@ -1,59 +1,30 @@
-//! Everything Herald persists, behind one trait, [`Store`], chosen by URL ([`open`]).
+//! Everything Herald persists, behind one trait, [`Store`]. This crate names no backend: they
+//! live in their own crates (`herald-store-sqlite`, `herald-store-scylla`), and `herald-stores`
+//! opens the one a URL names.
 //!
 //! - [`model`]: the rows (notifications, delivery timeline, inbox, contacts, templates, ledger).
-//! - [`sqlite`]: the embedded backend, the single-machine default (`sqlite://path`).
+//! - [`StoreError`] (`error.rs`): failures classified by what the caller should do.
+//! - [`retention`]: the two tiers, months, and the injectable [`Clock`].
+//! - [`token`]: opaque page and resume tokens bound to their listing.
+//! - `conformance` (feature `conformance`): one test body for every backend, and
+//!   `conformance_tests!` to run it as one test per scenario, each on a fresh store.
 //!
 //! Every write is an upsert keyed by a deterministic id, so replaying an event after a crash
 //! leaves the store as it was: that, not the broker, is what makes reprocessing harmless.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod error;
 pub mod model;
 pub mod retention;
-pub mod sqlite;
 pub mod token;
 
 use async_trait::async_trait;
 use herald_schemas::Channel;
 
+pub use error::{Result, StoreError};
 pub use model::*;
 pub use retention::{Clock, ManualClock, Month, Retention, SystemClock};
-
-/// What can go wrong talking to a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store URL is malformed or names an unknown backend.
-    #[error("invalid store url {url:?}: {reason}")]
-    BadUrl {
-        /// The URL as configured.
-        url: String,
-        /// Why it was rejected.
-        reason: &'static str,
-    },
-    /// A page token that this store did not issue.
-    #[error("invalid page token")]
-    BadPageToken,
-    /// The request reaches back further than anything is kept.
-    #[error("data older than {days} days is not kept (oldest available: {oldest_ms} ms)")]
-    BeyondRetention {
-        /// The oldest instant still kept, in milliseconds since the epoch.
-        oldest_ms: i64,
-        /// The retention in days.
-        days: i64,
-    },
-    /// Data on disk that this version cannot read (a newer schema, a corrupt value).
-    #[error("unreadable stored data: {0}")]
-    Corrupt(String),
-    /// The backend failed; worth retrying with backoff.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The blocking worker running a query died.
-    #[error("store worker failed: {0}")]
-    Worker(String),
-}
-
-/// Result alias for store operations.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything Herald persists. Implementations make every write idempotent, keep time-series
 /// rows for [`Retention::archive_days`] without bulk deletes, and refuse reads reaching further
@@ -197,21 +168,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops whatever has aged out as a whole (a no-op where the database expires rows itself).
     async fn enforce_retention(&self) -> Result<RetentionReport>;
-}
-
-/// Opens the store named by `url`. Today: `sqlite://<path>` (created if missing).
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    match url.strip_prefix("sqlite://") {
-        Some(path) if !path.is_empty() => Ok(std::sync::Arc::new(
-            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
-        )),
-        Some(_) => Err(StoreError::BadUrl {
-            url: url.into(),
-            reason: "sqlite:// needs a file path",
-        }),
-        None => Err(StoreError::BadUrl {
-            url: url.into(),
-            reason: "unknown scheme; expected sqlite://<path>",
-        }),
-    }
 }

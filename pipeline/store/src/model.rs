@@ -282,3 +282,26 @@ pub enum LedgerBegin {
     /// The outcome is recorded: re-emit it, do not call the provider.
     Done(LedgerEntry),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_headers_round_trip() {
+        let record = OutboxRecord {
+            owner: "o".into(),
+            id: "i".into(),
+            topic: "t".into(),
+            key: vec![],
+            payload: vec![],
+            headers: vec![("a".to_owned(), vec![1, 2]), (String::new(), vec![])],
+            created_at_ms: 0,
+        };
+        assert_eq!(
+            OutboxRecord::parse_headers_blob(&record.headers_blob()),
+            Some(record.headers)
+        );
+        assert_eq!(OutboxRecord::parse_headers_blob(&[0, 0, 0, 9, 1]), None);
+    }
+}

@@ -130,7 +130,7 @@ async fn measure(channel: &Channel, store: &Arc<dyn Store>, label: &str) -> (Run
 /// entries are written.
 pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
     let platform = Platform::configure(broker, "")?;
-    let store: Arc<dyn Store> = herald_store::open(&platform.store_url).await?;
+    let store: Arc<dyn Store> = herald_stores::open(&platform.store_url).await?;
     eprintln!("bench: filling {} inbox rows…", USERS * ENTRIES);
     // Within the last hour: the current month's file, as for a live inbox.
     let base = herald_store::Clock::now_ms(&herald_store::SystemClock) - 3_600_000;
@@ -149,7 +149,7 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
         .await?;
     let (grpc, raw) = measure(&channel, &store, "").await;
 
-    let writer_store = herald_store::open(&platform.store_url).await?;
+    let writer_store = herald_stores::open(&platform.store_url).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let started = std::time::Instant::now();
     let writer = tokio::spawn(write_load(writer_store, stop.clone()));

@@ -13,11 +13,13 @@
 //! waits, until `kafka.retry_budget_ms` has passed since its first failure — then the record is
 //! dead-lettered too, so one record that never succeeds cannot stall its partition for ever;
 //! [`ProcessError::Fatal`] stops the runner with an error, so the process exits non-zero and
-//! restarts from the committed offsets. The stages' deterministic ids make every replay produce
+//! restarts from the committed offsets. A store error converts into one of the three by its
+//! meaning (`store_error.rs`). The stages' deterministic ids make every replay produce
 //! identical records (a dead letter is stamped with its input's time for the same reason).
 
 pub mod at_least_once;
 pub mod exactly_once;
+mod store_error;
 pub mod txn_ids;
 
 use std::time::Duration;

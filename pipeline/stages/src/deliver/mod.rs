@@ -42,18 +42,21 @@ impl DeliverProcessor {
 }
 
 impl DeliverProcessor {
-    /// Records the outcome, retrying in place: failing here and reprocessing the record would
-    /// call the provider again for a delivery it has already accepted.
+    /// Records the outcome, retrying in place while the store is unavailable: failing here and
+    /// reprocessing the record would call the provider again for a delivery it has already
+    /// accepted. An error no retry can fix is returned at once, classified (a corrupt ledger
+    /// dead-letters the dispatch rather than calling the provider again).
     async fn finish_with_retries(&self, entry: &LedgerEntry) -> Result<(), ProcessError> {
         let mut delay = std::time::Duration::from_millis(50);
         for _ in 0..6 {
             match self.store.ledger_finish(entry).await {
                 Ok(()) => return Ok(()),
-                Err(e) => {
+                Err(e) if e.is_retriable() => {
                     warn!(error = %e, delivery_id = %entry.delivery_id, "recording the outcome failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         Err(ProcessError::Retry(format!(
@@ -80,17 +83,16 @@ fn final_entry(d: &Dispatch, outcome: Outcome, at_ms: i64) -> Result<LedgerEntry
 impl Processor for DeliverProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
-        let retry = |e: herald_store::StoreError| ProcessError::Retry(e.to_string());
         let entry = if self.connector.idempotent() {
             // A repeat is harmless: no ledger round trips.
             let outcome = self.connector.send(&d).await;
             final_entry(&d, outcome, input.timestamp_ms)?
         } else {
+            // Store errors convert by meaning: retry, dead-letter, or stop.
             let begun = self
                 .store
                 .ledger_begin(&d.delivery_id, input.timestamp_ms)
-                .await
-                .map_err(retry)?;
+                .await?;
             match begun {
                 LedgerBegin::Done(entry) => entry,
                 LedgerBegin::Fresh | LedgerBegin::Unfinished => {
@@ -99,10 +101,7 @@ impl Processor for DeliverProcessor {
                     }
                     let outcome = self.connector.send(&d).await;
                     if let Outcome::Retry(reason) = &outcome {
-                        self.store
-                            .ledger_abandon(&d.delivery_id)
-                            .await
-                            .map_err(retry)?;
+                        self.store.ledger_abandon(&d.delivery_id).await?;
                         return Err(ProcessError::Retry(reason.clone()));
                     }
                     let entry = final_entry(&d, outcome, input.timestamp_ms)?;

@@ -33,18 +33,17 @@ impl EnrichProcessor {
 impl Processor for EnrichProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let request: NotificationRequested = decode(input.payload)?;
-        let retry = |e: herald_store::StoreError| ProcessError::Retry(e.to_string());
+        // Store errors convert by meaning: retry, dead-letter, or stop.
         let profile = self
             .store
             .recipient_profile(&request.tenant, &request.recipient_user_id)
-            .await
-            .map_err(retry)?;
+            .await?;
         let template = match &request.template {
-            Some(t) => self
-                .store
-                .template(&request.tenant, &t.template_id, t.locale.as_deref())
-                .await
-                .map_err(retry)?,
+            Some(t) => {
+                self.store
+                    .template(&request.tenant, &t.template_id, t.locale.as_deref())
+                    .await?
+            }
             None => None,
         };
         let lookup = match (&request.template, &template) {

@@ -1,8 +1,13 @@
 #![allow(clippy::unwrap_used)]
 
-use super::*;
-use crate::conformance::{self, NOW};
-use crate::retention::{DAY_MS, ManualClock};
+use std::path::Path;
+use std::sync::Arc;
+
+use herald_store::conformance::{self, NOW};
+use herald_store::retention::DAY_MS;
+use herald_store::{InboxEntryRecord, InboxQuery, ManualClock, Month, Retention, Store};
+
+use crate::SqliteStore;
 
 async fn open_at(path: &Path, clock: &ManualClock) -> SqliteStore {
     SqliteStore::open_with(path, Retention::default(), Arc::new(clock.clone()))
@@ -10,13 +15,15 @@ async fn open_at(path: &Path, clock: &ManualClock) -> SqliteStore {
         .unwrap()
 }
 
-#[tokio::test]
-async fn conformance_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(NOW);
-    let store = open_at(&dir.path().join("herald.db"), &clock).await;
-    conformance::run_all(&store, &clock).await;
-}
+herald_store::conformance_tests!(
+    #[tokio::test]
+    |scenario| async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = open_at(&dir.path().join("herald.db"), &clock).await;
+        scenario(&store, &clock).await;
+    }
+);
 
 #[tokio::test]
 async fn data_survives_reopening() {
@@ -100,35 +107,21 @@ async fn refuses_a_store_in_the_old_layout() {
         .unwrap();
     drop(c);
     let err = SqliteStore::open(&path).await.err().unwrap();
+    assert!(
+        matches!(err, herald_store::StoreError::Corrupt(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("older Herald"), "{err}");
 }
 
-#[test]
-fn outbox_headers_round_trip() {
-    let record = OutboxRecord {
-        owner: "o".into(),
-        id: "i".into(),
-        topic: "t".into(),
-        key: vec![],
-        payload: vec![],
-        headers: vec![("a".to_owned(), vec![1, 2]), (String::new(), vec![])],
-        created_at_ms: 0,
-    };
-    assert_eq!(
-        OutboxRecord::parse_headers_blob(&record.headers_blob()),
-        Some(record.headers)
-    );
-    assert_eq!(OutboxRecord::parse_headers_blob(&[0, 0, 0, 9, 1]), None);
-}
-
 #[tokio::test]
-async fn open_rejects_unknown_urls() {
-    assert!(matches!(
-        crate::open("mysql://x").await,
-        Err(StoreError::BadUrl { .. })
-    ));
-    assert!(matches!(
-        crate::open("sqlite://").await,
-        Err(StoreError::BadUrl { .. })
-    ));
+async fn a_directory_it_cannot_create_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the store's directory should be.
+    std::fs::write(dir.path().join("blocked"), b"").unwrap();
+    let err = SqliteStore::open(&dir.path().join("blocked/herald.db"))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.is_retriable(), "{err:?}");
 }

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic         TEXT    NOT NULL,
     key           BLOB    NOT NULL,
     payload       BLOB    NOT NULL,
-    headers       BLOB    NOT NULL, -- see sqlite.rs: encode_headers
+    headers       BLOB    NOT NULL, -- OutboxRecord::headers_blob
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (owner, id)
 ) WITHOUT ROWID;

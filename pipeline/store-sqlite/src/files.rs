@@ -1,0 +1,69 @@
+//! One SQLite file: how it is opened (WAL, busy timeout, how its commits reach the disk), its
+//! schema (`schema/*.sql`) and layout version, and the lock around its connection.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use herald_store::StoreError;
+use rusqlite::Connection;
+
+use crate::error::{Result, internal};
+
+/// The main file: what does not age, and the outbox.
+pub(crate) const MAIN_SCHEMA: &str = include_str!("../schema/main.sql");
+/// A month file: every row that ages, filed by its own time.
+pub(crate) const MONTH_SCHEMA: &str = include_str!("../schema/month.sql");
+/// `PRAGMA user_version` of files in this layout.
+const LAYOUT_VERSION: i64 = 2;
+
+/// A connection shared by the operations (one per file).
+pub(crate) type Shared = Arc<Mutex<Connection>>;
+
+/// How a file's commits reach the disk. `Full`: every commit is on disk before it returns
+/// (survives power loss; ~4,200 single-row commits/s measured here, against ~38,700 for
+/// `Normal`, which survives a killed process but may lose the last commits to a power loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    Normal,
+    Full,
+}
+
+/// Opens (creating if needed) the file at `path` and applies `schema`; refuses a file in
+/// another layout.
+pub(crate) fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match sync {
+        Sync::Normal => "NORMAL",
+        Sync::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{} was written by an older Herald (one-file layout); move it away or run \
+                 `make clean`",
+                path.display()
+            ))
+            .into());
+        }
+    } else if version != LAYOUT_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "{} has layout version {version}; this Herald reads version {LAYOUT_VERSION}",
+            path.display()
+        ))
+        .into());
+    }
+    conn.execute_batch(schema)?;
+    conn.pragma_update(None, "user_version", LAYOUT_VERSION)?;
+    Ok(conn)
+}
+
+/// The connection, for one operation.
+pub(crate) fn lock(conn: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>> {
+    conn.lock()
+        .map_err(|_| internal("connection mutex poisoned"))
+}

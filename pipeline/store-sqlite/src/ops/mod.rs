@@ -1,0 +1,10 @@
+//! The [`herald_store::Store`] operations, one file per area, as synchronous methods of the
+//! store's inner state (`store.rs` runs them on the blocking pool).
+
+mod inbox;
+mod ingress;
+mod ledger;
+mod notifications;
+mod read_state;
+mod reference;
+mod retention;

@@ -1,0 +1,117 @@
+//! Reference data, in the main file (it does not age): recipients' contacts and opt-outs, and
+//! templates with their locale fallback.
+
+use herald_schemas::Channel;
+use herald_store::{Contact, RecipientProfile, TemplateRecord};
+use rusqlite::{OptionalExtension, params};
+
+use crate::codec::{template_row, text_enum};
+use crate::error::Result;
+use crate::store::Inner;
+
+impl Inner {
+    pub(crate) fn recipient_profile(&self, tenant: &str, user: &str) -> Result<RecipientProfile> {
+        let c = self.main()?;
+        let contacts = c
+            .prepare_cached(
+                "SELECT channel, address FROM contacts WHERE tenant = ?1 AND user_id = ?2
+                 ORDER BY channel",
+            )?
+            .query_map(params![tenant, user], |r| {
+                Ok(Contact {
+                    channel: text_enum(0, r.get(0)?, Channel::parse)?,
+                    address: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let opt_outs = c
+            .prepare_cached(
+                "SELECT channel, category FROM opt_outs WHERE tenant = ?1 AND user_id = ?2
+                 ORDER BY channel, category",
+            )?
+            .query_map(params![tenant, user], |r| {
+                Ok((text_enum(0, r.get(0)?, Channel::parse)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(RecipientProfile { contacts, opt_outs })
+    }
+
+    pub(crate) fn put_contact(&self, tenant: &str, user: &str, contact: &Contact) -> Result<()> {
+        self.main()?
+            .prepare_cached(
+                "INSERT INTO contacts (tenant, user_id, channel, address) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, user_id, channel) DO UPDATE SET address = excluded.address",
+            )?
+            .execute(params![
+                tenant,
+                user,
+                contact.channel.as_str(),
+                contact.address
+            ])?;
+        Ok(())
+    }
+
+    pub(crate) fn set_opt_out(
+        &self,
+        tenant: &str,
+        user: &str,
+        channel: Channel,
+        category: &str,
+        opted_out: bool,
+    ) -> Result<()> {
+        let sql = if opted_out {
+            "INSERT INTO opt_outs (tenant, user_id, channel, category) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM opt_outs
+             WHERE tenant = ?1 AND user_id = ?2 AND channel = ?3 AND category = ?4"
+        };
+        self.main()?.prepare_cached(sql)?.execute(params![
+            tenant,
+            user,
+            channel.as_str(),
+            category
+        ])?;
+        Ok(())
+    }
+
+    /// The template in `locale` (empty: none asked for), else in its bare language, else in the
+    /// template's first locale.
+    pub(crate) fn template(
+        &self,
+        tenant: &str,
+        id: &str,
+        locale: &str,
+    ) -> Result<Option<TemplateRecord>> {
+        let language = locale.split(['-', '_']).next().unwrap_or_default();
+        Ok(self
+            .main()?
+            .prepare_cached(
+                "SELECT tenant, template_id, locale, title, body, action_url FROM templates
+                 WHERE tenant = ?1 AND template_id = ?2
+                 ORDER BY CASE WHEN locale = ?3 THEN 0 WHEN locale = ?4 THEN 1 ELSE 2 END, locale
+                 LIMIT 1",
+            )?
+            .query_row(params![tenant, id, locale, language], template_row)
+            .optional()?)
+    }
+
+    pub(crate) fn put_template(&self, t: &TemplateRecord) -> Result<()> {
+        self.main()?
+            .prepare_cached(
+                "INSERT INTO templates (tenant, template_id, locale, title, body, action_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, template_id, locale) DO UPDATE SET title = excluded.title,
+                     body = excluded.body, action_url = excluded.action_url",
+            )?
+            .execute(params![
+                t.tenant,
+                t.template_id,
+                t.locale,
+                t.title,
+                t.body,
+                t.action_url
+            ])?;
+        Ok(())
+    }
+}
