@@ -172,6 +172,28 @@ impl Platform {
         Ok(proc)
     }
 
+    /// Runs `herald <args>` with this platform's config to completion (at most a minute) and
+    /// returns what it printed; for one-shot commands such as `topics` and `migrate`.
+    pub async fn run_command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .map_err(|_| anyhow::anyhow!("herald {} did not finish in 60 s", args.join(" ")))??;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        anyhow::ensure!(
+            out.status.success(),
+            "herald {} failed ({}): {text}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(text)
+    }
+
     /// The supervisor's log tail (it includes every component's output).
     pub fn log_tail(&self) -> String {
         self.supervisor

@@ -15,7 +15,7 @@ use herald_proto::v1::DeliveryState;
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_tests::audit::{inbox_ids, wait_quiet};
-use herald_tests::{Broker, Platform, inline_request};
+use herald_tests::{Broker, Platform, eventually, inline_request};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel as GrpcChannel;
 
@@ -190,10 +190,15 @@ async fn an_outbox_left_by_a_replaced_instance_is_replayed_by_a_live_one() {
 
 async fn adoption() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
-    let mut platform =
-        Platform::configure(&broker, "instance_id = \"old-pod\"\noutbox_lease_ms = 3000")?
-            .start()
-            .await?;
+    let platform =
+        Platform::configure(&broker, "instance_id = \"old-pod\"\noutbox_lease_ms = 3000")?;
+    // The old pod runs only its ingress: its stages would be consumer-group members dying
+    // while the broker is frozen, and noida-db never expires such members (docs/BROKERS.md).
+    platform.run_command(&["topics"]).await?;
+    platform.run_command(&["migrate"]).await?;
+    let old_pod = platform
+        .spawn_component(&["ingress"], Some(platform.ingress))
+        .await?;
     let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
     broker.pause()?;
     let mut kept = HashMap::new();
@@ -210,10 +215,33 @@ async fn adoption() -> anyhow::Result<()> {
     let store = herald_stores::open(&platform.store_url).await?;
     assert_eq!(store.outbox_count("ingress.old-pod", 100).await?, 5);
     // The old pod is gone for good; a new one, under another name, comes up with the broker.
-    platform.stop();
+    drop(old_pod);
     broker.resume()?;
     platform.set_config("instance_id", "\"new-pod\"")?;
     let platform = platform.start().await?;
+    // The new pod's stages may first wait out the old pod's consumer sessions; wait for the
+    // condition, then for quiet (so a late duplicate would be counted), then compare exactly.
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let seen = eventually(
+        Duration::from_secs(150),
+        "the kept requests in the inbox",
+        || {
+            let mut query = query.clone();
+            let n = kept.len();
+            async move {
+                let ids = inbox_ids(&mut query, "acme", "ana").await?;
+                Ok((ids.len() >= n).then_some(ids))
+            }
+        },
+    )
+    .await;
+    if let Err(e) = seen {
+        anyhow::bail!(
+            "{e}\noutbox left: {}\n{}",
+            store.outbox_count("ingress.old-pod", 100).await?,
+            platform.log_lines_with(&["outbox", "error", "rror"])
+        );
+    }
     wait_quiet(
         &broker.bootstrap,
         &platform.prefix,
@@ -228,7 +256,6 @@ async fn adoption() -> anyhow::Result<()> {
         "the new pod replayed the old pod's outbox\n{}",
         platform.log_lines_with(&["outbox"])
     );
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
     let listed = inbox_ids(&mut query, "acme", "ana").await?;
     let mut sorted = listed.clone();
     sorted.sort();
