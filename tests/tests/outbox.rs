@@ -219,7 +219,7 @@ async fn adoption() -> anyhow::Result<()> {
     broker.resume()?;
     platform.set_config("instance_id", "\"new-pod\"")?;
     let platform = platform.start().await?;
-    // The new pod's stages may first wait out the old pod's consumer sessions; wait for the
+    // The new pod first waits out the old pod's outbox lease; wait for the
     // condition, then for quiet (so a late duplicate would be counted), then compare exactly.
     let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
     let seen = eventually(

@@ -59,6 +59,10 @@ struct Txn {
     /// Set after an abort: the producer must not write again (see [`super::txn_ids`]); the
     /// loop moves to a fresh transactional id before the next transaction.
     stale: bool,
+    /// Retriable errors of transactional calls, retried (see [`RunStats::txn_retries`]).
+    retries: u64,
+    /// Transactions aborted by the rebalance callback, not yet counted by the loop.
+    rebalance_aborts: u64,
 }
 
 /// What finishing a transaction did.
@@ -69,12 +73,15 @@ enum Finished {
     Aborted(HashMap<Partition, i64>),
 }
 
-fn retry<T>(mut call: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+/// Makes `call` until it succeeds or fails with an error that is not retriable, at most
+/// [`RETRIES`] more times; counts each retry in `retries`.
+fn retry<T>(retries: &mut u64, mut call: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
     let mut attempt = 0;
     loop {
         match call() {
             Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < RETRIES => {
                 warn!(error = %e, attempt, "retriable transaction error; retrying");
+                *retries += 1;
                 std::thread::sleep(Duration::from_millis(100 << attempt));
                 attempt += 1;
             }
@@ -134,12 +141,14 @@ impl Txn {
             for ((topic, partition), offset) in &self.positions {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
             }
-            retry(|| {
+            retry(&mut self.retries, || {
                 self.producer
                     .send_offsets_to_transaction(&offsets, group, self.timeout)
             })?;
         }
-        retry(|| self.producer.commit_transaction(self.timeout))?;
+        retry(&mut self.retries, || {
+            self.producer.commit_transaction(self.timeout)
+        })?;
         let outputs = self.outputs;
         self.clear();
         Ok(outputs)
@@ -159,7 +168,9 @@ impl Txn {
             None => "the partitions were lost, or the consumer is not in a group".to_owned(),
         };
         warn!(%error, "aborting the transaction; its batch will be processed again");
-        retry(|| self.producer.abort_transaction(self.timeout))?;
+        retry(&mut self.retries, || {
+            self.producer.abort_transaction(self.timeout)
+        })?;
         self.stale = true;
         Ok(Some(Finished::Aborted(self.clear())))
     }
@@ -200,6 +211,7 @@ impl ConsumerContext for TxnContext {
             }
             Ok(Some(Finished::Aborted(starts))) => {
                 info!("aborted the open transaction before the rebalance; its batch is redone");
+                txn.rebalance_aborts += 1;
                 txn.rewind.extend(starts);
             }
             Ok(None) => {}
@@ -237,6 +249,8 @@ pub async fn run<P: Processor>(
         rewind: HashMap::new(),
         broken: None,
         stale: false,
+        retries: 0,
+        rebalance_aborts: 0,
     }));
     let consumer: StreamConsumer<TxnContext> =
         kafka
@@ -337,11 +351,13 @@ async fn run_loop<P: Processor>(
                     "transaction lost in a rebalance: {reason}"
                 )));
             }
+            stats.aborts += std::mem::take(&mut t.rebalance_aborts);
+            stats.txn_retries = t.retries;
             std::mem::take(&mut t.rewind)
         };
         let rewound: Vec<Partition> = owed.keys().cloned().collect();
         if !owed.is_empty() {
-            rewind(consumer, owed)?;
+            stats.rewinds += rewind(consumer, owed)?;
         }
         match received {
             // From a partition just rewound: the seek delivers it again.
@@ -386,13 +402,15 @@ async fn run_loop<P: Processor>(
 
 /// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
 /// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
-/// owns is fatal, since reading on would skip the aborted batch.
-fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64>) -> Result<()> {
+/// owns is fatal, since reading on would skip the aborted batch. Returns how many it sought.
+fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64>) -> Result<u64> {
     let assignment = consumer.assignment()?;
+    let mut sought = 0;
     for ((topic, partition), offset) in offsets {
         if assignment.find_partition(&topic, partition).is_none() {
             continue;
         }
+        sought += 1;
         consumer
             .seek(
                 &topic,
@@ -406,7 +424,7 @@ fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64
                 ))
             })?;
     }
-    Ok(())
+    Ok(sought)
 }
 
 /// Produces one output inside the open transaction, waiting while the producer queue is full.
@@ -436,12 +454,14 @@ async fn finish(
 ) -> Result<()> {
     let group = consumer.group_metadata();
     let shared = Arc::clone(txn);
-    let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
+    let (finished, retries) = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut t = lock(&shared)?;
-        t.finish(group.as_ref()).map_err(|e| t.explain(e))
+        let finished = t.finish(group.as_ref()).map_err(|e| t.explain(e))?;
+        Ok((finished, t.retries))
     })
     .await
     .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
+    stats.txn_retries = retries;
     match finished {
         None => {}
         Some(Finished::Committed(outputs)) => {
@@ -450,7 +470,7 @@ async fn finish(
         }
         Some(Finished::Aborted(starts)) => {
             stats.aborts += 1;
-            rewind(consumer, starts)?;
+            stats.rewinds += rewind(consumer, starts)?;
         }
     }
     Ok(())

@@ -112,8 +112,13 @@ pub struct RunStats {
     pub retries: u64,
     /// Transactions committed (exactly-once mode).
     pub commits: u64,
-    /// Transactions aborted and rewound (exactly-once mode).
+    /// Transactions aborted (exactly-once mode), by the loop or before a rebalance.
     pub aborts: u64,
+    /// Transactional calls (offsets to the transaction, commit, abort) that failed with an
+    /// error librdkafka calls retriable (e.g. the coordinator moved) and were made again.
+    pub txn_retries: u64,
+    /// Partitions sought back to the start of an aborted batch, to process it again.
+    pub rewinds: u64,
 }
 
 /// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
