@@ -155,6 +155,41 @@ where
     }
 }
 
+/// How long a waited-for result must stay the same before a test counts it (see [`settled`]).
+pub const QUIET: Duration = Duration::from_secs(3);
+
+/// Like [`eventually`], but once `probe` returns `Some`, keeps probing until its answer has not
+/// changed for [`QUIET`], and returns that: a test waiting for "at least n" then counts after a
+/// late extra one could have arrived, never at once.
+pub async fn settled<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    T: PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let mut first = eventually(limit, what, &mut probe).await?;
+    let deadline = Instant::now() + limit;
+    let mut since = Instant::now();
+    loop {
+        sleep(Duration::from_millis(500)).await;
+        match probe().await? {
+            Some(now) if now == first => {
+                if since.elapsed() >= QUIET {
+                    return Ok(first);
+                }
+            }
+            Some(now) => {
+                first = now;
+                since = Instant::now();
+            }
+            None => bail!("{what}: the condition held, then stopped holding"),
+        }
+        if Instant::now() >= deadline {
+            bail!("{what} did not settle within {limit:?}");
+        }
+    }
+}
+
 /// Gives `user-0` … `user-{n-1}` of `tenant` an e-mail address (`user-i@example.com`), so their
 /// notifications also go to the recording provider.
 pub async fn seed_email_contacts(

@@ -13,7 +13,7 @@ use herald_runtime::topics::Topics;
 use herald_schemas::codec::{MAGIC, decode};
 use herald_schemas::{Channel, DeadLetter, DeliveryState};
 use herald_tests::topic::read_records;
-use herald_tests::{Broker, Platform, eventually, inline_request};
+use herald_tests::{Broker, Platform, eventually, inline_request, settled};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -130,26 +130,23 @@ async fn dead_letters() -> anyhow::Result<()> {
     let want: usize = consumed.iter().map(|(_, s)| s.len() * 2).sum();
     let dlq = topics.dead_letter();
     let bootstrap = broker.bootstrap.clone();
-    let letters: Vec<DeadLetter> =
-        eventually(Duration::from_secs(120), "every dead letter", || {
-            let (b, t) = (bootstrap.clone(), dlq.clone());
-            async move {
-                let records = tokio::task::spawn_blocking(move || read_records(&b, &t)).await??;
-                let letters: Vec<DeadLetter> = records
-                    .iter()
-                    .map(|r| decode(&r.value))
-                    .collect::<Result<_, _>>()?;
-                Ok((letters.len() >= want).then_some(letters))
-            }
-        })
-        .await?;
-    // Let any late extra one arrive before counting.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (b, t) = (broker.bootstrap.clone(), topics.dead_letter());
-    let total = tokio::task::spawn_blocking(move || read_records(&b, &t))
-        .await??
-        .len();
-    assert_eq!(total, want, "one dead letter per bad record and stage");
+    let letters: Vec<DeadLetter> = settled(Duration::from_secs(120), "every dead letter", || {
+        let (b, t) = (bootstrap.clone(), dlq.clone());
+        async move {
+            let records = tokio::task::spawn_blocking(move || read_records(&b, &t)).await??;
+            let letters: Vec<DeadLetter> = records
+                .iter()
+                .map(|r| decode(&r.value))
+                .collect::<Result<_, _>>()?;
+            Ok((letters.len() >= want).then_some(letters))
+        }
+    })
+    .await?;
+    assert_eq!(
+        letters.len(),
+        want,
+        "one dead letter per bad record and stage"
+    );
 
     let mut by_source: BTreeMap<(String, i32, i64), Vec<&DeadLetter>> = BTreeMap::new();
     for l in &letters {

@@ -15,7 +15,7 @@ use herald_proto::v1::{
 };
 use herald_schemas::{Engagement, EngagementKind};
 use herald_store::{Clock, SystemClock};
-use herald_tests::{Broker, Platform, eventually, inline_request, read_topic};
+use herald_tests::{Broker, Platform, eventually, inline_request, read_topic, settled};
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Streaming};
 
@@ -143,7 +143,7 @@ async fn query_api() -> anyhow::Result<()> {
     assert_eq!(pushed_ids.len(), 6, "no repeats within one watch");
     let resume_after_third = pushed[2].resume_token.clone();
 
-    let all = eventually(Duration::from_secs(60), "ana's inbox", || {
+    let all = settled(Duration::from_secs(60), "ana's inbox", || {
         let mut query = query.clone();
         async move {
             let r = query.list_inbox(inbox("acme", "ana")).await?.into_inner();
@@ -204,7 +204,7 @@ async fn query_api() -> anyhow::Result<()> {
 
     // Each newly read entry is one READ engagement event on Kafka, with a stable id.
     let topic = format!("{}.engagement", platform.prefix);
-    let events = eventually(Duration::from_secs(60), "engagement events", || {
+    let events = settled(Duration::from_secs(60), "engagement events", || {
         let (bootstrap, topic) = (broker.bootstrap.clone(), topic.clone());
         async move {
             let values =

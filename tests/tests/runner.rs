@@ -15,7 +15,7 @@ use herald_runtime::{DeliveryMode, KafkaConfig, Result};
 use herald_schemas::DeadLetter;
 use herald_schemas::codec::decode;
 use herald_tests::topic::read_records;
-use herald_tests::{Broker, eventually, random_name};
+use herald_tests::{Broker, random_name, settled};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +102,7 @@ async fn budget(mode: DeliveryMode) -> anyhow::Result<()> {
     let task = tokio::spawn(async move { runner::run(&k, &s, picky, token).await });
 
     let bootstrap = broker.bootstrap.clone();
-    let copied = eventually(Duration::from_secs(60), "every good record copied", || {
+    let copied = settled(Duration::from_secs(60), "every good record copied", || {
         let (b, t) = (bootstrap.clone(), out.clone());
         async move {
             let values: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || read_records(&b, &t))
