@@ -150,7 +150,29 @@ mod tests {
         }
     }
 
+    fn channel() -> impl Strategy<Value = Channel> {
+        proptest::sample::select(Channel::ALL.to_vec())
+    }
+
     proptest! {
+        /// Delivery ids, for any attempt (a retry's attempt 2, 3, ... as well as the first):
+        /// the same (notification, channel, attempt) always gives the same id, and any
+        /// difference gives another, even with `/` in the notification id.
+        #[test]
+        fn delivery_and_result_ids_are_one_to_one(
+            a in ("[a-z0-9/-]{1,12}", channel(), any::<i32>()),
+            b in ("[a-z0-9/-]{1,12}", channel(), any::<i32>()),
+        ) {
+            prop_assert_eq!(delivery_id(&a.0, a.1, a.2), delivery_id(&a.0, a.1, a.2));
+            prop_assert_eq!(delivery_id(&a.0, a.1, a.2) == delivery_id(&b.0, b.1, b.2), a == b);
+            let state = DeliveryState::Delivered;
+            prop_assert_eq!(
+                result_id(&a.0, Some(a.1), a.2, state) == result_id(&b.0, Some(b.1), b.2, state),
+                a == b
+            );
+            prop_assert_ne!(result_id(&a.0, None, a.2, state), result_id(&a.0, Some(a.1), a.2, state));
+        }
+
         #[test]
         fn any_map_order_gives_one_digest(
             pairs in proptest::collection::btree_map("[a-z]{1,6}", "\\PC{0,8}", 0..12),

@@ -278,3 +278,136 @@ proptest! {
         let _ = to_event(req, 0);
     }
 }
+
+/// Any request within the documented rules.
+fn valid_request() -> impl Strategy<Value = SendNotificationRequest> {
+    let priority = prop::sample::select(vec![
+        Priority::Unspecified,
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ]);
+    let channel = prop::sample::select(vec![
+        Channel::InApp,
+        Channel::PushApns,
+        Channel::PushFcm,
+        Channel::Sms,
+        Channel::Email,
+        Channel::Webhook,
+    ]);
+    let inline = (
+        "[^\\p{Cc}]{0,60}[a-z]",
+        "([^\\p{Cc}]|\n|\t){0,300}",
+        prop_oneof![
+            Just(String::new()),
+            "https://[a-z]{1,20}\\.example/[a-z0-9/]{0,30}"
+        ],
+    )
+        .prop_map(|(title, body, action_url)| {
+            Content::Inline(PInline {
+                title,
+                body,
+                action_url,
+            })
+        });
+    let template = (
+        "[A-Za-z0-9._-]{1,64}",
+        prop_oneof![Just(String::new()), "[a-z]{2}(-[A-Z]{2})?"],
+        proptest::collection::hash_map("[A-Za-z0-9._-]{1,20}", "[^\\p{Cc}]{0,40}", 0..8),
+    )
+        .prop_map(|(template_id, locale, variables)| {
+            Content::Template(PTemplate {
+                template_id,
+                locale,
+                variables,
+            })
+        });
+    (
+        "[A-Za-z0-9._-]{1,64}",
+        prop_oneof![Just(String::new()), "[!-~]{1,128}"],
+        "[A-Za-z0-9@.+_éü한-]{1,40}",
+        "[a-z0-9._-]{1,64}",
+        priority,
+        proptest::collection::vec(channel, 0..8),
+        prop_oneof![inline, template],
+    )
+        .prop_map(
+            |(
+                tenant,
+                idempotency_key,
+                recipient_user_id,
+                category,
+                priority,
+                channels,
+                content,
+            )| {
+                SendNotificationRequest {
+                    tenant,
+                    idempotency_key,
+                    recipient_user_id,
+                    category,
+                    priority: priority as i32,
+                    channels: channels.into_iter().map(|c| c as i32).collect(),
+                    content: Some(content),
+                }
+            },
+        )
+}
+
+proptest! {
+    /// Every request within the rules is accepted, and its event carries each field as given:
+    /// names unchanged, the key's stable id, priorities by name (unspecified is NORMAL),
+    /// channels deduplicated in their first order, content as sent (empty link and locale as
+    /// absent), the acceptance time.
+    #[test]
+    fn valid_requests_are_accepted_and_map_field_by_field(req in valid_request(), now in 0i64..i64::MAX) {
+        let e = to_event(req.clone(), now).map_err(|v| TestCaseError::fail(format!("{v:?}")))?;
+        prop_assert_eq!(&e.tenant, &req.tenant);
+        prop_assert_eq!(&e.recipient_user_id, &req.recipient_user_id);
+        prop_assert_eq!(&e.category, &req.category);
+        prop_assert_eq!(e.requested_at_ms, now);
+        if req.idempotency_key.is_empty() {
+            prop_assert_eq!(e.idempotency_key, None);
+            prop_assert!(uuid_like(&e.notification_id));
+        } else {
+            prop_assert_eq!(e.idempotency_key.as_deref(), Some(req.idempotency_key.as_str()));
+            prop_assert_eq!(
+                &e.notification_id,
+                &ids::notification_id_for_key(&req.tenant, &req.idempotency_key).to_string()
+            );
+        }
+        let priority = match Priority::try_from(req.priority) {
+            Ok(Priority::Low) => herald_schemas::Priority::Low,
+            Ok(Priority::High) => herald_schemas::Priority::High,
+            Ok(Priority::Critical) => herald_schemas::Priority::Critical,
+            _ => herald_schemas::Priority::Normal,
+        };
+        prop_assert_eq!(e.priority, priority);
+        let mut channels: Vec<EvChannel> = Vec::new();
+        for c in &req.channels {
+            let c = channel_from_proto(*c).expect("deliverable");
+            if !channels.contains(&c) {
+                channels.push(c);
+            }
+        }
+        prop_assert_eq!(&e.channels, &channels);
+        match req.content {
+            Some(Content::Inline(i)) => {
+                let got = e.inline.expect("inline content");
+                prop_assert!(e.template.is_none());
+                prop_assert_eq!(got.title, i.title);
+                prop_assert_eq!(got.body, i.body);
+                prop_assert_eq!(got.action_url, (!i.action_url.is_empty()).then_some(i.action_url));
+            }
+            Some(Content::Template(t)) => {
+                let got = e.template.expect("a template reference");
+                prop_assert!(e.inline.is_none());
+                prop_assert_eq!(got.template_id, t.template_id);
+                prop_assert_eq!(got.locale, (!t.locale.is_empty()).then_some(t.locale));
+                prop_assert_eq!(got.variables, t.variables.into_iter().collect());
+            }
+            None => unreachable!("the strategy always sets content"),
+        }
+    }
+}

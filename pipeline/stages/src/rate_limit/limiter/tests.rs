@@ -179,3 +179,86 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Liveness: requests spaced at least T = window / limit apart are all admitted, however the
+    /// bucket was used before them, once a full window has passed.
+    #[test]
+    fn requests_at_the_allowed_pace_are_all_admitted(
+        limit in 1u32..8,
+        window in 1u64..20,
+        burst in 0usize..20,
+        extra in proptest::collection::vec(0i64..5_000, 1..50),
+    ) {
+        let mut l = Limiter::new(limits(limit, window, u32::MAX));
+        // Whatever came first (a burst, possibly limited) ...
+        for _ in 0..burst {
+            let _ = l.decide("t", "ana", "news", Priority::Normal, 0);
+        }
+        // ... a window later, requests at the pace of the quota all go through.
+        let pace_ms = (window * 1_000).div_ceil(u64::from(limit)) as i64;
+        let mut at = window as i64 * 1_000;
+        for gap in extra {
+            prop_assert_eq!(l.decide("t", "ana", "news", Priority::Normal, at), Decision::Admit, "at {}", at);
+            at += pace_ms + gap;
+        }
+    }
+
+    /// Liveness: after a quiet window the whole quota is available at once.
+    #[test]
+    fn a_quiet_window_refills_the_whole_quota(
+        limit in 1u32..8,
+        window in 1u64..20,
+        before in proptest::collection::vec(0i64..3_000, 0..40),
+    ) {
+        let mut l = Limiter::new(limits(limit, window, u32::MAX));
+        let mut at = 0i64;
+        for gap in before {
+            at += gap;
+            let _ = l.decide("t", "ana", "news", Priority::Normal, at);
+        }
+        at += window as i64 * 1_000;
+        for i in 0..limit {
+            prop_assert_eq!(l.decide("t", "ana", "news", Priority::Normal, at), Decision::Admit, "#{}", i);
+        }
+        let over = l.decide("t", "ana", "news", Priority::Normal, at);
+        prop_assert!(matches!(over, Decision::Limited { .. }), "{:?}", over);
+    }
+
+    /// The tenant quota counts every limited notification of the tenant, across recipients and
+    /// categories, and nothing else: bypass categories and critical ones neither count nor are
+    /// held back, and another tenant has its own quota.
+    #[test]
+    fn tenant_quota_counts_only_limited_categories(
+        quota in 1u32..20,
+        requests in proptest::collection::vec((0u8..5, 0u8..3, 0u8..4, any::<bool>()), 0..80),
+    ) {
+        let mut l = Limiter::new(limits(u32::MAX, 3_600, quota));
+        let mut admitted = 0u32;
+        let mut other_tenant = 0u32;
+        for (user, kind, category, other) in requests {
+            let user = format!("u{user}");
+            let tenant = if other { "other" } else { "t" };
+            let (category, priority) = match kind {
+                0 => ("otp".to_owned(), Priority::Normal),
+                1 => (format!("c{category}"), Priority::Critical),
+                _ => (format!("c{category}"), Priority::Normal),
+            };
+            let d = l.decide(tenant, &user, &category, priority, 0);
+            if kind < 2 {
+                prop_assert_eq!(d, Decision::Bypass);
+                continue;
+            }
+            let count = if other { &mut other_tenant } else { &mut admitted };
+            if *count < quota {
+                prop_assert_eq!(&d, &Decision::Admit);
+                *count += 1;
+            } else {
+                prop_assert!(
+                    matches!(&d, Decision::Limited { reason, .. } if reason.contains("tenant")),
+                    "{:?}", d
+                );
+            }
+        }
+    }
+}
