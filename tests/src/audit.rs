@@ -18,7 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::time::Instant;
 use tonic::transport::Channel as GrpcChannel;
 
-use crate::chaos::{Kill, killed_between};
+use herald_connectors::recording::RecordedCall;
+
+use crate::chaos::Kill;
 use crate::topic::read_records;
 
 /// The sum of every topic's high watermark under `prefix` (records written so far, markers
@@ -76,40 +78,66 @@ pub async fn wait_quiet(
 pub struct ProviderAudit {
     /// Calls per delivery id, as the provider logged them.
     pub calls: BTreeMap<String, Vec<i64>>,
-    /// Ids called more than once with a deliver kill between every two calls: the provider
-    /// window (called, then killed before the outcome was recorded).
+    /// Ids called again after a deliver kill that caught them in the provider window: their
+    /// call was the last one of its channel before the kill (each channel's runner sends one
+    /// delivery at a time, so a kill can leave at most that one called but not recorded).
     pub window_resends: Vec<String>,
-    /// Ids called more than once without such a kill: duplicates Herald caused.
+    /// Ids called more than once otherwise: duplicates Herald caused.
     pub duplicates: Vec<String>,
 }
 
 impl ProviderAudit {
     /// Reads the recording provider's call log and classifies repeats against `kills`.
     pub fn read(recording: &Path, kills: &[Kill]) -> anyhow::Result<ProviderAudit> {
+        let calls = herald_connectors::recording::read_calls(recording)?;
+        Ok(ProviderAudit::classify(&calls, kills))
+    }
+
+    /// Classifies repeated calls (in log order) against `kills`.
+    pub fn classify(calls: &[RecordedCall], kills: &[Kill]) -> ProviderAudit {
+        // For each deliver kill, the last call of each channel at or before it (log order).
+        let mut in_window: Vec<(i64, std::collections::HashSet<usize>)> = Vec::new();
+        for kill in kills.iter().filter(|k| k.victim == DELIVER) {
+            let mut last: HashMap<&str, usize> = HashMap::new();
+            for (i, call) in calls.iter().enumerate() {
+                if call.recorded_at_ms <= kill.at_ms {
+                    last.insert(call.channel.as_str(), i);
+                }
+            }
+            in_window.push((kill.at_ms, last.into_values().collect()));
+        }
         let mut audit = ProviderAudit::default();
-        for call in herald_connectors::recording::read_calls(recording)? {
+        let mut by_id: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, call) in calls.iter().enumerate() {
+            by_id.entry(&call.delivery_id).or_default().push(i);
             audit
                 .calls
-                .entry(call.delivery_id)
+                .entry(call.delivery_id.clone())
                 .or_default()
                 .push(call.recorded_at_ms);
         }
-        for (id, times) in &audit.calls {
-            if times.len() < 2 {
+        for (id, indices) in by_id {
+            if indices.len() < 2 {
                 continue;
             }
-            let explained = times
-                .windows(2)
-                .all(|w| killed_between(kills, "stage deliver", w[0], w[1]));
+            let explained = indices.windows(2).all(|w| {
+                let (before, after) = (calls[w[0]].recorded_at_ms, calls[w[1]].recorded_at_ms);
+                in_window
+                    .iter()
+                    .any(|(at, last)| (before..=after).contains(at) && last.contains(&w[0]))
+            });
             if explained {
-                audit.window_resends.push(id.clone());
+                audit.window_resends.push(id.to_owned());
             } else {
-                audit.duplicates.push(id.clone());
+                audit.duplicates.push(id.to_owned());
             }
         }
-        Ok(audit)
+        audit
     }
 }
+
+/// The deliver stage's name in the kill log.
+const DELIVER: &str = "stage deliver";
 
 /// Every notification id in a user's inbox, one element per entry, following page tokens.
 pub async fn inbox_ids(
@@ -268,5 +296,57 @@ impl TopicCounts {
         }
         bad.sort();
         bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, channel: &str, at: i64) -> RecordedCall {
+        RecordedCall {
+            delivery_id: id.into(),
+            notification_id: id.into(),
+            channel: channel.into(),
+            address: String::new(),
+            title: String::new(),
+            body: String::new(),
+            recorded_at_ms: at,
+        }
+    }
+
+    fn kill(victim: &'static str, at_ms: i64) -> Kill {
+        Kill {
+            victim,
+            at_ms,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn a_kill_explains_only_the_last_call_of_each_channel_before_it() {
+        let calls = [
+            call("a", "email", 100),
+            call("b", "email", 200),
+            call("s", "sms", 210),
+            // deliver killed at 300: b (email) and s (sms) were in the window; a was not.
+            call("a", "email", 400),
+            call("b", "email", 410),
+            call("s", "sms", 420),
+        ];
+        let audit = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)]);
+        assert_eq!(audit.window_resends, ["b", "s"]);
+        assert_eq!(audit.duplicates, ["a"]);
+    }
+
+    #[test]
+    fn only_a_deliver_kill_between_the_calls_explains_a_repeat() {
+        let calls = [call("b", "email", 200), call("b", "email", 410)];
+        let other = ProviderAudit::classify(&calls, &[kill("stage enrich", 300)]);
+        assert_eq!(other.duplicates, ["b"]);
+        let after = ProviderAudit::classify(&calls, &[kill(DELIVER, 500)]);
+        assert_eq!(after.duplicates, ["b"]);
+        let between = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)]);
+        assert_eq!(between.window_resends, ["b"]);
     }
 }

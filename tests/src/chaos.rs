@@ -118,27 +118,3 @@ pub async fn run(
     }
     kills
 }
-
-/// Whether some kill of `victim` lies strictly between `from_ms` and `to_ms`.
-pub fn killed_between(kills: &[Kill], victim: &str, from_ms: i64, to_ms: i64) -> bool {
-    kills
-        .iter()
-        .any(|k| k.victim == victim && k.at_ms >= from_ms && k.at_ms <= to_ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kill_explains_only_calls_around_it() {
-        let kills = [Kill {
-            victim: "stage deliver",
-            at_ms: 1_000,
-            draining: false,
-        }];
-        assert!(killed_between(&kills, "stage deliver", 900, 1_100));
-        assert!(!killed_between(&kills, "stage deliver", 1_001, 1_100));
-        assert!(!killed_between(&kills, "stage enrich", 900, 1_100));
-    }
-}

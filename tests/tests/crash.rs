@@ -374,8 +374,10 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     assert!(inbox_problems.is_empty(), "inbox: {inbox_problems:?}");
     assert!(
         provider.duplicates.is_empty(),
-        "delivery ids called more than once without a deliver kill between the calls: {:?}",
-        provider.duplicates
+        "{} delivery ids called more than once, not explained by a deliver kill in their \
+         provider window, e.g. {:?}",
+        provider.duplicates.len(),
+        &provider.duplicates[..provider.duplicates.len().min(10)]
     );
     assert!(
         never_called.is_empty(),
