@@ -57,7 +57,7 @@ pub fn herald_bin() -> anyhow::Result<PathBuf> {
                 bin.display()
             )
         })?;
-    if let Some(newer) = newest_source_after(built) {
+    if let Some(newer) = newest_source_after(&bin, built) {
         bail!(
             "{} is older than {}: run `cargo build --bin herald` first (make test does)",
             bin.display(),
@@ -67,26 +67,31 @@ pub fn herald_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A source file of the herald binary changed after `time`, if any.
-fn newest_source_after(time: std::time::SystemTime) -> Option<PathBuf> {
-    fn walk(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+/// A source file of the herald binary changed after `time`, if any: the files cargo's dep-info
+/// (`herald.d`) lists for `bin`, and the `.proto` files its build script reads; without the
+/// dep-info, every source of the crates it is built from.
+fn newest_source_after(bin: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    fn changed(path: &Path, time: std::time::SystemTime) -> bool {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m > time)
+    }
+    fn walk(dir: &Path, time: std::time::SystemTime, exts: &[&str]) -> Option<PathBuf> {
         for entry in std::fs::read_dir(dir).ok()?.flatten() {
             let path = entry.path();
             let name = entry.file_name();
             if path.is_dir() {
                 if name != "target"
                     && !name.to_string_lossy().starts_with('.')
-                    && let Some(found) = walk(&path, time)
+                    && let Some(found) = walk(&path, time, exts)
                 {
                     return Some(found);
                 }
-            } else if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("rs" | "proto" | "avsc" | "sql" | "cql")
-            ) && entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m > time)
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e))
+                && changed(&path, time)
             {
                 return Some(path);
             }
@@ -94,9 +99,20 @@ fn newest_source_after(time: std::time::SystemTime) -> Option<PathBuf> {
         None
     }
     let root = repo_root();
+    if let Ok(deps) = std::fs::read_to_string(bin.with_extension("d")) {
+        let first = deps.lines().next().unwrap_or_default();
+        let listed = first.split_once(": ").map(|(_, l)| l).unwrap_or_default();
+        // Paths are separated by spaces; a space inside a path is written `\ `.
+        let listed = listed.replace("\\ ", "\u{0}");
+        return listed
+            .split(' ')
+            .map(|p| PathBuf::from(p.replace('\u{0}', " ")))
+            .find(|p| changed(p, time))
+            .or_else(|| walk(&root.join("proto"), time, &["proto"]));
+    }
     ["pipeline", "connectors", "query-grpc", "schemas", "proto"]
         .iter()
-        .find_map(|d| walk(&root.join(d), time))
+        .find_map(|d| walk(&root.join(d), time, &["rs", "proto", "avsc", "sql", "cql"]))
 }
 
 /// A temporary directory for a test's broker or platform, removed when dropped unless

@@ -182,13 +182,24 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_left_by_a_replaced_instance_is_replayed_by_a_live_one() {
-    tokio::time::timeout(TEST_LIMIT, adoption())
+    tokio::time::timeout(TEST_LIMIT, killed_with_records_in_its_outbox("new-pod"))
         .await
         .expect("test timed out")
         .unwrap();
 }
 
-async fn adoption() -> anyhow::Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_killed_with_records_in_its_outbox_replays_them_when_it_restarts() {
+    tokio::time::timeout(TEST_LIMIT, killed_with_records_in_its_outbox("old-pod"))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// An ingress (`old-pod`) keeps five requests in its outbox while the broker is frozen and is
+/// SIGKILLed; the platform then comes up as `comes_back_as` (the same pod restarted, or a new
+/// one that must adopt the old pod's outbox once its lease ran out).
+async fn killed_with_records_in_its_outbox(comes_back_as: &str) -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let platform =
         Platform::configure(&broker, "instance_id = \"old-pod\"\noutbox_lease_ms = 3000")?;
@@ -214,10 +225,10 @@ async fn adoption() -> anyhow::Result<()> {
     }
     let store = herald_stores::open(&platform.store_url).await?;
     assert_eq!(store.outbox_count("ingress.old-pod", 100).await?, 5);
-    // The old pod is gone for good; a new one, under another name, comes up with the broker.
+    // The old pod is killed; it (or a new one, under another name) comes up with the broker.
     drop(old_pod);
     broker.resume()?;
-    platform.set_config("instance_id", "\"new-pod\"")?;
+    platform.set_config("instance_id", &format!("{comes_back_as:?}"))?;
     let platform = platform.start().await?;
     // The new pod first waits out the old pod's outbox lease; wait for the
     // condition, then for quiet (so a late duplicate would be counted), then compare exactly.
@@ -253,7 +264,7 @@ async fn adoption() -> anyhow::Result<()> {
     assert_eq!(
         store.outbox_count("ingress.old-pod", 100).await?,
         0,
-        "the new pod replayed the old pod's outbox\n{}",
+        "{comes_back_as} replayed the old pod's outbox\n{}",
         platform.log_lines_with(&["outbox"])
     );
     let listed = inbox_ids(&mut query, "acme", "ana").await?;

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
                 tenants_are_isolated_for_point_reads
                 contacts_preferences_templates
                 idempotency_keys
+                idempotency_key_claims_race
                 outbox_per_owner
                 outbox_leases_go_to_one_holder_until_they_expire
                 ledger_keeps_the_first_outcome
@@ -797,6 +798,35 @@ pub async fn idempotency_keys(store: &dyn Store, _clock: &ManualClock) {
         store.claim_idempotency_key(&other_tenant).await.unwrap(),
         IdempotencyClaim::Claimed
     );
+}
+
+/// Ingress instances racing to claim one key for different requests: exactly one claims it,
+/// and every other sees the winner's record.
+pub async fn idempotency_key_claims_race(store: &dyn Store, _clock: &ManualClock) {
+    let claims: Vec<IdempotencyRecord> = (0..16)
+        .map(|i| IdempotencyRecord {
+            tenant: "t1".into(),
+            key: "race".into(),
+            request_hash: format!("h{i}"),
+            notification_id: format!("n-{i}"),
+            at_ms: NOW + i,
+        })
+        .collect();
+    let results =
+        futures::future::join_all(claims.iter().map(|c| store.claim_idempotency_key(c))).await;
+    let winners: Vec<usize> = (0..claims.len())
+        .filter(|i| matches!(results[*i], Ok(IdempotencyClaim::Claimed)))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {results:?}");
+    let winner = &claims[winners[0]];
+    for (i, r) in results.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(
+                r.as_ref().unwrap(),
+                &IdempotencyClaim::Existing(winner.clone())
+            );
+        }
+    }
 }
 
 fn record(owner: &str, id: &str, at: i64) -> OutboxRecord {
