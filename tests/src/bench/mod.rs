@@ -5,8 +5,10 @@
 //! Sections: [`produce`] (raw rdkafka produce vs the ingress, closed loop and open loop at
 //! 25/50/75/100 % of the ingress maximum, and at twice it), [`pipeline`] (a pass-through chain
 //! with Herald's number of hops vs Herald end to end), [`query`] (ListInbox vs raw store reads),
-//! and the peak RSS of every Herald process.
+//! [`outbox`] (the outbox's drain after an outage vs raw produce), and the peak RSS of every
+//! Herald process.
 
+pub mod outbox;
 pub mod pipeline;
 pub mod produce;
 pub mod query;
@@ -97,6 +99,8 @@ pub async fn main() -> anyhow::Result<()> {
     let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
     drop(ingress_proc);
     report.insert("produce".into(), produce.json());
+    let drain = outbox::run(&kafka, &raw_topic, produce::record_size()).await?;
+    report.insert("outbox".into(), drain.json());
 
     // 3: the pipeline, all of Herald under `herald run`, against the pass-through chain.
     let pipeline = pipeline_section(&broker).await?;
@@ -134,6 +138,13 @@ pub async fn main() -> anyhow::Result<()> {
         ));
     }
     table.extend([
+        (
+            format!("outbox drain ({} records) vs raw produce", drain.records),
+            drain.drain_per_s,
+            produce.raw_max.achieved,
+            "/s",
+            "-",
+        ),
         (
             "pipeline burst rate vs pass-through chain".to_owned(),
             herald.rate,
