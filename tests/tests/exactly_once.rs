@@ -1,8 +1,9 @@
 //! Herald's exactly-once runner against a broker with Kafka transactions: a local noida-db
 //! started by `scripts/noida.sh`, or the real cluster at `HERALD_TEST_KAFKA` when it is set.
 //! What only real transactions can show: a crashed batch is invisible to `read_committed`
-//! readers and redone once; a zombie with the same transactional id is fenced; and several
-//! runners in one process start side by side without fencing each other.
+//! readers and redone once; a zombie with the same transactional id is fenced; several runners
+//! in one process start side by side without fencing each other; and a second live instance
+//! takes partitions over from one with a batch in flight.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -65,7 +66,7 @@ async fn setup(broker: &Broker, n: u64) -> anyhow::Result<Setup> {
         format!("{}.out", kafka.topic_prefix),
     );
     create_topics(&kafka, &[&input, &out]).await?;
-    produce(&kafka, &input, n).await?;
+    produce(&kafka, &input, 0..n).await?;
     Ok(Setup { kafka, input, out })
 }
 
@@ -87,9 +88,14 @@ async fn create_topics(kafka: &KafkaConfig, names: &[&str]) -> anyhow::Result<()
     Ok(())
 }
 
-async fn produce(kafka: &KafkaConfig, topic: &str, n: u64) -> anyhow::Result<()> {
+/// Produces the values of `values` (as text, each its own key).
+async fn produce(
+    kafka: &KafkaConfig,
+    topic: &str,
+    values: std::ops::Range<u64>,
+) -> anyhow::Result<()> {
     let producer: FutureProducer = kafka.producer().create()?;
-    let sends = (0..n).map(|i| {
+    let sends = values.map(|i| {
         let producer = &producer;
         async move {
             let value = i.to_string();
@@ -444,5 +450,100 @@ async fn several_runners() -> anyhow::Result<()> {
     while let Some(r) = runners.join_next().await {
         r??;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_takes_partitions_over_from_one_with_a_batch_in_flight() {
+    tokio::time::timeout(TEST_LIMIT, handover())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// Instance `a` copies with a transaction open (batches close only every 10 s); instance `b`
+/// joins the group, so `a` hands partitions over in the rebalance with its batch in flight; more
+/// records follow until `b` copies some. A `read_committed` reader sees every record exactly
+/// once.
+async fn handover() -> anyhow::Result<()> {
+    const FIRST: u64 = 300;
+    let broker = Broker::transactional().await?;
+    let s = setup(&broker, 0).await?;
+    let spec = spec(&s, "handover");
+    let instance = |name: &str, calls: &Arc<AtomicU64>| {
+        let mut kafka = s.kafka.clone();
+        kafka.instance_id = name.into();
+        kafka.commit_interval_ms = 10_000;
+        kafka.max_batch_records = 100_000;
+        let copy = Copy {
+            out: s.out.clone(),
+            calls: Arc::clone(calls),
+        };
+        let (spec, shutdown) = (spec.clone(), CancellationToken::new());
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { runner::run(&kafka, &spec, copy, token).await });
+        (shutdown, task)
+    };
+    let committed = || {
+        let (bootstrap, out) = (s.kafka.bootstrap_servers.clone(), s.out.clone());
+        async move {
+            tokio::task::spawn_blocking(move || committed_counts(&bootstrap, &out))
+                .await
+                .map_err(anyhow::Error::from)?
+        }
+    };
+
+    let (a_calls, b_calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (a_stop, a) = instance("a", &a_calls);
+    produce(&s.kafka, &s.input, 0..FIRST).await?;
+    herald_tests::eventually(Duration::from_secs(60), "a's first calls", || {
+        let n = a_calls.load(Ordering::SeqCst);
+        async move { Ok((n >= FIRST).then_some(())) }
+    })
+    .await?;
+    assert_eq!(
+        committed().await?.values().sum::<u32>(),
+        0,
+        "a's batch is still in flight when b joins"
+    );
+    let (b_stop, b) = instance("b", &b_calls);
+    // More records, 50 at a time, until b has been given partitions and copies some of them.
+    let mut all = FIRST;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while b_calls.load(Ordering::SeqCst) == 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "b was never given a partition"
+        );
+        produce(&s.kafka, &s.input, all..all + 50).await?;
+        all += 50;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let counts = herald_tests::settled(Duration::from_secs(90), "every record committed", || {
+        let read = committed();
+        async move {
+            let counts = read.await?;
+            let n: u32 = counts.values().sum();
+            Ok((u64::from(n) >= all).then_some(
+                counts
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ))
+        }
+    })
+    .await?;
+    a_stop.cancel();
+    b_stop.cancel();
+    let (a_stats, b_stats) = (a.await??, b.await??);
+    assert_eq!(
+        counts.len() as u64,
+        all,
+        "every input reached the output: a {a_stats:?}, b {b_stats:?}"
+    );
+    let repeated: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "duplicates under read_committed: {repeated:?}"
+    );
     Ok(())
 }
