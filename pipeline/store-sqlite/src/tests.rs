@@ -125,3 +125,81 @@ async fn a_directory_it_cannot_create_is_unavailable() {
         .unwrap();
     assert!(err.is_retriable(), "{err:?}");
 }
+
+/// Retention passes running while the store serves: reads and writes never fail, what is
+/// written meanwhile is kept, months inside the year stay readable, the expired one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_pass_while_serving_keeps_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOW);
+    let store = Arc::new(open_at(&dir.path().join("herald.db"), &clock).await);
+    let entry = |id: String, at: i64| InboxEntryRecord {
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        notification_id: id,
+        category: "c".into(),
+        title: "t".into(),
+        body: "b".into(),
+        action_url: None,
+        created_at_ms: at,
+        delivered_at_ms: at,
+        read_at_ms: None,
+    };
+    for age_days in [0, 40, 80] {
+        store
+            .upsert_inbox_entry(&entry(format!("old{age_days}"), NOW - age_days * DAY_MS))
+            .await
+            .unwrap();
+    }
+    // 2027-01-02: December 2025 has expired, January and March 2026 have not.
+    let now = Month {
+        year: 2027,
+        month: 1,
+    }
+    .start_ms()
+        + DAY_MS;
+    clock.set(now);
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..300 {
+                store
+                    .upsert_inbox_entry(&entry(format!("new{i}"), now + i))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let reader = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                store
+                    .list_inbox(&InboxQuery::first_page("t", "u", 50))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut dropped = Vec::new();
+    for _ in 0..20 {
+        dropped.extend(store.enforce_retention().await.unwrap().dropped);
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    reader.await.unwrap();
+    assert_eq!(dropped, ["2025-12"], "dropped once");
+    let mut ids = Vec::new();
+    let mut query = InboxQuery::first_page("t", "u", 100);
+    loop {
+        let page = store.list_inbox(&query).await.unwrap();
+        ids.extend(page.entries.into_iter().map(|e| e.notification_id));
+        match page.next_page_token {
+            Some(token) => query.page_token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 302, "300 new and two kept months: {ids:?}");
+    assert!(ids.contains(&"old0".to_owned()) && ids.contains(&"old40".to_owned()));
+    assert!(!ids.contains(&"old80".to_owned()));
+}
