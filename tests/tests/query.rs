@@ -426,3 +426,76 @@ async fn query_api() -> anyhow::Result<()> {
     assert_eq!(marked.marked, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_across_a_query_service_restart() {
+    tokio::time::timeout(TEST_LIMIT, resume_across_restart())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// A watcher holds the resume token of its third entry; the query service is SIGKILLed (and
+/// restarted by the supervisor) while three more notifications are sent; the watch resumed
+/// with the token on the new process gets those three (repeats of entries near the token are
+/// allowed, clients deduplicate by id) and nothing else.
+async fn resume_across_restart() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?.start().await?;
+    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut watch = query
+        .watch_inbox(watch_request("cleo", ""))
+        .await?
+        .into_inner();
+    let mut before = BTreeSet::new();
+    for i in 0..3 {
+        before.insert(
+            send(
+                &mut ingress,
+                inline_request("acme", "cleo", "news", &format!("b{i}")),
+            )
+            .await?,
+        );
+    }
+    let pushed = next(&mut watch, 3).await?;
+    let token = pushed[2].resume_token.clone();
+
+    assert!(platform.kill_component("query"), "no query service to kill");
+    let mut after = BTreeSet::new();
+    for i in 0..3 {
+        after.insert(
+            send(
+                &mut ingress,
+                inline_request("acme", "cleo", "news", &format!("a{i}")),
+            )
+            .await?,
+        );
+    }
+    herald_tests::wait_for_port(
+        platform.query,
+        Duration::from_secs(60),
+        "the restarted query service",
+    )
+    .await?;
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut resumed = query
+        .watch_inbox(watch_request("cleo", &token))
+        .await?
+        .into_inner();
+    let mut seen = BTreeSet::new();
+    while !after.is_subset(&seen) {
+        let m = next(&mut resumed, 1).await?.remove(0);
+        let id = m
+            .entry
+            .as_ref()
+            .map(|e| e.notification_id.clone())
+            .unwrap_or_default();
+        assert!(
+            after.contains(&id) || before.contains(&id),
+            "the resumed watch pushed {id}, which was never sent to cleo"
+        );
+        seen.insert(id);
+    }
+    Ok(())
+}
