@@ -219,6 +219,37 @@ mod tests {
     }
 
     #[test]
+    fn fresh_notification_ids_are_distinct_and_not_nil() {
+        let (a, b) = (new_notification_id(), new_notification_id());
+        assert_ne!(a, b);
+        assert!(!a.is_nil());
+    }
+
+    #[test]
+    fn engagement_ids_are_one_per_notification_and_kind() {
+        use crate::EngagementKind::{Clicked, Opened, Read};
+        let id = engagement_id("n1", Read);
+        assert_eq!(id, engagement_id("n1", Read));
+        assert_eq!(Uuid::parse_str(&id).map(|u| u.get_version_num()), Ok(5));
+        assert_ne!(id, engagement_id("n2", Read));
+        assert_ne!(id, engagement_id("n1", Opened));
+        assert_ne!(engagement_id("n1", Opened), engagement_id("n1", Clicked));
+    }
+
+    #[test]
+    fn optional_fields_count_in_the_digest() {
+        let base = templated(HashMap::new());
+        let mut other_locale = base.clone();
+        if let Some(t) = other_locale.template.as_mut() {
+            t.locale = Some("de".into());
+        }
+        assert_ne!(request_digest(&base), request_digest(&other_locale));
+        let mut unkeyed = base.clone();
+        unkeyed.idempotency_key = None;
+        assert_ne!(request_digest(&base), request_digest(&unkeyed));
+    }
+
+    #[test]
     fn ids_are_deterministic_and_distinct() {
         let a = notification_id_for_key("acme", "k1");
         assert_eq!(a, notification_id_for_key("acme", "k1"));

@@ -144,6 +144,57 @@ mod tests {
     }
 
     #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let ana = scope(&["acme", "ana"]);
+        for ms in [0, NOW + MAX_AHEAD_MS] {
+            let t = encode(INBOX, &ana, ms, "n1");
+            assert_eq!(decode(INBOX, &ana, &t, NOW).ok(), Some((ms, "n1".into())));
+        }
+        // A token exactly as long as allowed is read; one byte pair more is not.
+        let base = encode(INBOX, &ana, NOW, "").len();
+        let fits = "x".repeat((MAX_TOKEN_LEN - base) / 2);
+        let t = encode(INBOX, &ana, NOW, &fits);
+        assert_eq!(t.len(), MAX_TOKEN_LEN);
+        assert!(decode(INBOX, &ana, &t, NOW).is_ok());
+        let long = encode(INBOX, &ana, NOW, &format!("{fits}x"));
+        assert!(decode(INBOX, &ana, &long, NOW).is_err());
+    }
+
+    #[test]
+    fn listing_scopes_name_their_tenant_user_and_filters() {
+        let q = |tenant: &str, user: &str, unread: bool, category: Option<&str>| {
+            let mut q = crate::InboxQuery::first_page(tenant, user, 10);
+            q.unread_only = unread;
+            q.category = category.map(str::to_owned);
+            inbox_scope(&q)
+        };
+        let ana = q("acme", "ana", false, None);
+        let t = encode(INBOX, &ana, NOW, "n1");
+        for other in [
+            q("acme", "bob", false, None),
+            q("beta", "ana", false, None),
+            q("acme", "ana", true, None),
+            q("acme", "ana", false, Some("news")),
+        ] {
+            assert_ne!(other, ana);
+            assert!(decode(INBOX, &other, &t, NOW).is_err(), "{other:?}");
+        }
+        let failures = |tenant: &str| {
+            failures_scope(&crate::FailureQuery {
+                tenant: tenant.into(),
+                from_ms: 0,
+                to_ms: NOW,
+                page_size: 10,
+                page_token: None,
+            })
+        };
+        let acme = failures("acme");
+        assert_eq!(acme, scope(&["acme"]));
+        let t = encode(FAILURES, &acme, NOW, "n1");
+        assert!(decode(FAILURES, &failures("beta"), &t, NOW).is_err());
+    }
+
+    #[test]
     fn an_edited_position_or_a_far_time_is_refused() {
         let ana = scope(&["acme", "ana"]);
         let t = encode(INBOX, &ana, NOW, "n1");

@@ -335,3 +335,30 @@ proptest! {
         let _ = decode::<NotificationRequested>(&framed);
     }
 }
+
+#[test]
+fn values_up_to_the_allocation_limit_decode() {
+    let mut big = requested();
+    big.template = None;
+    big.inline = Some(InlineContent {
+        title: "t".into(),
+        body: "x".repeat(MAX_ALLOCATION_BYTES / 2),
+        action_url: None,
+    });
+    round_trip(big);
+}
+
+#[test]
+fn a_value_with_a_whole_header_is_read_past_it() {
+    let value = encode(&requested()).unwrap();
+    // Header only: recognised as single-object encoded, then the body fails to decode.
+    let header_only = &value[..HEADER_LEN];
+    assert!(!matches!(
+        decode::<NotificationRequested>(header_only),
+        Err(SchemaError::NotSingleObject(_)) | Ok(_)
+    ));
+    assert!(matches!(
+        decode::<NotificationRequested>(&value[..HEADER_LEN - 1]),
+        Err(SchemaError::NotSingleObject(_))
+    ));
+}

@@ -279,6 +279,49 @@ proptest! {
     }
 }
 
+#[test]
+fn limits_are_inclusive() {
+    let inline = |title: String| SendNotificationRequest {
+        content: Some(Content::Inline(PInline {
+            title,
+            body: "b".into(),
+            action_url: String::new(),
+        })),
+        ..valid()
+    };
+    assert!(to_event(inline("t".repeat(limits::TITLE)), 1).is_ok());
+    assert_eq!(field(inline("t".repeat(limits::TITLE + 1))), "inline.title");
+    let templated = |n: usize| SendNotificationRequest {
+        content: Some(Content::Template(PTemplate {
+            template_id: "welcome".into(),
+            locale: String::new(),
+            variables: (0..n).map(|i| (format!("v{i}"), "x".into())).collect(),
+        })),
+        ..valid()
+    };
+    assert!(to_event(templated(limits::VARIABLES), 1).is_ok());
+    assert_eq!(
+        field(templated(limits::VARIABLES + 1)),
+        "template.variables"
+    );
+}
+
+#[test]
+fn user_ids_have_no_spaces_or_control_characters() {
+    for bad in ["ana smith", "ana\tx", "ana\u{7}", "ana\u{a0}x"] {
+        let req = SendNotificationRequest {
+            recipient_user_id: bad.into(),
+            ..valid()
+        };
+        assert_eq!(field(req), "recipient_user_id", "{bad:?}");
+    }
+    let ok = SendNotificationRequest {
+        recipient_user_id: "ana@example.com|ünï".into(),
+        ..valid()
+    };
+    assert!(to_event(ok, 1).is_ok());
+}
+
 /// Any request within the documented rules.
 fn valid_request() -> impl Strategy<Value = SendNotificationRequest> {
     let priority = prop::sample::select(vec![

@@ -162,6 +162,16 @@ mod tests {
             result.result_id, second.result_id,
             "each deferral is its own timeline event"
         );
+        assert_eq!(
+            second.result_id,
+            herald_schemas::ids::result_id(
+                &again.notification_id,
+                None,
+                2,
+                DeliveryState::Deferred
+            ),
+            "numbered by deferral"
+        );
         match route(again, limited(), &limits, 3_010) {
             Routed::Drop(r) => assert!(r.reason.unwrap_or_default().contains("after 2 deferrals")),
             other => panic!("{other:?}"),

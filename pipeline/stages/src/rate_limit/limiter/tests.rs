@@ -148,6 +148,11 @@ fn time_never_runs_backwards() {
         l.decide("t", "ana", "news", Priority::Normal, 1_000),
         Decision::Limited { .. }
     ));
+    // Nor move the clock back, so that the next record would seem to come 49 s later.
+    assert!(matches!(
+        l.decide("t", "ana", "news", Priority::Normal, 50_001),
+        Decision::Limited { .. }
+    ));
 }
 
 proptest! {
