@@ -350,7 +350,7 @@ fn values_up_to_the_allocation_limit_decode() {
 
 #[test]
 fn a_value_with_a_whole_header_is_read_past_it() {
-    let value = encode(&requested()).unwrap();
+    let value = encode(&requested()).expect("encode");
     // Header only: recognised as single-object encoded, then the body fails to decode.
     let header_only = &value[..HEADER_LEN];
     assert!(!matches!(
