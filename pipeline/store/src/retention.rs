@@ -230,6 +230,9 @@ mod tests {
         assert_eq!(days_from_civil(2026, 11, 22), 20_779);
         assert_eq!(civil_from_days(20_779), (2026, 11, 22));
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        // The last day of a 400-year cycle (`date -u -d 2000-02-29 +%s` / 86400 = 11_016).
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
         let m = Month::of_ms(20_779 * DAY_MS + 5);
         assert_eq!((m.bucket(), m.to_string()), (202611, "2026-11".into()));
         assert_eq!(Month::from_bucket(202611), Some(m));
@@ -237,6 +240,29 @@ mod tests {
         assert_eq!(m.next().next().bucket(), 202701);
         assert_eq!(Month::of_ms(m.end_ms()), m.next());
         assert_eq!(Month::of_ms(m.end_ms() - 1), m);
+    }
+
+    #[test]
+    fn tiers_start_their_days_back() {
+        let r = Retention::default();
+        let now = days_from_civil(2026, 11, 22) * DAY_MS + 5;
+        assert_eq!(r.oldest_hot_ms(now), now - 90 * DAY_MS);
+        assert_eq!(r.oldest_kept_ms(now), now - 365 * DAY_MS);
+    }
+
+    #[test]
+    fn clocks_tell_the_time_they_are_given() {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        assert!((SystemClock.now_ms() - wall).abs() < 60_000);
+        let c = ManualClock::at(1_000);
+        assert_eq!(c.now_ms(), 1_000);
+        c.advance_days(2);
+        assert_eq!(c.now_ms(), 1_000 + 2 * DAY_MS);
+        c.set(7);
+        assert_eq!(c.clone().now_ms(), 7, "clones share the time");
     }
 
     #[test]
