@@ -3,8 +3,19 @@ SHELL := /bin/bash
 # Build outputs live outside the clone so fresh clones reuse them; override to taste.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/herald/target
 HERALD_BIN := $(CARGO_TARGET_DIR)/debug/herald
+# cargo-fuzz, installed into the cache by `make fuzz-tools` (stable Rust, no sanitizer).
+TOOLS := $(HOME)/.cache/herald/tools
+CARGO_FUZZ := $(TOOLS)/bin/cargo-fuzz
+FUZZ_TARGETS := send_request event_decoding page_tokens
+# Seconds per target: `make test` runs each briefly; `make fuzz FUZZ_SECONDS=3600` for long runs.
+FUZZ_SECONDS ?= 20
+CARGO_MUTANTS := $(TOOLS)/bin/cargo-mutants
+# The pure logic under mutation testing (docs/MUTANTS.md).
+MUTANT_FILES := pipeline/stages/src/rate_limit/limiter.rs pipeline/stages/src/rate_limit/route.rs \
+	pipeline/stages/src/fan_out/logic.rs pipeline/ingress/src/validate.rs schemas/src/codec.rs \
+	schemas/src/ids.rs pipeline/store/src/token.rs pipeline/store/src/retention.rs
 
-.PHONY: test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean
+.PHONY: test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean fuzz fuzz-tools mutants
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -40,6 +51,24 @@ test: ## Unit, integration, exactly-once, crash and broker-kill tests (installs 
 	else \
 		echo "make test: real-ScyllaDB store tests SKIPPED (set HERALD_TEST_SCYLLA=host:port to run them)"; \
 	fi
+	$(MAKE) fuzz
+
+fuzz-tools: ## Install cargo-fuzz into ~/.cache/herald/tools if missing
+	@test -x $(CARGO_FUZZ) || cargo install cargo-fuzz --locked --version 0.13.1 --root $(TOOLS)
+
+fuzz: fuzz-tools ## Run every fuzz target for FUZZ_SECONDS (default 20) each; crashes fail (docs/FUZZING.md)
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		(cd fuzz && env -u CARGO_TARGET_DIR $(CARGO_FUZZ) fuzz run --sanitizer none \
+			--target-dir $(HOME)/.cache/herald/fuzz-target $$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1) \
+			|| exit 1; \
+	done
+
+mutants: ## Mutation testing of the pure logic with cargo-mutants (about 10 min warm; docs/MUTANTS.md)
+	@test -x $(CARGO_MUTANTS) || cargo install cargo-mutants --locked --version 27.1.0 --root $(TOOLS)
+	CARGO_TARGET_DIR=$(HOME)/.cache/herald/mutants-target $(CARGO_MUTANTS) mutants --workspace \
+		$(addprefix -f ,$(MUTANT_FILES)) -o $(CARGO_TARGET_DIR)/mutants
 
 test-tansu: tansu ## The tests that use the default local broker, on tansu instead (at-least-once)
 	cargo build --bin herald
