@@ -17,6 +17,7 @@ use herald_stages::rate_limit::{DeferredRelay, RateLimitProcessor};
 use herald_stages::store_writer::StoreWriterProcessor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::config::Config;
 
@@ -218,17 +219,71 @@ fn spawn_runner<P: Processor + 'static>(
     runners.spawn(async move { run_one(&config, name, inputs, processor, shutdown).await });
 }
 
+/// How long the other runners of a process get to stop after one failed.
+const STOP_OTHERS: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Waits for every runner; the first to fail stops the others, so the process exits and is
-/// restarted whole.
+/// restarted whole. The others are asked to stop (they finish the record in hand) and waited
+/// for, up to [`STOP_OTHERS`]: a runner dropped in the middle of a record could leave a delivery
+/// between its provider call and its ledger entry, and the restart would send it again.
 async fn wait_all(
     mut runners: tokio::task::JoinSet<anyhow::Result<()>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    while let Some(result) = runners.join_next().await {
-        if let Err(e) = result.context("runner panicked").and_then(|r| r) {
+    let mut failed: Option<(anyhow::Error, tokio::time::Instant)> = None;
+    loop {
+        let next = match &failed {
+            None => runners.join_next().await,
+            Some((_, deadline)) => {
+                match tokio::time::timeout_at(*deadline, runners.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        warn!(
+                            "runners still busy {STOP_OTHERS:?} after another failed; stopping them"
+                        );
+                        break;
+                    }
+                }
+            }
+        };
+        let Some(result) = next else { break };
+        if let Err(e) = result.context("runner panicked").and_then(|r| r)
+            && failed.is_none()
+        {
             shutdown.cancel();
-            return Err(e);
+            failed = Some((e, tokio::time::Instant::now() + STOP_OTHERS));
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), |(e, _)| Err(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_runner_lets_the_others_finish_their_record() {
+        let shutdown = CancellationToken::new();
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut runners = tokio::task::JoinSet::new();
+        runners.spawn(async { Err(anyhow::anyhow!("broker lost")) });
+        let done = Arc::clone(&finished);
+        let token = shutdown.clone();
+        runners.spawn(async move {
+            // In the middle of a record (a provider call): not interruptible.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            done.store(true, Ordering::SeqCst);
+            token.cancelled().await;
+            Ok(())
+        });
+        let result = wait_all(runners, shutdown.clone()).await;
+        assert!(result.is_err_and(|e| e.to_string().contains("broker lost")));
+        assert!(shutdown.is_cancelled());
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the other runner finished its record"
+        );
+    }
 }
