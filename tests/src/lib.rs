@@ -141,11 +141,15 @@ pub fn random_name(prefix: &str) -> String {
     format!("{prefix}{n:012x}")
 }
 
-/// Waits until `addr` accepts TCP connections, or `limit` passes.
+/// Waits until `addr` accepts TCP connections, or `limit` passes. A connection to itself does not
+/// count: the test ports come from the ephemeral range, and a connect to a port nobody listens on
+/// yet can be given that same port as its source and "succeed" (a TCP simultaneous open).
 pub async fn wait_for_port(addr: SocketAddr, limit: Duration, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await
+            && stream.local_addr().ok() != Some(addr)
+        {
             return Ok(());
         }
         sleep(Duration::from_millis(100)).await;

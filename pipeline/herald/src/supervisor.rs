@@ -62,7 +62,10 @@ fn spawn(
 async fn wait_for_port(addr: std::net::SocketAddr, shutdown: &CancellationToken) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !shutdown.is_cancelled() {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        // (A connection to itself, possible for a free port in the ephemeral range, is not one.)
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await
+            && stream.local_addr().ok() != Some(addr)
+        {
             return true;
         }
         sleep(Duration::from_millis(100)).await;
@@ -130,17 +133,31 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the herald executable")?;
     topics_with_retry(config, &shutdown).await?;
+    if !config.store.url.starts_with("scylla://") {
+        // The embedded store's files and schema exist before the components open them at
+        // once (several processes creating one SQLite file together can fail with "locked").
+        drop(crate::store::open(config).await?);
+    }
     let mut children = Vec::new();
     for args in COMPONENTS {
         children.push(spawn(&exe, config_file.as_deref(), args)?);
     }
-    let ready = wait_for_port(config.ingress.addr()?, &shutdown).await
-        && wait_for_port(config.query.addr()?, &shutdown).await;
-    if ready {
-        print_banner(config, &exe);
-    } else if !shutdown.is_cancelled() {
-        error!("ingress or query service did not start listening within 60 s; see the log above");
-    }
+    // The banner waits for the servers; meanwhile the loop below already restarts what exits.
+    let (ingress, query) = (config.ingress.addr()?, config.query.addr()?);
+    let banner = {
+        let (config, exe, shutdown) = (config.clone(), exe.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let ready =
+                wait_for_port(ingress, &shutdown).await && wait_for_port(query, &shutdown).await;
+            if ready {
+                print_banner(&config, &exe);
+            } else if !shutdown.is_cancelled() {
+                error!(
+                    "ingress or query service did not start listening within 60 s; see the log above"
+                );
+            }
+        })
+    };
 
     while !shutdown.is_cancelled() {
         tokio::select! {
@@ -163,6 +180,7 @@ pub async fn run(
             }
         }
     }
+    banner.abort();
     stop_all(children).await;
     Ok(())
 }
