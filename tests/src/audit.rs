@@ -15,7 +15,6 @@ use herald_schemas::{
     NotificationRequested,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio::time::Instant;
 use tonic::transport::Channel as GrpcChannel;
 
 use herald_connectors::recording::RecordedCall;
@@ -52,25 +51,14 @@ pub async fn wait_quiet(
     quiet: Duration,
     limit: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    let mut last = (-1, 0);
-    let mut since = Instant::now();
-    loop {
+    crate::settled_for(limit, quiet, "the platform to go quiet", || async {
         let (b, p) = (bootstrap.to_owned(), prefix.to_owned());
         let topics = tokio::task::spawn_blocking(move || written(&b, &p)).await??;
         let calls = herald_connectors::recording::call_count(recording)?;
-        if (topics, calls) != last {
-            last = (topics, calls);
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the platform did not go quiet within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(Some((topics, calls)))
+    })
+    .await?;
+    Ok(())
 }
 
 /// Provider calls per delivery id, and which repeats a kill of the deliver stage explains.

@@ -181,7 +181,22 @@ pub const QUIET: Duration = Duration::from_secs(3);
 /// Like [`eventually`], but once `probe` returns `Some`, keeps probing until its answer has not
 /// changed for [`QUIET`], and returns that: a test waiting for "at least n" then counts after a
 /// late extra one could have arrived, never at once.
-pub async fn settled<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+pub async fn settled<T, F, Fut>(limit: Duration, what: &str, probe: F) -> anyhow::Result<T>
+where
+    T: PartialEq,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    settled_for(limit, QUIET, what, probe).await
+}
+
+/// [`settled`], with the answer unchanged for `quiet` instead of [`QUIET`].
+pub async fn settled_for<T, F, Fut>(
+    limit: Duration,
+    quiet: Duration,
+    what: &str,
+    mut probe: F,
+) -> anyhow::Result<T>
 where
     T: PartialEq,
     F: FnMut() -> Fut,
@@ -194,7 +209,7 @@ where
         sleep(Duration::from_millis(500)).await;
         match probe().await? {
             Some(now) if now == first => {
-                if since.elapsed() >= QUIET {
+                if since.elapsed() >= quiet {
                     return Ok(first);
                 }
             }

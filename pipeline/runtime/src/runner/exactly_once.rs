@@ -276,6 +276,9 @@ pub async fn run<P: Processor>(
         &mut stats,
     )
     .await;
+    if let Ok(t) = txn.lock() {
+        stats.txn_retries = t.retries;
+    }
     if result.is_err() {
         // Abort before the consumer closes: its revoke callback must not commit part of a batch.
         let shared = Arc::clone(&txn);
@@ -352,7 +355,6 @@ async fn run_loop<P: Processor>(
                 )));
             }
             stats.aborts += std::mem::take(&mut t.rebalance_aborts);
-            stats.txn_retries = t.retries;
             std::mem::take(&mut t.rewind)
         };
         let rewound: Vec<Partition> = owed.keys().cloned().collect();
@@ -454,14 +456,12 @@ async fn finish(
 ) -> Result<()> {
     let group = consumer.group_metadata();
     let shared = Arc::clone(txn);
-    let (finished, retries) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
         let mut t = lock(&shared)?;
-        let finished = t.finish(group.as_ref()).map_err(|e| t.explain(e))?;
-        Ok((finished, t.retries))
+        t.finish(group.as_ref()).map_err(|e| t.explain(e))
     })
     .await
     .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
-    stats.txn_retries = retries;
     match finished {
         None => {}
         Some(Finished::Committed(outputs)) => {
