@@ -339,12 +339,19 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
-        let since_ms = watch::start_ms(
+        let cursor = match watch::resume_cursor(
             &req.tenant,
             &req.recipient_user_id,
             &req.resume_token,
             &self.options.retention,
-        )?;
+        )? {
+            Some(cursor) => cursor,
+            None => self
+                .store
+                .feed_start(&req.tenant, &req.recipient_user_id)
+                .await
+                .map_err(|e| store_status(&e))?,
+        };
         let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
             return Err(Status::resource_exhausted(format!(
                 "this query process already serves {MAX_WATCHERS} watchers; retry another"
@@ -355,7 +362,7 @@ impl QueryService for Query {
             store: Arc::clone(&self.store),
             tenant: req.tenant,
             user: req.recipient_user_id,
-            since_ms,
+            cursor,
             poll: self.options.watch_poll,
         };
         let shutdown = self.shutdown.clone();

@@ -438,7 +438,8 @@ async fn a_watch_resumes_across_a_query_service_restart() {
 /// A watcher holds the resume token of its third entry; the query service is SIGKILLed (and
 /// restarted by the supervisor) while three more notifications are sent; the watch resumed
 /// with the token on the new process gets those three (repeats of entries near the token are
-/// allowed, clients deduplicate by id) and nothing else.
+/// allowed, clients deduplicate by id) and nothing else; then an entry written an hour after
+/// its delivery time reaches the running watch too.
 async fn resume_across_restart() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let platform = Platform::configure(&broker, "")?.start().await?;
@@ -496,6 +497,32 @@ async fn resume_across_restart() -> anyhow::Result<()> {
             "the resumed watch pushed {id}, which was never sent to cleo"
         );
         seen.insert(id);
+    }
+
+    // An entry whose write lands an hour after its delivery time (a deliver instance with a
+    // skewed clock, a write that stalled) is still pushed to the running watch.
+    let now = SystemClock.now_ms();
+    let late = herald_store::InboxEntryRecord {
+        tenant: "acme".into(),
+        recipient_user_id: "cleo".into(),
+        notification_id: "late-write".into(),
+        category: "news".into(),
+        title: "late".into(),
+        body: "written an hour after its delivery time".into(),
+        action_url: None,
+        created_at_ms: now - 3_601_000,
+        delivered_at_ms: now - 3_600_000,
+        read_at_ms: None,
+    };
+    herald_stores::open(&platform.store_url)
+        .await?
+        .upsert_inbox_entry(&late)
+        .await?;
+    loop {
+        let m = next(&mut resumed, 1).await?.remove(0);
+        if m.entry.is_some_and(|e| e.notification_id == "late-write") {
+            break;
+        }
     }
     Ok(())
 }

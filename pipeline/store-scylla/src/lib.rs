@@ -16,6 +16,12 @@
 //! nothing to do. Reads ask the hot tier for buckets wholly inside it and the archive for
 //! older ones; reaching back beyond 365 days is [`herald_store::StoreError::BeyondRetention`].
 //!
+//! ## The inbox feed
+//! `WatchInbox` follows `inbox_feed`, clustered by delivery time: a watch re-reads the last
+//! [`FEED_OVERLAP_MS`] of it, so a write landing up to that late is still pushed; one landing
+//! later (a deliver instance with a skewed clock, a write stalled longer) reaches ListInbox but
+//! not a running watch. The embedded store keeps exact write order instead.
+//!
 //! ## Consistency
 //! Every write is an upsert of a deterministic key, so retries and replays are harmless.
 //! Lightweight transactions are used only where a race must have one winner: idempotency keys
@@ -39,6 +45,7 @@ mod tiers;
 pub use config::{HotTablets, Replication, ReplicationClass, ScyllaConfig};
 pub use error::{Error, Result};
 pub use migrate::{MigrationReport, migrate};
+pub use ops::inbox::FEED_OVERLAP_MS;
 pub use ops::inbox::INBOX_SCAN_LIMIT;
 pub use ops::read_state::UNREAD_SCAN_LIMIT;
 pub use store::{CqlServer, ScyllaStore, StoreOptions, connect_session, session_builder};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, IdempotencyClaim,
-    IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin, LedgerEntry,
-    NotificationRecord, OutboxRecord, RecipientProfile, Retention, RetentionReport, Store,
-    SystemClock, TemplateRecord,
+    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
+    IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
+    LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile, Retention, RetentionReport,
+    Store, StoreError, SystemClock, TemplateRecord,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -18,6 +18,7 @@ use scylla::policies::load_balancing::DefaultPolicy;
 
 use crate::Result;
 use crate::config::ScyllaConfig;
+use crate::ops::inbox::{feed_page, parse_feed_cursor};
 use crate::statements::Statements;
 use crate::tiers::Timekeeper;
 
@@ -173,17 +174,23 @@ impl Store for ScyllaStore {
         self.inner.list_inbox(q).await
     }
 
+    async fn feed_start(&self, _tenant: &str, _user_id: &str) -> StoreResult<FeedCursor> {
+        Ok(FeedCursor(self.inner.time.now().to_string()))
+    }
+
     async fn inbox_feed(
         &self,
         tenant: &str,
         user_id: &str,
-        since_ms: i64,
+        after: &FeedCursor,
         limit: usize,
-    ) -> StoreResult<Vec<InboxEntryRecord>> {
-        Ok(self
+    ) -> StoreResult<FeedPage> {
+        let since_ms = parse_feed_cursor(after).ok_or(StoreError::BadPageToken)?;
+        let entries = self
             .inner
             .inbox_feed(tenant, user_id, since_ms, limit)
-            .await?)
+            .await?;
+        Ok(feed_page(since_ms, entries, limit))
     }
 
     async fn mark_read(

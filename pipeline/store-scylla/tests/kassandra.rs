@@ -5,7 +5,7 @@
 //! no LIMIT and no range predicates. What needs those is not emulated here; these conformance
 //! functions run only against a real ScyllaDB (`tests/scylla.rs`):
 //! - `failures_by_tenant_and_time`, `inbox_pages_newest_first`, `inbox_filters_and_read_state`,
-//!   `inbox_feed_in_delivery_order`: range slices and DESC clustering order;
+//!   `inbox_feed_follows_new_writes`: range slices and DESC clustering order;
 //! - `tenants_are_isolated`: `mark_all_read`, `inbox_feed` and `list_failures` use range
 //!   predicates (its point-read half runs below, in `tenants_are_isolated_for_point_reads`);
 //! - `idempotency_keys`, `ledger_keeps_the_first_outcome`,

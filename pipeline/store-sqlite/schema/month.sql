@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     created_at_ms     INTEGER NOT NULL,
     delivered_at_ms   INTEGER NOT NULL,
     read_at_ms        INTEGER,
+    -- Write order in this file (1, 2, ...), assigned under the write lock: what WatchInbox
+    -- follows, so an entry written late is still new to a watch.
+    feed_seq          INTEGER NOT NULL,
     PRIMARY KEY (tenant, recipient_user_id, notification_id)
 ) WITHOUT ROWID;
 -- A page of an inbox is one ordered range scan of this index.
@@ -57,9 +60,9 @@ CREATE INDEX IF NOT EXISTS inbox_newest_first
     ON inbox (tenant, recipient_user_id, created_at_ms DESC, notification_id DESC);
 CREATE INDEX IF NOT EXISTS inbox_unread
     ON inbox (tenant, recipient_user_id, created_at_ms) WHERE read_at_ms IS NULL;
--- WatchInbox follows delivery order.
-CREATE INDEX IF NOT EXISTS inbox_by_delivery
-    ON inbox (tenant, recipient_user_id, delivered_at_ms, notification_id);
+-- WatchInbox follows write order (the next number is MAX + 1, read from the first index).
+CREATE INDEX IF NOT EXISTS inbox_write_order ON inbox (feed_seq);
+CREATE INDEX IF NOT EXISTS inbox_user_feed ON inbox (tenant, recipient_user_id, feed_seq);
 
 -- One row per delivery, written before the provider call (state NULL) and completed after it.
 -- A redelivered dispatch whose row is complete re-emits the recorded outcome instead of calling

@@ -14,7 +14,7 @@ pub(crate) const MAIN_SCHEMA: &str = include_str!("../schema/main.sql");
 /// A month file: every row that ages, filed by its own time.
 pub(crate) const MONTH_SCHEMA: &str = include_str!("../schema/month.sql");
 /// `PRAGMA user_version` of files in this layout.
-const LAYOUT_VERSION: i64 = 2;
+const LAYOUT_VERSION: i64 = 3;
 
 /// A connection shared by the operations (one per file).
 pub(crate) type Shared = Arc<Mutex<Connection>>;
@@ -52,7 +52,8 @@ pub(crate) fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connect
         }
     } else if version != LAYOUT_VERSION {
         return Err(StoreError::Corrupt(format!(
-            "{} has layout version {version}; this Herald reads version {LAYOUT_VERSION}",
+            "{} has layout version {version}; this Herald reads version {LAYOUT_VERSION} (move \
+                 the data directory away, or `make clean` for local data)",
             path.display()
         ))
         .into());

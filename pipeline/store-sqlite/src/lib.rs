@@ -10,6 +10,7 @@
 //! - `files.rs`: opening one file (pragmas, schema, layout version); `schema/main.sql` and
 //!   `schema/month.sql` hold the tables.
 //! - `months.rs`: the month files, and which of them a read walks.
+//! - `feed.rs`: the inbox feed's cursor (write order per month file).
 //! - `codec.rs`: rows to records.
 //! - `error.rs`: SQLite's errors by meaning ([`herald_store::StoreError`]).
 //!
@@ -24,6 +25,7 @@
 
 mod codec;
 mod error;
+mod feed;
 mod files;
 mod months;
 mod ops;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, IdempotencyClaim,
-    IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin, LedgerEntry, Month,
-    NotificationRecord, OutboxRecord, RecipientProfile, Retention, RetentionReport, Store,
-    StoreError, SystemClock, TemplateRecord,
+    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
+    IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
+    LedgerEntry, Month, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
+    RetentionReport, Store, StoreError, SystemClock, TemplateRecord,
 };
 use rusqlite::Connection;
 
@@ -142,15 +142,19 @@ impl Store for SqliteStore {
         self.with(move |inner| inner.list_inbox(&q)).await
     }
 
+    async fn feed_start(&self, _tenant: &str, _user_id: &str) -> StoreResult<FeedCursor> {
+        self.with(move |inner| inner.feed_start()).await
+    }
+
     async fn inbox_feed(
         &self,
         tenant: &str,
         user_id: &str,
-        since_ms: i64,
+        after: &FeedCursor,
         limit: usize,
-    ) -> StoreResult<Vec<InboxEntryRecord>> {
-        let (tenant, user) = (tenant.to_owned(), user_id.to_owned());
-        self.with(move |inner| inner.inbox_feed(&tenant, &user, since_ms, limit))
+    ) -> StoreResult<FeedPage> {
+        let (tenant, user, after) = (tenant.to_owned(), user_id.to_owned(), after.clone());
+        self.with(move |inner| inner.inbox_feed(&tenant, &user, &after, limit))
             .await
     }
 

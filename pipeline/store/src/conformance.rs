@@ -47,7 +47,7 @@ macro_rules! conformance_tests {
                 failures_by_tenant_and_time
                 inbox_pages_newest_first
                 inbox_filters_and_read_state
-                inbox_feed_in_delivery_order
+                inbox_feed_follows_new_writes
                 tenants_are_isolated
                 tenants_are_isolated_for_point_reads
                 contacts_preferences_templates
@@ -478,41 +478,92 @@ pub async fn inbox_filters_and_read_state(store: &dyn Store, _clock: &ManualCloc
     assert_eq!(store.unread_count("t1", "frank", 100).await.unwrap(), 1);
 }
 
-pub async fn inbox_feed_in_delivery_order(store: &dyn Store, _clock: &ManualClock) {
-    // Created in one order, delivered in another (a deferred notification arrives late).
-    let mut entries = Vec::new();
-    for (i, delay) in [(0_i64, 9_000_i64), (1, 100), (2, 5_000), (3, 100)] {
-        let mut e = entry("t1", "gina", &format!("w{i}"), NOW - 60_000 + i * 1_000);
-        e.delivered_at_ms = e.created_at_ms + delay;
+/// The ids of a feed page.
+fn feed_ids(page: &FeedPage) -> Vec<String> {
+    page.items
+        .iter()
+        .map(|i| i.entry.notification_id.clone())
+        .collect()
+}
+
+pub async fn inbox_feed_follows_new_writes(store: &dyn Store, _clock: &ManualClock) {
+    // Written before the watch starts: not in its feed.
+    let mut before = entry("t1", "gina", "old", NOW - 60_000);
+    before.delivered_at_ms = NOW - 59_000;
+    store.upsert_inbox_entry(&before).await.unwrap();
+    let start = store.feed_start("t1", "gina").await.unwrap();
+    let at = |id: &str, created: i64, delivered: i64| {
+        let mut e = entry("t1", "gina", id, created);
+        e.delivered_at_ms = delivered;
+        e
+    };
+    for e in [at("w0", NOW, NOW + 1_000), at("w1", NOW, NOW + 2_000)] {
         store.upsert_inbox_entry(&e).await.unwrap();
-        entries.push(e);
     }
-    entries.sort_by(|a, b| {
-        (a.delivered_at_ms, &a.notification_id).cmp(&(b.delivered_at_ms, &b.notification_id))
-    });
-    let feed = store
-        .inbox_feed("t1", "gina", NOW - 3_600_000, 100)
+    let page = store.inbox_feed("t1", "gina", &start, 100).await.unwrap();
+    assert_eq!(feed_ids(&page), ["w0", "w1"]);
+    assert!(!page.more);
+    // Written after a newer entry was read, and delivered before it (within a second: inside
+    // every backend's overlap): still in the feed past the cursor read then.
+    store
+        .upsert_inbox_entry(&at("w2", NOW, NOW + 1_500))
         .await
         .unwrap();
-    assert_eq!(feed, entries);
-    let since = entries[2].delivered_at_ms;
-    let feed = store.inbox_feed("t1", "gina", since, 100).await.unwrap();
-    assert_eq!(feed, entries[2..].to_vec());
-    let feed = store
-        .inbox_feed("t1", "gina", NOW - 3_600_000, 2)
+    // A repeat write of an entry read already adds nothing new.
+    store
+        .upsert_inbox_entry(&at("w0", NOW, NOW + 1_000))
         .await
         .unwrap();
-    assert_eq!(feed, entries[..2].to_vec());
-    assert!(
-        store
-            .inbox_feed("t2", "gina", NOW - 3_600_000, 100)
-            .await
-            .unwrap()
-            .is_empty()
+    let next = store
+        .inbox_feed("t1", "gina", &page.next, 100)
+        .await
+        .unwrap();
+    let new: Vec<String> = feed_ids(&next)
+        .into_iter()
+        .filter(|id| !["w0", "w1"].contains(&id.as_str()))
+        .collect();
+    assert_eq!(new, ["w2"]);
+    // Past one item, the rest follows; a page cut at its limit says so.
+    let rest = store
+        .inbox_feed("t1", "gina", &page.items[0].after, 100)
+        .await
+        .unwrap();
+    assert!(feed_ids(&rest).contains(&"w1".to_owned()));
+    assert!(feed_ids(&rest).contains(&"w2".to_owned()));
+    let first = store.inbox_feed("t1", "gina", &start, 1).await.unwrap();
+    assert_eq!(
+        (feed_ids(&first), first.more),
+        (vec!["w0".to_owned()], true)
     );
+    // Another user's and another tenant's feeds are empty.
+    for (tenant, user) in [("t2", "gina"), ("t1", "hugo")] {
+        let other = store.feed_start(tenant, user).await.unwrap();
+        assert!(
+            store
+                .inbox_feed(tenant, user, &start, 100)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(
+            store
+                .inbox_feed(tenant, user, &other, 100)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+    let forged = FeedCursor("not a cursor".into());
+    assert!(matches!(
+        store.inbox_feed("t1", "gina", &forged, 100).await,
+        Err(StoreError::BadPageToken)
+    ));
 }
 
 pub async fn tenants_are_isolated(store: &dyn Store, _clock: &ManualClock) {
+    let feed_start = store.feed_start("t3", "carol").await.unwrap();
     store
         .upsert_notification(&notification("t2", "secret", NOW))
         .await
@@ -560,9 +611,10 @@ pub async fn tenants_are_isolated(store: &dyn Store, _clock: &ManualClock) {
     );
     assert!(
         store
-            .inbox_feed("t3", "carol", NOW - DAY_MS, 10)
+            .inbox_feed("t3", "carol", &feed_start, 10)
             .await
             .unwrap()
+            .items
             .is_empty()
     );
     let failures = store

@@ -54,15 +54,21 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> Result<()>;
     /// A page of a user's inbox, newest first, optionally filtered.
     async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage>;
-    /// Up to `limit` of a user's inbox entries delivered at or after `since_ms`, in delivery
-    /// order (`delivered_at_ms`, then notification id): what `WatchInbox` pushes.
+    /// The feed cursor of a reader starting now: what is written from here on is read, what
+    /// was written before is not.
+    async fn feed_start(&self, tenant: &str, user_id: &str) -> Result<FeedCursor>;
+    /// Up to `limit` of a user's inbox entries past `after`, in the order they became readable
+    /// (what `WatchInbox` pushes). An entry written late — delivered long before the newest
+    /// one, a stalled write — is still after a cursor taken before its write: exactly so in a
+    /// backend keeping write order (the embedded store), within an overlap window in one
+    /// ordered by delivery time (ScyllaDB; see its crate docs).
     async fn inbox_feed(
         &self,
         tenant: &str,
         user_id: &str,
-        since_ms: i64,
+        after: &FeedCursor,
         limit: usize,
-    ) -> Result<Vec<InboxEntryRecord>>;
+    ) -> Result<FeedPage>;
     /// Marks entries read at `at_ms`; returns the ones that were unread (unknown ids and
     /// already-read entries are skipped).
     async fn mark_read(

@@ -109,6 +109,34 @@ pub struct InboxPage {
     pub next_page_token: Option<String>,
 }
 
+/// Where a reader of one user's inbox feed stands (what `WatchInbox` follows). The text is the
+/// backend's own and opaque to callers; a backend refuses one it cannot read with
+/// [`crate::StoreError::BadPageToken`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedCursor(pub String);
+
+/// One entry of a feed page, with the cursor just past it (what a resume token carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedItem {
+    /// The entry.
+    pub entry: InboxEntryRecord,
+    /// Reading on from here never returns this entry again in a backend that keeps exact
+    /// write order, and may return it again (an overlap) in one ordered by delivery time.
+    pub after: FeedCursor,
+}
+
+/// A page of a user's inbox feed: entries in the order they became readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPage {
+    /// The entries; one read in an overlap before may appear again (callers skip ids they have
+    /// just pushed).
+    pub items: Vec<FeedItem>,
+    /// Where the next read starts.
+    pub next: FeedCursor,
+    /// The page was cut at its limit: read again at once.
+    pub more: bool,
+}
+
 /// A final outcome other than delivered, kept per tenant by time so calling services can find
 /// what did not reach its recipient (sending is asynchronous).
 #[derive(Debug, Clone, PartialEq, Eq)]

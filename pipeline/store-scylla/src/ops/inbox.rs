@@ -11,7 +11,9 @@ use std::ops::ControlFlow;
 use futures::FutureExt;
 use futures::future::try_join_all;
 use herald_store::retention::DAY_MS;
-use herald_store::{InboxEntryRecord, InboxPage, InboxQuery, Month, token};
+use herald_store::{
+    FeedCursor, FeedItem, FeedPage, InboxEntryRecord, InboxPage, InboxQuery, Month, token,
+};
 use scylla::value::MaybeUnset;
 
 use crate::Result;
@@ -204,5 +206,89 @@ impl Inner {
         });
         entries.truncate(limit);
         Ok(entries)
+    }
+}
+
+/// How far behind the newest delivery time it has read a feed cursor trails. The feed is
+/// ordered by delivery time (`inbox_feed` clusters by it), not by write: an entry whose write
+/// lands later than this behind a newer entry a watch has already read is not pushed to that
+/// watch (ListInbox shows it). The embedded store keeps exact write order instead.
+pub const FEED_OVERLAP_MS: i64 = 2_000;
+
+/// A feed cursor's text: the delivery time (ms) the next read starts at.
+pub(crate) fn parse_feed_cursor(cursor: &FeedCursor) -> Option<i64> {
+    cursor.0.parse().ok().filter(|ms| *ms >= 0)
+}
+
+/// Turns `entries` read from `since_ms` on (in delivery order, at most `limit`) into a feed
+/// page: a full page moves the cursor to its last entry (a backlog is read page by page), any
+/// other trails the newest delivery time by [`FEED_OVERLAP_MS`], so late writes are read again.
+pub(crate) fn feed_page(since_ms: i64, entries: Vec<InboxEntryRecord>, limit: usize) -> FeedPage {
+    let full = entries.len() >= limit;
+    let newest = entries.last().map(|e| e.delivered_at_ms);
+    let items = entries
+        .into_iter()
+        .map(|entry| FeedItem {
+            after: FeedCursor(
+                since_ms
+                    .max(entry.delivered_at_ms - FEED_OVERLAP_MS)
+                    .to_string(),
+            ),
+            entry,
+        })
+        .collect();
+    let next = match newest {
+        Some(newest) if full => newest,
+        Some(newest) => since_ms.max(newest - FEED_OVERLAP_MS),
+        None => since_ms,
+    };
+    FeedPage {
+        items,
+        next: FeedCursor(next.to_string()),
+        // More than a page delivered in one millisecond cannot move the cursor: wait instead.
+        more: full && next > since_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, delivered_at_ms: i64) -> InboxEntryRecord {
+        InboxEntryRecord {
+            tenant: "t".into(),
+            recipient_user_id: "u".into(),
+            notification_id: id.into(),
+            category: "c".into(),
+            title: "x".into(),
+            body: "y".into(),
+            action_url: None,
+            created_at_ms: delivered_at_ms,
+            delivered_at_ms,
+            read_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_partial_page_trails_by_the_overlap_and_a_full_one_moves_to_its_end() {
+        let page = feed_page(10_000, vec![entry("a", 20_000), entry("b", 30_000)], 5);
+        assert_eq!(page.next, FeedCursor("28000".into()));
+        assert_eq!(page.items[0].after, FeedCursor("18000".into()));
+        assert!(!page.more);
+        let page = feed_page(10_000, vec![entry("a", 20_000), entry("b", 30_000)], 2);
+        assert_eq!(page.next, FeedCursor("30000".into()));
+        assert!(page.more);
+        let stuck = feed_page(30_000, vec![entry("a", 30_000), entry("b", 30_000)], 2);
+        assert!(
+            !stuck.more,
+            "a page that cannot move the cursor must not be re-read at once"
+        );
+        let empty = feed_page(10_000, Vec::new(), 2);
+        assert_eq!(
+            (empty.next, empty.more),
+            (FeedCursor("10000".into()), false)
+        );
+        assert_eq!(parse_feed_cursor(&FeedCursor("-1".into())), None);
+        assert_eq!(parse_feed_cursor(&FeedCursor("12".into())), Some(12));
     }
 }

@@ -2,14 +2,20 @@
 //!
 //! An entry lives in the month file of its creation, so a page is read from the newest month
 //! down until it is full; the `unread_only` and `category` filters are part of each month's
-//! query. The feed (what `WatchInbox` pushes) is ordered by delivery instead.
+//! query. The feed (what `WatchInbox` pushes) is in write order: each month file numbers its
+//! inbox rows as they are written (`feed_seq`, under the write lock), and a feed cursor holds
+//! the last number read per month file ([`crate::feed`]), so an entry written late — delivered
+//! long before the newest one, or a write that stalled — is still new to a watch.
 
 use herald_store::retention::DAY_MS;
-use herald_store::{InboxEntryRecord, InboxPage, InboxQuery, Month, token};
-use rusqlite::{Connection, params};
+use herald_store::{
+    FeedCursor, FeedItem, FeedPage, InboxEntryRecord, InboxPage, InboxQuery, Month, token,
+};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use crate::codec::{INBOX_COLUMNS, inbox_row};
 use crate::error::Result;
+use crate::feed::Cursor;
 use crate::files::lock;
 use crate::store::Inner;
 
@@ -19,9 +25,12 @@ impl Inner {
             return Ok(());
         }
         self.in_month(e.created_at_ms, |c| {
-            c.prepare_cached(&format!(
-                "INSERT INTO inbox ({INBOX_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            // The write lock is taken first, so write-order numbers follow commit order.
+            let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO inbox ({INBOX_COLUMNS}, feed_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                         (SELECT IFNULL(MAX(feed_seq), 0) + 1 FROM inbox))
                  ON CONFLICT (tenant, recipient_user_id, notification_id) DO NOTHING"
             ))?
             .execute(params![
@@ -36,6 +45,7 @@ impl Inner {
                 e.delivered_at_ms,
                 e.read_at_ms
             ])?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -72,44 +82,87 @@ impl Inner {
         })
     }
 
+    /// The month files a feed follows now: the one before now's through the one a day ahead
+    /// (an entry is filed by creation and delivered at or after it, within the hour a deferral
+    /// may add).
+    fn feed_months(&self) -> Vec<Month> {
+        let now = self.now();
+        let last = Month::of_ms(now.saturating_add(DAY_MS));
+        let mut month = Month::of_ms(now)
+            .prev()
+            .max(Month::of_ms(self.oldest_kept()));
+        let mut months = vec![month];
+        while month < last {
+            month = month.next();
+            months.push(month);
+        }
+        months
+    }
+
+    pub(crate) fn feed_start(&self) -> Result<FeedCursor> {
+        let mut cursor = Cursor::default();
+        for month in self.feed_months() {
+            if let Some(conn) = self.month(month, false)? {
+                let newest: i64 = lock(&conn)?.query_row(
+                    "SELECT IFNULL(MAX(feed_seq), 0) FROM inbox",
+                    [],
+                    |r| r.get(0),
+                )?;
+                cursor.set(month, newest);
+            }
+        }
+        Ok(FeedCursor(cursor.text()))
+    }
+
     pub(crate) fn inbox_feed(
         &self,
         tenant: &str,
         user: &str,
-        since_ms: i64,
+        after: &FeedCursor,
         limit: usize,
-    ) -> Result<Vec<InboxEntryRecord>> {
-        // An entry is filed by creation and delivered at or after it; entries created in the
-        // month before `since_ms` can still be delivered after it.
-        let from = Month::of_ms(since_ms).prev().start_ms();
-        let mut entries = Vec::new();
-        for found in self.months_between(from, self.now() + DAY_MS) {
-            let (_, conn) = found?;
+    ) -> Result<FeedPage> {
+        let mut cursor = Cursor::parse(&after.0)?;
+        let months = self.feed_months();
+        if let Some(first) = months.first() {
+            cursor.keep_from(*first);
+        }
+        let mut items = Vec::new();
+        for month in months {
+            if items.len() >= limit {
+                break;
+            }
+            let Some(conn) = self.month(month, false)? else {
+                continue;
+            };
             let rows = lock(&conn)?
                 .prepare_cached(&format!(
-                    "SELECT {INBOX_COLUMNS} FROM inbox
-                     WHERE tenant = ?1 AND recipient_user_id = ?2 AND delivered_at_ms >= ?3
-                       AND created_at_ms >= ?4
-                     ORDER BY delivered_at_ms, notification_id LIMIT ?5"
+                    "SELECT {INBOX_COLUMNS}, feed_seq FROM inbox
+                     WHERE tenant = ?1 AND recipient_user_id = ?2 AND feed_seq > ?3
+                     ORDER BY feed_seq LIMIT ?4"
                 ))?
                 .query_map(
                     params![
                         tenant,
                         user,
-                        since_ms,
-                        self.oldest_kept(),
-                        i64::try_from(limit).unwrap_or(i64::MAX)
+                        cursor.seq(month),
+                        i64::try_from(limit - items.len()).unwrap_or(i64::MAX)
                     ],
-                    inbox_row,
+                    |r| Ok((inbox_row(r)?, r.get::<_, i64>(10)?)),
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            entries.extend(rows);
+            for (entry, seq) in rows {
+                cursor.set(month, seq);
+                items.push(FeedItem {
+                    entry,
+                    after: FeedCursor(cursor.text()),
+                });
+            }
         }
-        entries.sort_by(|a, b| {
-            (a.delivered_at_ms, &a.notification_id).cmp(&(b.delivered_at_ms, &b.notification_id))
-        });
-        entries.truncate(limit);
-        Ok(entries)
+        Ok(FeedPage {
+            more: items.len() >= limit,
+            items,
+            next: FeedCursor(cursor.text()),
+        })
     }
 }
 
