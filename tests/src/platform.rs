@@ -76,7 +76,7 @@ impl Platform {
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
              {mode}{watchdog}{extra}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
-             [store]\nurl = \"sqlite://{}\"\n[provider]\nrecording_path = \"{}\"\n",
+             [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n",
             broker.bootstrap,
             store.display(),
             recording.display()

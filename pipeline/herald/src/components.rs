@@ -1,6 +1,7 @@
 //! Running one component in this process: the ingress, the query service, or a stage.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -161,6 +162,7 @@ pub async fn stage(
             let store = crate::store::open(config).await?;
             tokio::spawn(crate::store::retention_loop(
                 Arc::clone(&store),
+                Duration::from_secs(config.store.retention_every_s),
                 shutdown.clone(),
             ));
             let p = StoreWriterProcessor::new(store, &topics);

@@ -124,12 +124,16 @@ pub struct StoreConfig {
     /// `scylla://host:port[,host:port…][?hot=herald&archive=herald_archive&dc=…]` (run
     /// `herald migrate` first).
     pub url: String,
+    /// How often the store writer runs a retention pass (seconds, at least 1); the embedded
+    /// store drops month files past the archive tier, ScyllaDB expires rows itself.
+    pub retention_every_s: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://var/herald/store.db".into(),
+            retention_every_s: 3_600,
         }
     }
 }

@@ -10,9 +10,6 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
-/// How often the store writer runs a retention pass.
-const RETENTION_EVERY: Duration = Duration::from_secs(3_600);
-
 /// Opens the store named by `[store] url`: `sqlite://…` (embedded) or `scylla://…`.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = &config.store.url;
@@ -46,20 +43,21 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
     ))
 }
 
-/// Runs a retention pass now and then every hour until `shutdown` (a no-op on stores that
+/// Runs a retention pass now and then every `every` until `shutdown` (a no-op on stores that
 /// expire rows themselves).
-pub async fn retention_loop(store: Arc<dyn Store>, shutdown: CancellationToken) {
+pub async fn retention_loop(store: Arc<dyn Store>, every: Duration, shutdown: CancellationToken) {
+    let every = every.max(Duration::from_secs(1));
     loop {
         match store.enforce_retention().await {
             Ok(report) if !report.dropped.is_empty() => {
                 info!(dropped = ?report.dropped, "retention pass");
             }
             Ok(_) => {}
-            Err(err) => warn!(%err, "retention pass failed; retrying in an hour"),
+            Err(err) => warn!(%err, every_s = every.as_secs(), "retention pass failed; retrying"),
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(RETENTION_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
         }
     }
 }
