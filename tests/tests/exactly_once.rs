@@ -41,6 +41,7 @@ impl Processor for Copy {
             topic: self.out.clone(),
             key: String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned(),
             payload: input.payload.to_vec(),
+            partition: None,
         }])
     }
 }

@@ -154,7 +154,10 @@ async fn retention_while_serving() -> anyhow::Result<()> {
         assert_eq!(listed.get(id), Some(&1), "{id} of {user} listed once");
     }
     assert_eq!(listed.len(), sent.len(), "nothing listed that was not sent");
-    assert!(month_files(&dir)?.contains(&current), "the current month was dropped");
+    assert!(
+        month_files(&dir)?.contains(&current),
+        "the current month was dropped"
+    );
     let to_watched: BTreeSet<&String> = sent
         .iter()
         .filter(|(_, u)| *u == "user-1")
@@ -173,7 +176,10 @@ async fn retention_while_serving() -> anyhow::Result<()> {
     assert_eq!(pushed.iter().collect::<BTreeSet<_>>(), to_watched);
 
     let dropped = platform.log_lines_with(&["dropped an expired month"]);
-    assert!(dropped.contains(&format!("{}-{month}", year.parse::<i32>()? - 2)), "{dropped}");
+    assert!(
+        dropped.contains(&format!("{}-{month}", year.parse::<i32>()? - 2)),
+        "{dropped}"
+    );
     let failed = platform.log_lines_with(&["retention pass failed"]);
     assert!(failed.is_empty(), "{failed}");
     Ok(())

@@ -41,6 +41,7 @@ impl Processor for Picky {
                 topic: self.out.clone(),
                 key: "k".into(),
                 payload: payload.to_vec(),
+                partition: None,
             }]),
         }
     }

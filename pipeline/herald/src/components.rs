@@ -14,7 +14,7 @@ use herald_schemas::Channel;
 use herald_stages::deliver::DeliverProcessor;
 use herald_stages::enrich::EnrichProcessor;
 use herald_stages::fan_out::FanOutProcessor;
-use herald_stages::rate_limit::{DeferredRelay, RateLimitProcessor};
+use herald_stages::rate_limit::{DeferredRelay, KafkaStateLog, RateLimitProcessor};
 use herald_stages::store_writer::StoreWriterProcessor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -131,7 +131,9 @@ pub async fn stage(
             let mut runners = tokio::task::JoinSet::new();
             let p = RateLimitProcessor::new(
                 topics.clone(),
-                config.rate_limit.clone(),
+                &config.rate_limit,
+                u32::try_from(config.kafka.partitions).unwrap_or(1),
+                Box::new(KafkaStateLog::new(config.kafka.clone(), &topics)),
                 Arc::new(herald_store::SystemClock),
             );
             spawn_runner(

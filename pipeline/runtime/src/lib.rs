@@ -1,11 +1,13 @@
 //! Herald's Kafka runtime, shared by the ingress and every stage.
 //!
+//! - [`changelog`]: reading a stage's state records back when it (re)starts a partition.
 //! - [`config`]: the `[kafka]` settings and the librdkafka client configs built from them.
 //! - [`topics`]: topic names under a prefix, and creating them at start-up.
 //! - [`outbox`]: a producer that keeps what Kafka cannot take in the store and replays it.
 //! - [`runner`]: the one generic consume → process → produce → commit loop; a stage only
 //!   supplies a [`runner::Processor`].
 
+pub mod changelog;
 pub mod config;
 pub mod fatal;
 pub mod outbox;

@@ -71,6 +71,11 @@ impl Topics {
     pub fn txn_ids(&self) -> String {
         self.name("txn-ids")
     }
+    /// The rate-limit stage's changelog: its limiters' state after each decision, in the
+    /// partition of the input it decided (compacted; key tenant/recipient/category).
+    pub fn rate_limit_state(&self) -> String {
+        self.name("rate-limit-state")
+    }
     /// The consumer group of a stage.
     pub fn group(&self, stage: &str) -> String {
         self.name(&format!("stage.{stage}"))
@@ -91,6 +96,7 @@ impl Topics {
             self.dead_letter(),
             self.txn_probe(),
             self.txn_ids(),
+            self.rate_limit_state(),
         ]);
         all
     }
@@ -102,6 +108,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let topics = Topics::new(&config.topic_prefix);
     let names = topics.all();
     let registry = topics.txn_ids();
+    let changelog = topics.rate_limit_state();
     let retention = (config.topic_retention_ms > 0).then(|| {
         let segment = (config.topic_retention_ms / 24).max(60_000);
         (config.topic_retention_ms.to_string(), segment.to_string())
@@ -115,6 +122,10 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
                 return NewTopic::new(n, 1, replication).set("cleanup.policy", "compact");
             }
             let topic = NewTopic::new(n, config.partitions, replication);
+            if *n == changelog {
+                // Partitioned as the input it records; the newest state per key is enough.
+                return topic.set("cleanup.policy", "compact");
+            }
             match &retention {
                 Some((keep, segment)) => topic.set("retention.ms", keep).set("segment.ms", segment),
                 None => topic,

@@ -29,22 +29,43 @@ use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Copies each input to the output topic and remembers every payload it saw.
+/// What the processor was handed, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    /// `reset_partition` of this partition.
+    Reset(i32),
+    /// A record: partition, offset.
+    Record(i32, i64),
+}
+
+/// Copies each input to the output topic and remembers every payload it saw, and what it was
+/// handed in order.
 #[derive(Clone, Default)]
 struct Copy {
     calls: Arc<AtomicU64>,
     seen: Arc<Mutex<BTreeSet<Vec<u8>>>>,
+    handed: Arc<Mutex<Vec<Handed>>>,
 }
 
 #[async_trait]
 impl Processor for Copy {
+    async fn reset_partition(&mut self, _topic: &str, partition: i32) -> Result<(), ProcessError> {
+        self.handed.lock().unwrap().push(Handed::Reset(partition));
+        Ok(())
+    }
+
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().unwrap().insert(input.payload.to_vec());
+        self.handed
+            .lock()
+            .unwrap()
+            .push(Handed::Record(input.partition, input.offset));
         Ok(vec![Output {
             topic: "out".into(),
             key: String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned(),
             payload: input.payload.to_vec(),
+            partition: None,
         }])
     }
 }
@@ -287,11 +308,53 @@ async fn commits_every_batch_with_its_offsets() {
     assert!(stats.commits >= 1, "{stats:?}");
     assert_eq!(rig.calls(), 100, "each record processed exactly once");
     assert_eq!(stats.produced, 100, "{stats:?}");
+    assert_eq!(
+        (assert_reset_before_every_restart(&rig), stats.resets),
+        (3, 3),
+        "one reset per partition, none again without a rebalance or an abort"
+    );
     rig.assert_output_has_everything(true);
+}
+
+/// Every record of a partition comes after a reset of it, and a partition read again from an
+/// offset it had passed (an aborted batch redone) was reset in between; returns the resets.
+fn assert_reset_before_every_restart(rig: &Rig) -> usize {
+    let handed = rig.copy.handed.lock().unwrap().clone();
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut reset = BTreeSet::new();
+    let mut resets = 0;
+    for h in handed {
+        match h {
+            Handed::Reset(p) => {
+                resets += 1;
+                reset.insert(p);
+                last.remove(&p);
+            }
+            Handed::Record(p, offset) => {
+                assert!(
+                    reset.contains(&p),
+                    "a record of partition {p} before its reset"
+                );
+                if let Some(prev) = last.get(&p) {
+                    assert!(
+                        offset > *prev,
+                        "partition {p} read again at {offset} after {prev} without a reset"
+                    );
+                }
+                last.insert(p, offset);
+            }
+        }
+    }
+    resets
 }
 
 fn assert_aborted_and_redone(rig: &Rig, result: Result<RunStats>) {
     let stats = result.expect("an abortable error must not stop the runner");
+    assert_reset_before_every_restart(rig);
+    assert!(
+        stats.resets > 3,
+        "an aborted batch's partitions are reset before the redo: {stats:?}"
+    );
     assert!(stats.aborts >= 1, "expected an abort: {stats:?}");
     assert!(stats.rewinds >= 1, "expected a rewind: {stats:?}");
     assert!(

@@ -21,6 +21,7 @@ pub(crate) fn output<E: Event>(
         topic,
         key: format!("{tenant}/{recipient}"),
         payload,
+        partition: None,
     })
 }
 

@@ -40,6 +40,7 @@ impl Processor for Hop {
                 topic: topic.clone(),
                 key: String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned(),
                 payload: input.payload.to_vec(),
+                partition: None,
             }]),
             None => {
                 let sent = input

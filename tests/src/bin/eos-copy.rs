@@ -32,6 +32,7 @@ impl Processor for Copy {
             topic: self.output.clone(),
             key: String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned(),
             payload: input.payload.to_vec(),
+            partition: None,
         }])
     }
 }

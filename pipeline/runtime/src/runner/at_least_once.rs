@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    BatchClock, DeadLetters, Output, Processor, Progress, RunStats, RunnerSpec, Starvation,
-    on_consumer_error, process_with_retry, record, traceparent,
+    BatchClock, DeadLetters, Output, Processor, Progress, Rebalances, RunStats, RunnerSpec,
+    Started, Starvation, on_consumer_error, process_with_retry, record, traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
@@ -27,7 +27,10 @@ pub async fn run<P: Processor>(
     mut processor: P,
     shutdown: CancellationToken,
 ) -> Result<RunStats> {
-    let consumer: StreamConsumer = kafka.consumer(&spec.group).create()?;
+    let rebalances = Rebalances::default();
+    let consumer: StreamConsumer<Rebalances> = kafka
+        .consumer(&spec.group)
+        .create_with_context(rebalances.clone())?;
     let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let producer: FutureProducer = kafka.producer().create()?;
@@ -39,16 +42,26 @@ pub async fn run<P: Processor>(
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
+    let mut started = Started::default();
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
             r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
         };
+        if rebalances.happened() {
+            started.forget_all();
+        }
         match received {
             Ok(Ok(message)) => {
-                let outputs =
-                    process_with_retry(&mut processor, &message, &dead, &shutdown, &mut stats)
-                        .await?;
+                let outputs = process_with_retry(
+                    &mut processor,
+                    &mut started,
+                    &message,
+                    &dead,
+                    &shutdown,
+                    &mut stats,
+                )
+                .await?;
                 let Some(outputs) = outputs else { break };
                 let trace = traceparent(&message);
                 for output in outputs {
@@ -131,7 +144,7 @@ impl Batch {
     async fn commit(
         &mut self,
         producer: &FutureProducer,
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<Rebalances>,
         mode: CommitMode,
     ) -> Result<u64> {
         let acked = self.await_acks(producer).await?;

@@ -31,8 +31,8 @@ use tracing::{info, warn};
 
 use super::txn_ids::TxnIds;
 use super::{
-    BatchClock, DeadLetters, Processor, Progress, RunStats, RunnerSpec, Starvation,
-    on_consumer_error, process_with_retry, record, traceparent,
+    BatchClock, DeadLetters, Processor, Progress, Rebalances, RunStats, RunnerSpec, Started,
+    Starvation, on_consumer_error, process_with_retry, record, traceparent,
 };
 use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};
 
@@ -184,11 +184,16 @@ fn lock(txn: &Mutex<Txn>) -> Result<MutexGuard<'_, Txn>> {
 /// Finishes the open transaction before the group takes partitions away.
 struct TxnContext {
     txn: Arc<Mutex<Txn>>,
+    rebalances: Rebalances,
 }
 
 impl ClientContext for TxnContext {}
 
 impl ConsumerContext for TxnContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        self.rebalances.note();
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if !matches!(rebalance, Rebalance::Revoke(_)) {
             return;
@@ -257,6 +262,7 @@ pub async fn run<P: Processor>(
             .consumer(&spec.group)
             .create_with_context(TxnContext {
                 txn: Arc::clone(&txn),
+                rebalances: Rebalances::default(),
             })?;
     let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -341,6 +347,7 @@ async fn run_loop<P: Processor>(
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
+    let mut started = Started::default();
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -357,7 +364,13 @@ async fn run_loop<P: Processor>(
             stats.aborts += std::mem::take(&mut t.rebalance_aborts);
             std::mem::take(&mut t.rewind)
         };
+        if consumer.context().rebalances.happened() {
+            started.forget_all();
+        }
         let rewound: Vec<Partition> = owed.keys().cloned().collect();
+        for partition in &rewound {
+            started.forget(partition);
+        }
         if !owed.is_empty() {
             stats.rewinds += rewind(consumer, owed)?;
         }
@@ -367,7 +380,8 @@ async fn run_loop<P: Processor>(
                 if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
             Ok(Ok(message)) => {
                 let outputs =
-                    process_with_retry(processor, &message, &dead, shutdown, stats).await?;
+                    process_with_retry(processor, &mut started, &message, &dead, shutdown, stats)
+                        .await?;
                 let Some(outputs) = outputs else { break };
                 // Begun only now, so a processor's retries never hold a transaction open.
                 if lock(txn)?.stale {
@@ -393,13 +407,13 @@ async fn run_loop<P: Processor>(
             Err(_) => {}
         }
         if clock.due(stats) {
-            finish(txn, consumer, stats).await?;
+            finish(txn, consumer, &mut started, stats).await?;
             clock.restart(stats);
         }
         progress.tick(stats);
         starvation.check(consumer, stats)?;
     }
-    finish(txn, consumer, stats).await
+    finish(txn, consumer, &mut started, stats).await
 }
 
 /// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
@@ -452,6 +466,7 @@ async fn send(txn: &Mutex<Txn>, output: &super::Output, trace: Option<&str>) -> 
 async fn finish(
     txn: &Arc<Mutex<Txn>>,
     consumer: &StreamConsumer<TxnContext>,
+    started: &mut Started,
     stats: &mut RunStats,
 ) -> Result<()> {
     let group = consumer.group_metadata();
@@ -470,6 +485,9 @@ async fn finish(
         }
         Some(Finished::Aborted(starts)) => {
             stats.aborts += 1;
+            for partition in starts.keys() {
+                started.forget(partition);
+            }
             stats.rewinds += rewind(consumer, starts)?;
         }
     }

@@ -63,6 +63,10 @@ pub struct Output {
     pub key: String,
     /// Encoded value.
     pub payload: Vec<u8>,
+    /// A partition of its own choosing (a stage's state record goes to the partition of the
+    /// input it was made from, so whoever owns that input partition restores it); `None`: by
+    /// key.
+    pub partition: Option<i32>,
 }
 
 /// How a processor failed, which decides what the runner does next.
@@ -86,6 +90,104 @@ pub trait Processor: Send {
     /// Processes one record. Must be deterministic in its outputs for a given input, so that a
     /// replay after a crash produces the same records.
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError>;
+
+    /// Called before the first record of `topic`[`partition`] the runner hands over since it
+    /// (re)started reading that partition at its committed offset: after an assignment, and
+    /// after an abort rewound it. A processor keeping state per input partition rebuilds it
+    /// here — from state records it wrote in the same transactions as the offsets, so in
+    /// exactly-once mode the state matches the committed offset exactly and a replay decides
+    /// as the first run did. The default keeps no state. A `Retry` error is retried with
+    /// backoff within the retry budget; any other error, or one past it, stops the runner.
+    async fn reset_partition(&mut self, _topic: &str, _partition: i32) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// The input partitions whose processor state matches where the runner reads them; one not in
+/// it gets [`Processor::reset_partition`] before its next record.
+#[derive(Debug, Default)]
+pub(crate) struct Started(std::collections::HashSet<(String, i32)>);
+
+impl Started {
+    /// After a rebalance: every partition starts again.
+    pub(crate) fn forget_all(&mut self) {
+        self.0.clear();
+    }
+
+    /// After a rewind of `partition`.
+    pub(crate) fn forget(&mut self, partition: &(String, i32)) {
+        self.0.remove(partition);
+    }
+}
+
+/// A consumer context that notes every rebalance, so the loop resets partition state
+/// ([`Started::forget_all`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Rebalances(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Rebalances {
+    /// Whether a rebalance happened since the last call.
+    pub(crate) fn happened(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn note(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl rdkafka::ClientContext for Rebalances {}
+
+impl rdkafka::consumer::ConsumerContext for Rebalances {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        _rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        self.note();
+    }
+}
+
+/// Resets the processor's state of `message`'s partition if the runner (re)started reading it.
+/// `Ok(false)` means shutdown was requested while retrying.
+async fn ensure_started<P: Processor>(
+    processor: &mut P,
+    started: &mut Started,
+    message: &BorrowedMessage<'_>,
+    dead: &DeadLetters,
+    shutdown: &CancellationToken,
+    stats: &mut RunStats,
+) -> Result<bool> {
+    let partition = (message.topic().to_owned(), message.partition());
+    if started.0.contains(&partition) {
+        return Ok(true);
+    }
+    let mut backoff = Duration::from_millis(100);
+    let first_failure = std::time::Instant::now();
+    loop {
+        match processor.reset_partition(&partition.0, partition.1).await {
+            Ok(()) => break,
+            Err(ProcessError::Retry(reason)) if first_failure.elapsed() < dead.budget => {
+                warn!(topic = %partition.0, partition = partition.1, %reason, ?backoff,
+                      "retrying the reset of a partition's state");
+                stats.retries += 1;
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(false),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                return Err(RuntimeError::Fatal(format!(
+                    "resetting the state of {}[{}]: {e}",
+                    partition.0, partition.1
+                )));
+            }
+        }
+    }
+    stats.resets += 1;
+    started.0.insert(partition);
+    Ok(true)
 }
 
 /// What the runner runs.
@@ -119,6 +221,8 @@ pub struct RunStats {
     pub txn_retries: u64,
     /// Partitions sought back to the start of an aborted batch, to process it again.
     pub rewinds: u64,
+    /// Calls of [`Processor::reset_partition`] (after assignments and rewinds).
+    pub resets: u64,
 }
 
 /// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
@@ -363,20 +467,26 @@ impl DeadLetters {
             topic: self.topic.clone(),
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             payload,
+            partition: None,
         })
     }
 }
 
-/// Runs the processor on one record: its outputs; or, for a poison record or one still failing
-/// when the retry budget is spent, its dead letter. Retriable errors are retried with capped
+/// Runs the processor on one record (resetting its partition's state first if the runner
+/// (re)started reading it): its outputs; or, for a poison record or one still failing when the
+/// retry budget is spent, its dead letter. Retriable errors are retried with capped
 /// exponential backoff meanwhile. `Ok(None)` means shutdown was requested while waiting.
 pub(crate) async fn process_with_retry<P: Processor>(
     processor: &mut P,
+    started: &mut Started,
     message: &BorrowedMessage<'_>,
     dead: &DeadLetters,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
 ) -> Result<Option<Vec<Output>>> {
+    if !ensure_started(processor, started, message, dead, shutdown, stats).await? {
+        return Ok(None);
+    }
     let input = Input {
         topic: message.topic(),
         partition: message.partition(),
@@ -431,9 +541,12 @@ pub(crate) fn record<'a>(
     output: &'a Output,
     trace: Option<&'a str>,
 ) -> FutureRecord<'a, String, Vec<u8>> {
-    let record = FutureRecord::to(&output.topic)
+    let mut record = FutureRecord::to(&output.topic)
         .key(&output.key)
         .payload(&output.payload);
+    if let Some(partition) = output.partition {
+        record = record.partition(partition);
+    }
     match trace {
         Some(trace) => record.headers(OwnedHeaders::new().insert(Header {
             key: TRACEPARENT,

@@ -1,23 +1,33 @@
-//! Rate limiting, the pure part: `governor` keyed limiters on an event-time clock.
+//! Rate limiting, the pure part: `governor` keyed limiters on an event-time clock, one
+//! [`Limiter`] per input partition.
 //!
 //! The clock advances with the timestamps of the records the stage reads (never backwards), so a
 //! decision depends only on the sequence of records in the partition, not on how fast the stage
 //! happens to run; tests drive it with plain numbers. Records are keyed by tenant/recipient, so
-//! all of one recipient's notifications reach the same limiter. Limiter state is in memory: after
-//! a restart or a rebalance the new owner starts with full buckets (at most one extra window's
-//! quota gets through), which is the documented trade-off for keeping the stage stateless.
+//! all of one recipient's notifications reach the same partition's limiter; a tenant's limit is
+//! shared out evenly between the partitions ([`LimitsConfig::per_partition`]).
+//!
+//! After every decision the limiter states what it now holds for that notification's keys
+//! ([`LimiterState`]: the clock and the two buckets' theoretical arrival times). The stage writes
+//! that to a changelog in the same transaction as the decision, and a new owner of the partition
+//! folds the changelog back in ([`Limiter::restore`]) before deciding: every value only grows, so
+//! the fold is a maximum and neither order nor compaction matters, and a replay after a crash
+//! or an abort decides exactly as the first attempt did.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::clock::FakeRelativeClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::HashMapStateStore;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use herald_schemas::Priority;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A quota: `limit` notifications per `window_seconds` on average. A quiet recipient may get a
 /// burst of `limit` at once; after that one more is admitted every `window_seconds / limit`
@@ -48,7 +58,8 @@ impl QuotaConfig {
 pub struct LimitsConfig {
     /// Per (tenant, recipient, category).
     pub per_recipient: QuotaConfig,
-    /// Per tenant, over all its recipients.
+    /// Per tenant, over all its recipients; each partition's limiter applies its even share
+    /// ([`LimitsConfig::per_partition`]).
     pub per_tenant: QuotaConfig,
     /// Categories that are never limited (as are CRITICAL-priority notifications).
     pub bypass_categories: Vec<String>,
@@ -72,6 +83,16 @@ pub enum OverLimit {
     Drop,
     /// Try again when the limit allows.
     Defer,
+}
+
+impl LimitsConfig {
+    /// The limits one partition's limiter applies when the stage reads `partitions` partitions:
+    /// the tenant quota shared out evenly (rounded up, at least 1), the rest as configured.
+    pub fn per_partition(&self, partitions: u32) -> LimitsConfig {
+        let mut share = self.clone();
+        share.per_tenant.limit = self.per_tenant.limit.div_ceil(partitions.max(1)).max(1);
+        share
+    }
 }
 
 impl Default for LimitsConfig {
@@ -121,45 +142,113 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, FakeRelativeClock, NoOpMiddleware<Nanos>>;
+/// Each key's theoretical arrival time (GCRA, nanoseconds since the epoch): `governor`'s state,
+/// kept where the limiter can read and restore it.
+struct Tats<K>(Arc<Mutex<HashMap<K, u64>>>);
 
-/// The limiters of one stage instance.
+impl<K: Hash + Eq + Clone> StateStore for Tats<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (value, tat) = f(map.get(key).copied().map(Nanos::from))?;
+        map.insert(key.clone(), tat.into());
+        Ok(value)
+    }
+}
+
+/// One keyed limiter and its readable state.
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: RateLimiter<K, Tats<K>, FakeRelativeClock, NoOpMiddleware<Nanos>>,
+    tats: Arc<Mutex<HashMap<K, u64>>>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(quota: QuotaConfig, clock: &FakeRelativeClock) -> Keyed<K> {
+        let tats = Arc::new(Mutex::new(HashMap::new()));
+        Keyed {
+            limiter: RateLimiter::new(quota.quota(), Tats(Arc::clone(&tats)), clock.clone()),
+            tats,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, u64>> {
+        self.tats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &K) -> Option<u64> {
+        self.map().get(key).copied()
+    }
+
+    /// Raises `key`'s arrival time to `tat` (restoring: values only grow).
+    fn raise(&self, key: K, tat: u64) {
+        let mut map = self.map();
+        let slot = map.entry(key).or_insert(tat);
+        *slot = (*slot).max(tat);
+    }
+
+    /// Forgets keys whose bucket is full again at `now_ns` (the same as never seen).
+    fn forget_full(&self, now_ns: u64) {
+        self.map().retain(|_, tat| *tat > now_ns);
+    }
+
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// What a limiter holds for one notification's keys after deciding it: written to the stage's
+/// changelog, folded back in by [`Limiter::restore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterState {
+    /// The event clock (ms since the epoch).
+    pub clock_ms: i64,
+    /// Tenant, recipient, category and that bucket's arrival time (ns), if it has one.
+    pub recipient: Option<(String, String, String, u64)>,
+    /// Tenant and that bucket's arrival time (ns), if it has one.
+    pub tenant: Option<(String, u64)>,
+}
+
+/// The limiters of one input partition.
 pub struct Limiter {
     config: LimitsConfig,
     clock: FakeRelativeClock,
-    last_ms: Option<i64>,
+    last_ms: i64,
     recipients: Keyed<(String, String, String)>,
     tenants: Keyed<String>,
     decisions: u64,
 }
 
 impl Limiter {
-    /// Empty limiters for `config`.
+    /// Empty limiters for `config`, their clock at the epoch.
     pub fn new(config: LimitsConfig) -> Limiter {
         let clock = FakeRelativeClock::default();
         Limiter {
-            recipients: RateLimiter::hashmap_with_clock(
-                config.per_recipient.quota(),
-                clock.clone(),
-            ),
-            tenants: RateLimiter::hashmap_with_clock(config.per_tenant.quota(), clock.clone()),
+            recipients: Keyed::new(config.per_recipient, &clock),
+            tenants: Keyed::new(config.per_tenant, &clock),
             config,
             clock,
-            last_ms: None,
+            last_ms: 0,
             decisions: 0,
         }
     }
 
     fn observe(&mut self, at_ms: i64) {
-        match self.last_ms {
-            Some(last) if at_ms > last => {
-                let step = u64::try_from(at_ms.saturating_sub(last)).unwrap_or(0);
-                self.clock.advance(Duration::from_millis(step));
-                self.last_ms = Some(at_ms);
-            }
-            Some(_) => {}
-            None => self.last_ms = Some(at_ms),
+        if at_ms > self.last_ms {
+            let step = u64::try_from(at_ms.saturating_sub(self.last_ms)).unwrap_or(0);
+            self.clock.advance(Duration::from_millis(step));
+            self.last_ms = at_ms;
         }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.last_ms)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
     }
 
     /// Decides for one notification stamped `at_ms` (the record's timestamp).
@@ -175,8 +264,9 @@ impl Limiter {
         self.decisions += 1;
         if self.decisions.is_multiple_of(10_000) {
             // Forget keys whose buckets are full again, so memory follows active recipients.
-            self.recipients.retain_recent();
-            self.tenants.retain_recent();
+            let now = self.now_ns();
+            self.recipients.forget_full(now);
+            self.tenants.forget_full(now);
         }
         if priority == Priority::Critical
             || self.config.bypass_categories.iter().any(|c| c == category)
@@ -184,7 +274,7 @@ impl Limiter {
             return Decision::Bypass;
         }
         let key = (tenant.to_owned(), recipient.to_owned(), category.to_owned());
-        if let Err(not_until) = self.recipients.check_key(&key) {
+        if let Err(not_until) = self.recipients.limiter.check_key(&key) {
             let q = self.config.per_recipient;
             return Decision::Limited {
                 reason: format!(
@@ -194,7 +284,7 @@ impl Limiter {
                 retry_after_ms: millis(not_until.wait_time_from(self.clock.now())),
             };
         }
-        if let Err(not_until) = self.tenants.check_key(&tenant.to_owned()) {
+        if let Err(not_until) = self.tenants.limiter.check_key(&tenant.to_owned()) {
             let q = self.config.per_tenant;
             return Decision::Limited {
                 reason: format!(
@@ -205,6 +295,38 @@ impl Limiter {
             };
         }
         Decision::Admit
+    }
+
+    /// What the limiter holds for these keys now (after [`Limiter::decide`]).
+    pub fn state(&self, tenant: &str, recipient: &str, category: &str) -> LimiterState {
+        let key = (tenant.to_owned(), recipient.to_owned(), category.to_owned());
+        LimiterState {
+            clock_ms: self.last_ms,
+            recipient: self
+                .recipients
+                .get(&key)
+                .map(|tat| (key.0, key.1, key.2, tat)),
+            tenant: self
+                .tenants
+                .get(&tenant.to_owned())
+                .map(|tat| (tenant.to_owned(), tat)),
+        }
+    }
+
+    /// Folds one state record back in (a restore reads a partition's whole changelog).
+    pub fn restore(&mut self, state: LimiterState) {
+        self.observe(state.clock_ms);
+        if let Some((tenant, recipient, category, tat)) = state.recipient {
+            self.recipients.raise((tenant, recipient, category), tat);
+        }
+        if let Some((tenant, tat)) = state.tenant {
+            self.tenants.raise(tenant, tat);
+        }
+    }
+
+    /// Keys held (recipient buckets, tenant buckets).
+    pub fn keys(&self) -> (usize, usize) {
+        (self.recipients.len(), self.tenants.len())
     }
 }
 

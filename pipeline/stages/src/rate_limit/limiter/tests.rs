@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -266,4 +268,131 @@ proptest! {
             }
         }
     }
+}
+
+/// One notification of a generated sequence: user, category, critical, time step (may be
+/// negative: records arrive out of order).
+type Step = (u8, u8, bool, i64);
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        (
+            0u8..4,
+            0u8..3,
+            proptest::bool::weighted(0.1),
+            -2_000i64..4_000,
+        ),
+        1..150,
+    )
+}
+
+/// Decides `steps` on `l` from `at`, returning the decisions and each one's state record.
+fn run(l: &mut Limiter, steps: &[Step], mut at: i64) -> (Vec<Decision>, Vec<LimiterState>) {
+    let mut decisions = Vec::new();
+    let mut states = Vec::new();
+    for (user, category, critical, step) in steps {
+        at = (at + step).max(0);
+        let (user, category) = (
+            format!("u{user}"),
+            ["news", "otp", "orders"][*category as usize],
+        );
+        let priority = if *critical {
+            Priority::Critical
+        } else {
+            Priority::Normal
+        };
+        decisions.push(l.decide("t", &user, category, priority, 1_700_000_000_000 + at));
+        states.push(l.state("t", &user, category));
+    }
+    (decisions, states)
+}
+
+proptest! {
+    /// A replay decides as the first attempt did: a limiter rebuilt from the state records of
+    /// the first `cut` notifications (as a compacted changelog keeps them: only the newest per
+    /// key, in any order) decides the rest exactly as the limiter that never stopped — and so
+    /// does one rebuilt after deciding some of the rest (an aborted batch) and redoing them.
+    #[test]
+    fn a_limiter_restored_from_its_state_records_decides_the_same(
+        steps in steps(),
+        cut in 0usize..150,
+        aborted in 0usize..40,
+        reversed in any::<bool>(),
+    ) {
+        let cut = cut.min(steps.len());
+        let config = limits(3, 10, 7);
+        let mut whole = Limiter::new(config.clone());
+        let (expected, states) = run(&mut whole, &steps, 0);
+        let at_cut: i64 = steps[..cut].iter().fold(0, |at, s| (at + s.3).max(0));
+
+        // The changelog of the first `cut` records, compacted by recipient key.
+        let mut newest: HashMap<Option<(String, String, String)>, LimiterState> = HashMap::new();
+        for s in &states[..cut] {
+            newest.insert(s.recipient.as_ref().map(|r| (r.0.clone(), r.1.clone(), r.2.clone())), s.clone());
+        }
+        let mut log: Vec<LimiterState> = newest.into_values().collect();
+        log.sort_by_key(|s| s.clock_ms);
+        if reversed {
+            log.reverse();
+        }
+
+        // The first owner decided some records after the cut, then its batch was aborted.
+        let mut first = Limiter::new(config.clone());
+        for s in &states[..cut] {
+            first.restore(s.clone());
+        }
+        let _ = run(&mut first, &steps[cut..(cut + aborted).min(steps.len())], at_cut);
+
+        let mut restored = Limiter::new(config);
+        for s in log {
+            restored.restore(s);
+        }
+        let (replayed, _) = run(&mut restored, &steps[cut..], at_cut);
+        prop_assert_eq!(&replayed[..], &expected[cut..]);
+    }
+}
+
+#[test]
+fn a_limiter_that_never_saw_the_state_decides_differently() {
+    // The property above is not vacuous: without the restore, a replay admits again what the
+    // first attempt had already counted.
+    let config = limits(2, 60, 1_000);
+    let mut whole = Limiter::new(config.clone());
+    let steps: Vec<Step> = vec![(0, 0, false, 0); 4];
+    let (expected, _) = run(&mut whole, &steps, 0);
+    let mut fresh = Limiter::new(config);
+    let (replayed, _) = run(&mut fresh, &steps[2..], 0);
+    assert_ne!(&replayed[..], &expected[2..]);
+}
+
+#[test]
+fn the_tenant_quota_is_shared_out_between_partitions() {
+    let config = limits(10, 60, 1_000);
+    assert_eq!(config.per_partition(3).per_tenant.limit, 334);
+    assert_eq!(config.per_partition(1).per_tenant.limit, 1_000);
+    assert_eq!(config.per_partition(0).per_tenant.limit, 1_000);
+    assert_eq!(limits(10, 60, 2).per_partition(3).per_tenant.limit, 1);
+    assert_eq!(config.per_partition(3).per_recipient, config.per_recipient);
+}
+
+#[test]
+fn full_buckets_are_forgotten_and_state_records_name_the_buckets() {
+    let mut l = Limiter::new(limits(2, 1, 1_000));
+    assert_eq!(
+        l.decide("t", "ana", "news", Priority::Normal, 5_000),
+        Decision::Admit
+    );
+    let s = l.state("t", "ana", "news");
+    assert_eq!(s.clock_ms, 5_000);
+    assert!(
+        matches!(&s.recipient, Some((t, u, c, tat)) if t == "t" && u == "ana" && c == "news" && *tat > 5_000_000_000)
+    );
+    assert!(matches!(&s.tenant, Some((t, _)) if t == "t"));
+    assert_eq!(l.state("t", "bob", "news").recipient, None);
+    assert_eq!(l.keys(), (1, 1));
+    // 10,000 decisions later, much later, the idle buckets are gone.
+    for i in 0..9_999 {
+        let _ = l.decide("t", "otp-user", "otp", Priority::Normal, 100_000 + i);
+    }
+    assert_eq!(l.keys(), (0, 0));
 }

@@ -1,0 +1,239 @@
+//! The rate-limit stage decides a replay as it decided the first time. A fixed sequence of
+//! notifications (fixed timestamps, each recipient on a fixed partition) goes to `enriched` in
+//! waves; the stage process, running exactly-once on a broker with transactions, is SIGKILLed
+//! after every wave and once in the middle of one, and restarted. Its limiters are restored from
+//! the changelog each time, so the committed decisions — which notifications were admitted and
+//! which were rate-limited — are exactly those of one limiter per partition that never stopped,
+//! computed here by the pure limiter. A new owner starting with full buckets (the old
+//! behaviour) admits more and fails this test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use herald_runtime::topics::Topics;
+use herald_schemas::{
+    Channel, ChannelContent, DeliveryResult, DeliveryState, NotificationAdmitted,
+    NotificationEnriched, Priority, codec,
+};
+use herald_stages::rate_limit::{Decision, Limiter, LimitsConfig, QuotaConfig};
+use herald_store::{Clock, SystemClock};
+use herald_tests::{Broker, Platform, eventually, read_topic};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+const USERS: usize = 12;
+const PARTITIONS: usize = 3;
+const WAVES: usize = 4;
+const PER_WAVE: usize = 150;
+/// Event time between two notifications.
+const STEP_MS: i64 = 100;
+
+fn limits() -> LimitsConfig {
+    LimitsConfig {
+        per_recipient: QuotaConfig {
+            limit: 3,
+            window_seconds: 10,
+        },
+        per_tenant: QuotaConfig {
+            limit: 90,
+            window_seconds: 10,
+        },
+        bypass_categories: Vec::new(),
+        ..LimitsConfig::default()
+    }
+}
+
+const LIMITS_TOML: &str = "[rate_limit]\n\
+    per_recipient = { limit = 3, window_seconds = 10 }\n\
+    per_tenant = { limit = 90, window_seconds = 10 }\n\
+    bypass_categories = []\n";
+
+/// Notification `i`: its id, recipient, partition and timestamp.
+fn notification(i: usize, base_ms: i64) -> (NotificationEnriched, i32, i64) {
+    let user = format!("u{}", i % USERS);
+    let at = base_ms + i64::try_from(i).unwrap() * STEP_MS;
+    let n = NotificationEnriched {
+        notification_id: format!("n{i:04}"),
+        tenant: "acme".into(),
+        recipient_user_id: user.clone(),
+        category: "news".into(),
+        priority: Priority::Normal,
+        requested_at_ms: at,
+        deliveries: vec![ChannelContent {
+            channel: Channel::InApp,
+            address: user,
+            title: format!("t{i}"),
+            body: "b".into(),
+            action_url: None,
+        }],
+        deferrals: 0,
+        defer_until_ms: None,
+    };
+    let partition = i32::try_from((i % USERS) % PARTITIONS).unwrap();
+    (n, partition, at)
+}
+
+/// What one limiter per partition that never stopped decides: admitted or not, by id.
+fn expected(base_ms: i64) -> BTreeMap<String, bool> {
+    let share = limits().per_partition(u32::try_from(PARTITIONS).unwrap());
+    let mut limiters: Vec<Limiter> = (0..PARTITIONS)
+        .map(|_| Limiter::new(share.clone()))
+        .collect();
+    (0..WAVES * PER_WAVE)
+        .map(|i| {
+            let (n, p, at) = notification(i, base_ms);
+            let d = limiters[usize::try_from(p).unwrap()].decide(
+                &n.tenant,
+                &n.recipient_user_id,
+                &n.category,
+                n.priority,
+                at,
+            );
+            (n.notification_id, d == Decision::Admit)
+        })
+        .collect()
+}
+
+async fn produce(bootstrap: &str, topic: &str, ids: std::ops::Range<usize>, base_ms: i64) {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for i in ids {
+        let (n, partition, at) = notification(i, base_ms);
+        let key = format!("{}/{}", n.tenant, n.recipient_user_id);
+        let value = codec::encode(&n).unwrap();
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .partition(partition)
+                    .timestamp(at),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// The committed decisions: admitted ids and rate-limited ids, each with how often it appears.
+fn decisions(bootstrap: &str, topics: &Topics) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let admitted = read_topic(bootstrap, &topics.admitted())?
+        .iter()
+        .map(|v| codec::decode::<NotificationAdmitted>(v).map(|a| a.notification_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let limited = read_topic(bootstrap, &topics.delivery_result())?
+        .iter()
+        .map(|v| codec::decode::<DeliveryResult>(v))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|r| r.state == DeliveryState::RateLimited)
+        .map(|r| r.notification_id)
+        .collect();
+    Ok((admitted, limited))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_rate_limit_stage_decides_as_one_that_never_stopped() {
+    tokio::time::timeout(TEST_LIMIT, replay())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn replay() -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let platform = Platform::configure(&broker, "")?.with_extra_config(LIMITS_TOML)?;
+    platform.run_command(&["topics"]).await?;
+    let topics = Topics::new(&platform.prefix);
+    let base_ms = SystemClock.now_ms() - 300_000;
+    let want = expected(base_ms);
+    let admitted_expected = want.values().filter(|a| **a).count();
+    assert!(
+        admitted_expected > 100 && admitted_expected < want.len() - 100,
+        "the limits must both admit and limit: {admitted_expected} of {}",
+        want.len()
+    );
+
+    let mut stage = platform
+        .spawn_component(&["stage", "rate-limit"], None)
+        .await?;
+    let mut kills = Vec::new();
+    for wave in 0..WAVES {
+        produce(
+            &broker.bootstrap,
+            &topics.enriched(),
+            wave * PER_WAVE..(wave + 1) * PER_WAVE,
+            base_ms,
+        )
+        .await;
+        if wave == 2 {
+            // In the middle of a wave, as soon as part of it is committed: whatever the open
+            // transaction held is redone by the next incarnation.
+            let before = wave * PER_WAVE;
+            let decided = eventually(Duration::from_secs(120), "part of wave 2", || {
+                let decided = decisions(&broker.bootstrap, &topics).map(|(a, l)| a.len() + l.len());
+                async move { Ok(Some(decided?).filter(|d| *d > before)) }
+            })
+            .await?;
+            stage.kill().await;
+            kills.push(format!(
+                "during wave {wave} ({} of its {PER_WAVE} committed)",
+                decided - before
+            ));
+            stage = platform
+                .spawn_component(&["stage", "rate-limit"], None)
+                .await?;
+        }
+        let total = (wave + 1) * PER_WAVE;
+        eventually(
+            Duration::from_secs(120),
+            &format!("wave {wave} decided"),
+            || {
+                let decided =
+                    decisions(&broker.bootstrap, &topics).map(|(a, l)| a.len() + l.len() >= total);
+                async move { Ok(decided?.then_some(())) }
+            },
+        )
+        .await?;
+        stage.kill().await;
+        kills.push(format!("after wave {wave}"));
+        stage = platform
+            .spawn_component(&["stage", "rate-limit"], None)
+            .await?;
+    }
+    println!("stage SIGKILLed: {}", kills.join("; "));
+
+    // Give the last incarnation time to (wrongly) decide anything again, then count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (admitted, limited) = decisions(&broker.bootstrap, &topics)?;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in admitted.iter().chain(&limited) {
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "decided more than once: {repeated:?}");
+    assert_eq!(seen.len(), want.len(), "every notification decided");
+    let admitted: BTreeSet<&String> = admitted.iter().collect();
+    let differ: Vec<(&String, bool)> = want
+        .iter()
+        .filter(|(id, a)| admitted.contains(id) != **a)
+        .map(|(id, a)| (id, *a))
+        .collect();
+    println!(
+        "{} admitted, {} rate-limited; an uninterrupted limiter per partition admits {}",
+        admitted.len(),
+        limited.len(),
+        admitted_expected
+    );
+    assert!(
+        differ.is_empty(),
+        "{} decisions differ from an uninterrupted run (id, expected admit): {:?}",
+        differ.len(),
+        &differ[..differ.len().min(20)]
+    );
+    Ok(())
+}
