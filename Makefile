@@ -13,7 +13,8 @@ CARGO_MUTANTS := $(TOOLS)/bin/cargo-mutants
 # The pure logic under mutation testing (docs/MUTANTS.md).
 MUTANT_FILES := pipeline/stages/src/rate_limit/limiter.rs pipeline/stages/src/rate_limit/route.rs \
 	pipeline/stages/src/fan_out/logic.rs pipeline/ingress/src/validate.rs schemas/src/codec.rs \
-	schemas/src/ids.rs pipeline/store/src/token.rs pipeline/store/src/retention.rs
+	schemas/src/ids.rs pipeline/store/src/token.rs pipeline/store/src/retention.rs \
+	pipeline/store-sqlite/src/feed.rs
 
 .PHONY: test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean fuzz fuzz-tools mutants
 

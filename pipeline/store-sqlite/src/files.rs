@@ -28,9 +28,29 @@ pub(crate) enum Sync {
     Full,
 }
 
+/// How long opening a file waits for other processes opening it at the same moment.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens (creating if needed) the file at `path` and applies `schema`; refuses a file in
-/// another layout.
+/// another layout. While another process is creating the same file, SQLite can answer "busy"
+/// without waiting (switching a new file to WAL, the first WAL recovery): the whole open is
+/// tried again for up to [`OPEN_PATIENCE`].
 pub(crate) fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
+    let deadline = std::time::Instant::now() + OPEN_PATIENCE;
+    loop {
+        match try_open(path, schema, sync) {
+            Err(crate::error::Error::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -39,9 +59,13 @@ pub(crate) fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connect
         Sync::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    // Checking the layout and applying the schema is one write transaction: several processes
+    // opening a new file at once (the stages of `herald run` on a fresh store) take turns,
+    // and none sees another's half-made schema.
+    let tx = rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version == 0 {
-        let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let tables: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 {
             return Err(StoreError::Corrupt(format!(
                 "{} was written by an older Herald (one-file layout); move it away or run \
@@ -58,8 +82,9 @@ pub(crate) fn open_file(path: &Path, schema: &str, sync: Sync) -> Result<Connect
         ))
         .into());
     }
-    conn.execute_batch(schema)?;
-    conn.pragma_update(None, "user_version", LAYOUT_VERSION)?;
+    tx.execute_batch(schema)?;
+    tx.pragma_update(None, "user_version", LAYOUT_VERSION)?;
+    tx.commit()?;
     Ok(conn)
 }
 

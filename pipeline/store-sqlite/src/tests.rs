@@ -307,3 +307,32 @@ async fn concurrent_writers_lose_and_repeat_nothing_in_the_feed() {
     }
     assert_eq!(seen.len(), 200);
 }
+
+/// Several processes opening a fresh store at once (the stages of `herald run`, or stages
+/// started by hand) all succeed: the layout check and the schema are one write transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_openers_of_a_fresh_store_all_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        let clock = ManualClock::at(NOW);
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, clock) = (path.clone(), clock.clone());
+                tokio::spawn(async move {
+                    let store =
+                        SqliteStore::open_with(&path, Retention::default(), Arc::new(clock))
+                            .await?;
+                    // The first write opens (creates) this month's file too.
+                    store
+                        .upsert_inbox_entry(&feed_entry("n", NOW, NOW))
+                        .await
+                        .map(|()| store)
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener.await.unwrap().unwrap();
+        }
+    }
+}
