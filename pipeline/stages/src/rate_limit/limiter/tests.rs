@@ -390,9 +390,29 @@ fn full_buckets_are_forgotten_and_state_records_name_the_buckets() {
     assert!(matches!(&s.tenant, Some((t, _)) if t == "t"));
     assert_eq!(l.state("t", "bob", "news").recipient, None);
     assert_eq!(l.keys(), (1, 1));
-    // 10,000 decisions later, much later, the idle buckets are gone.
-    for i in 0..9_999 {
+    // 10,000 decisions later, much later, the idle buckets are gone; a bucket still being
+    // refilled is kept (it still limits).
+    for i in 0..9_996 {
         let _ = l.decide("t", "otp-user", "otp", Priority::Normal, 100_000 + i);
     }
-    assert_eq!(l.keys(), (0, 0));
+    for _ in 0..2 {
+        assert_eq!(
+            l.decide("t", "bob", "news", Priority::Normal, 200_000),
+            Decision::Admit
+        );
+    }
+    assert_eq!(l.keys(), (2, 1), "ana's and bob's buckets, one tenant's");
+    assert!(matches!(
+        l.decide("t", "bob", "news", Priority::Normal, 200_000),
+        Decision::Limited { .. }
+    ));
+    assert_eq!(
+        l.keys(),
+        (1, 1),
+        "only bob's and the tenant's buckets are not full"
+    );
+    assert!(matches!(
+        l.decide("t", "bob", "news", Priority::Normal, 200_000),
+        Decision::Limited { .. }
+    ));
 }
