@@ -8,6 +8,7 @@
 //! [`outbox`] (the outbox's drain after an outage vs raw produce), and the peak RSS of every
 //! Herald process.
 
+pub mod bare;
 pub mod outbox;
 pub mod pipeline;
 pub mod produce;
@@ -106,6 +107,11 @@ pub async fn main() -> anyhow::Result<()> {
     let pipeline = pipeline_section(&broker).await?;
     report.insert("pipeline".into(), pipeline.0.clone());
 
+    // 3b: the yardsticks that share no Herald code, and the runner chain exactly-once.
+    let offered = pipeline.0["offered_per_s"].as_f64().unwrap_or(100.0);
+    let yard = yardsticks(&broker, offered).await?;
+    report.insert("yardsticks".into(), yard.json());
+
     // 4: queries.
     let query = query::run(&broker).await?;
     report.insert("query".into(), query.json());
@@ -146,11 +152,63 @@ pub async fn main() -> anyhow::Result<()> {
             "-",
         ),
         (
-            "pipeline burst rate vs pass-through chain".to_owned(),
+            "raw consume vs raw produce (broker limits)".to_owned(),
+            yard.raw.consume_per_s,
+            yard.raw.produce_per_s,
+            "/s",
+            "-",
+        ),
+        (
+            "bare chain ALO vs raw produce".to_owned(),
+            yard.bare_alo,
+            yard.raw.produce_per_s,
+            "/s",
+            "-",
+        ),
+        (
+            "runner chain ALO vs bare chain ALO".to_owned(),
+            chain.rate,
+            yard.bare_alo,
+            "/s",
+            "-",
+        ),
+    ]);
+    if let (Some(bare_eos), Some(runner_eos)) = (yard.bare_eos, yard.runner_eos) {
+        table.extend([
+            (
+                "bare chain EOS vs bare chain ALO".to_owned(),
+                bare_eos,
+                yard.bare_alo,
+                "/s",
+                "-",
+            ),
+            (
+                "runner chain EOS vs bare chain EOS".to_owned(),
+                runner_eos,
+                bare_eos,
+                "/s",
+                "-",
+            ),
+        ]);
+    }
+    let (bare_same_mode, mode) = match yard.bare_eos {
+        Some(eos) => (eos, "EOS"),
+        None => (yard.bare_alo, "ALO"),
+    };
+    table.extend([
+        (
+            format!("pipeline burst rate vs bare chain {mode}"),
+            herald.rate,
+            bare_same_mode,
+            "/s",
+            ">= 0.8",
+        ),
+        (
+            "pipeline burst rate vs runner chain ALO".to_owned(),
             herald.rate,
             chain.rate,
             "/s",
-            ">= 0.8",
+            "-",
         ),
         (
             "pipeline e2e p50 vs chain p50".to_owned(),
@@ -166,6 +224,26 @@ pub async fn main() -> anyhow::Result<()> {
             "ms",
             "<= 1.25",
         ),
+    ]);
+    if let Some(eos) = &yard.runner_eos_at_rate {
+        table.extend([
+            (
+                "pipeline e2e p50 vs runner chain EOS p50".to_owned(),
+                herald.at_rate.quantile_ms(0.5),
+                eos.quantile_ms(0.5),
+                "ms",
+                "-",
+            ),
+            (
+                "pipeline e2e p99 vs runner chain EOS p99".to_owned(),
+                herald.at_rate.quantile_ms(0.99),
+                eos.quantile_ms(0.99),
+                "ms",
+                "-",
+            ),
+        ]);
+    }
+    table.extend([
         (
             "ListInbox QPS vs raw store reads".to_owned(),
             query.grpc.achieved,
@@ -283,6 +361,65 @@ async fn create_topic(kafka: &herald_runtime::KafkaConfig, topic: &str) -> anyho
     Ok(())
 }
 
+/// The chains measured beside Herald's pipeline (bursts of [`BURST`], records per second).
+struct Yardsticks {
+    /// The broker's raw produce and consume rates.
+    raw: bare::Raw,
+    /// Bare copier processes, at-least-once.
+    bare_alo: f64,
+    /// Bare copier processes with transactions (a broker with transactions only).
+    bare_eos: Option<f64>,
+    /// The chain on Herald's runner, exactly-once (a broker with transactions only).
+    runner_eos: Option<f64>,
+    /// That chain's latency at the rate Herald's latency was measured at.
+    runner_eos_at_rate: Option<stats::Run>,
+}
+
+impl Yardsticks {
+    fn json(&self) -> Value {
+        json!({
+            "raw": self.raw.json(), "bare_chain_alo_per_s": self.bare_alo,
+            "bare_chain_eos_per_s": self.bare_eos, "runner_chain_eos_per_s": self.runner_eos,
+            "runner_chain_eos_at_rate": self.runner_eos_at_rate.as_ref().map(stats::Run::json),
+        })
+    }
+}
+
+/// Measures the yardsticks that share no Herald code, and the runner chain exactly-once (its
+/// latency at `rate`/s).
+async fn yardsticks(broker: &Broker, rate: f64) -> anyhow::Result<Yardsticks> {
+    let size = produce::record_size();
+    let count = usize::try_from(BURST)?;
+    eprintln!("bench: raw produce and consume of {count} records…");
+    let raw = bare::raw(broker, count, size).await?;
+    eprintln!(
+        "bench: bare chain of {} copier processes, at-least-once…",
+        pipeline::HOPS
+    );
+    let bare_alo = bare::chain_burst(broker, "alo", pipeline::HOPS, count, size).await?;
+    let (mut bare_eos, mut runner_eos, mut runner_eos_at_rate) = (None, None, None);
+    if broker.transactions() {
+        eprintln!("bench: bare chain with transactions…");
+        bare_eos = Some(bare::chain_burst(broker, "eos", pipeline::HOPS, count, size).await?);
+        eprintln!("bench: the chain on Herald's runner, exactly-once…");
+        let kafka = herald_runtime::KafkaConfig {
+            delivery_mode: herald_runtime::DeliveryMode::ExactlyOnce,
+            ..bench_kafka(broker, &random_name("chaineos"))
+        };
+        let chain = pipeline::Chain::start(&kafka, size).await?;
+        runner_eos = Some(pipeline::chain_burst(&chain, BURST).await?);
+        runner_eos_at_rate = Some(pipeline::chain_at_rate(&chain, rate, LEVEL_SECONDS).await?);
+        chain.stop().await;
+    }
+    Ok(Yardsticks {
+        raw,
+        bare_alo,
+        bare_eos,
+        runner_eos,
+        runner_eos_at_rate,
+    })
+}
+
 /// (json, chain, herald, peak RSS per component).
 async fn pipeline_section(
     broker: &Broker,
@@ -311,14 +448,27 @@ async fn pipeline_section(
         broker.pid().unwrap_or_default() as i32,
     ));
     procs.push(("bench load generator".into(), std::process::id() as i32));
+    // A few notifications through first, so every stage has joined its group (as the chains'
+    // warm-up does); then the timed burst.
+    const WARM: u64 = 10;
+    let warm =
+        stats::closed_loop_count(WARM as usize, WARM, produce::ingress_send(ingress.clone())).await;
+    anyhow::ensure!(
+        warm == WARM,
+        "only {warm} of {WARM} warm-up notifications accepted"
+    );
+    let recording = platform.recording.clone();
+    pipeline::wait_until(Duration::from_secs(300), || {
+        herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= WARM
+    })
+    .await?;
     let cpu_before = snapshot(procs);
     let started = Instant::now();
     let sent =
         stats::closed_loop_count(WORKERS, BURST, produce::ingress_send(ingress.clone())).await;
     anyhow::ensure!(sent == BURST, "only {sent} of {BURST} accepted");
-    let recording = platform.recording.clone();
     pipeline::wait_until(Duration::from_secs(600), || {
-        herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= BURST
+        herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= WARM + BURST
     })
     .await?;
     let herald_rate = BURST as f64 / started.elapsed().as_secs_f64();
@@ -332,7 +482,7 @@ async fn pipeline_section(
         produce::ingress_send(ingress.clone()),
     )
     .await;
-    let want = BURST + offered.latencies.len() as u64;
+    let want = WARM + BURST + offered.latencies.len() as u64;
     pipeline::wait_until(Duration::from_secs(300), || {
         herald_connectors::recording::delivered_ids(&recording).unwrap_or(0) >= want
     })
