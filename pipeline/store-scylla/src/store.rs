@@ -9,7 +9,7 @@ use herald_store::{
     Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
     IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
     LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile, Retention, RetentionReport,
-    Store, StoreError, SystemClock, TemplateRecord,
+    Store, SystemClock, TemplateRecord,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -18,7 +18,6 @@ use scylla::policies::load_balancing::DefaultPolicy;
 
 use crate::Result;
 use crate::config::ScyllaConfig;
-use crate::ops::inbox::{feed_page, parse_feed_cursor};
 use crate::statements::Statements;
 use crate::tiers::Timekeeper;
 
@@ -175,7 +174,7 @@ impl Store for ScyllaStore {
     }
 
     async fn feed_start(&self, _tenant: &str, _user_id: &str) -> StoreResult<FeedCursor> {
-        Ok(FeedCursor(self.inner.time.now().to_string()))
+        Ok(self.inner.feed_start())
     }
 
     async fn inbox_feed(
@@ -185,12 +184,7 @@ impl Store for ScyllaStore {
         after: &FeedCursor,
         limit: usize,
     ) -> StoreResult<FeedPage> {
-        let since_ms = parse_feed_cursor(after).ok_or(StoreError::BadPageToken)?;
-        let entries = self
-            .inner
-            .inbox_feed(tenant, user_id, since_ms, limit)
-            .await?;
-        Ok(feed_page(since_ms, entries, limit))
+        self.inner.feed_after(tenant, user_id, after, limit).await
     }
 
     async fn mark_read(

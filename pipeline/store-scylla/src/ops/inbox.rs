@@ -12,7 +12,8 @@ use futures::FutureExt;
 use futures::future::try_join_all;
 use herald_store::retention::DAY_MS;
 use herald_store::{
-    FeedCursor, FeedItem, FeedPage, InboxEntryRecord, InboxPage, InboxQuery, Month, token,
+    FeedCursor, FeedItem, FeedPage, InboxEntryRecord, InboxPage, InboxQuery, Month, StoreError,
+    token,
 };
 use scylla::value::MaybeUnset;
 
@@ -160,6 +161,24 @@ impl Inner {
             entries,
             next_page_token,
         })
+    }
+
+    /// A feed cursor at now: entries delivered from now on.
+    pub(crate) fn feed_start(&self) -> FeedCursor {
+        FeedCursor(self.time.now().to_string())
+    }
+
+    /// The feed page past `after` ([`feed_page`]).
+    pub(crate) async fn feed_after(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> herald_store::Result<FeedPage> {
+        let since_ms = parse_feed_cursor(after).ok_or(StoreError::BadPageToken)?;
+        let entries = self.inbox_feed(tenant, user_id, since_ms, limit).await?;
+        Ok(feed_page(since_ms, entries, limit))
     }
 
     /// Entries delivered at or after `since_ms`, in delivery order: the feed partitions of
