@@ -20,6 +20,8 @@ pub struct Record {
     pub key: Vec<u8>,
     /// Its value.
     pub value: Vec<u8>,
+    /// Its timestamp (ms since the epoch; the producer's clock when it was sent).
+    pub timestamp_ms: i64,
 }
 
 /// Every record value in `topic`, read from the beginning to the current end of each partition,
@@ -68,6 +70,7 @@ pub fn read_records(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>>
                 offset: m.offset(),
                 key: m.key().unwrap_or_default().to_vec(),
                 value: m.payload().unwrap_or_default().to_vec(),
+                timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
             }),
         }
     }

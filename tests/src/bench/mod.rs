@@ -9,6 +9,7 @@
 //! Herald process.
 
 pub mod bare;
+pub mod hops;
 pub mod outbox;
 pub mod pipeline;
 pub mod produce;
@@ -430,7 +431,12 @@ async fn pipeline_section(
     Vec<(String, f64)>,
 )> {
     let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
-    let platform = Platform::configure(broker, "")?.with_extra_config(limits)?;
+    // HERALD_BENCH_KAFKA: extra `[kafka]` lines for Herald's platform, for experiments
+    // (e.g. "fetch_wait_max_ms = 500"); the chains are not affected.
+    let extra = std::env::var("HERALD_BENCH_KAFKA")
+        .unwrap_or_default()
+        .replace("\\n", "\n");
+    let platform = Platform::configure(broker, &extra)?.with_extra_config(limits)?;
     crate::seed_email_contacts(&platform.store_url, "bench", USERS).await?;
     let platform = platform.start().await?;
     let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
@@ -476,6 +482,7 @@ async fn pipeline_section(
     let (_, watermark) = herald_connectors::recording::latencies_since(&platform.recording, 0)?;
     let rate = (herald_rate * 0.5).max(1.0);
     eprintln!("bench: Herald end to end at {rate:.0}/s…");
+    let at_rate_since = herald_store::Clock::now_ms(&herald_store::SystemClock);
     let offered = stats::open_loop(
         rate,
         Duration::from_secs(LEVEL_SECONDS),
@@ -488,6 +495,22 @@ async fn pipeline_section(
     })
     .await?;
     let (ms, _) = herald_connectors::recording::latencies_since(&platform.recording, watermark)?;
+    let hops = hops::measure(
+        &broker.bootstrap,
+        &herald_runtime::topics::Topics::new(&platform.prefix),
+        &platform.recording,
+        at_rate_since,
+    )?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "\nPer hop at {rate:.0}/s ({} notifications, e-mail path; record timestamps):",
+            hops.samples
+        );
+        for (hop, p50, p99) in &hops.hops {
+            println!("  {hop:<36} p50 {p50:>6.0} ms  p99 {p99:>6.0} ms");
+        }
+    }
     let mut latencies: Vec<Duration> = ms
         .into_iter()
         .map(|m| Duration::from_millis(m.max(0) as u64))
@@ -546,6 +569,7 @@ async fn pipeline_section(
     let json = json!({
         "herald": herald.json(), "chain": chain_run.json(), "hops": pipeline::HOPS, "offered_per_s": rate,
         "herald_burst_cpu_s": cpu_json(&herald_cpu), "chain_cpu_s": cpu_json(&chain_cpu),
+        "herald_hops": hops.json(),
     });
     Ok((json, chain_run, herald, rss))
 }

@@ -105,8 +105,9 @@ pub trait Processor: Send {
 
 /// The input partitions whose processor state matches where the runner reads them; one not in
 /// it gets [`Processor::reset_partition`] before its next record.
+/// (A runner holds a handful of partitions: a list, checked without allocating per record.)
 #[derive(Debug, Default)]
-pub(crate) struct Started(std::collections::HashSet<(String, i32)>);
+pub(crate) struct Started(Vec<(String, i32)>);
 
 impl Started {
     /// After a rebalance: every partition starts again.
@@ -116,7 +117,11 @@ impl Started {
 
     /// After a rewind of `partition`.
     pub(crate) fn forget(&mut self, partition: &(String, i32)) {
-        self.0.remove(partition);
+        self.0.retain(|p| p != partition);
+    }
+
+    fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.0.iter().any(|(t, p)| t == topic && *p == partition)
     }
 }
 
@@ -158,10 +163,10 @@ async fn ensure_started<P: Processor>(
     shutdown: &CancellationToken,
     stats: &mut RunStats,
 ) -> Result<bool> {
-    let partition = (message.topic().to_owned(), message.partition());
-    if started.0.contains(&partition) {
+    if started.contains(message.topic(), message.partition()) {
         return Ok(true);
     }
+    let partition = (message.topic().to_owned(), message.partition());
     let mut backoff = Duration::from_millis(100);
     let first_failure = std::time::Instant::now();
     loop {
@@ -186,7 +191,7 @@ async fn ensure_started<P: Processor>(
         }
     }
     stats.resets += 1;
-    started.0.insert(partition);
+    started.0.push(partition);
     Ok(true)
 }
 
