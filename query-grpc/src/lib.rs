@@ -339,6 +339,11 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this query process already serves {MAX_WATCHERS} watchers; retry another"
+            )));
+        };
         let cursor = match watch::resume_cursor(
             &req.tenant,
             &req.recipient_user_id,
@@ -351,11 +356,6 @@ impl QueryService for Query {
                 .feed_start(&req.tenant, &req.recipient_user_id)
                 .await
                 .map_err(|e| store_status(&e))?,
-        };
-        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "this query process already serves {MAX_WATCHERS} watchers; retry another"
-            )));
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let watch = watch::Watch {

@@ -136,6 +136,19 @@ fn decisions(bootstrap: &str, topics: &Topics) -> anyhow::Result<(Vec<String>, V
     Ok((admitted, limited))
 }
 
+/// Waits until at least `total` decisions are committed.
+async fn wait_decided(bootstrap: &str, topics: &Topics, total: usize) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(120),
+        &format!("{total} decided"),
+        || {
+            let decided = decisions(bootstrap, topics).map(|(a, l)| a.len() + l.len() >= total);
+            async move { Ok(decided?.then_some(())) }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_rate_limit_stage_decides_as_one_that_never_stopped() {
     tokio::time::timeout(TEST_LIMIT, replay())
@@ -163,42 +176,56 @@ async fn replay() -> anyhow::Result<()> {
         .await?;
     let mut kills = Vec::new();
     for wave in 0..WAVES {
-        produce(
-            &broker.bootstrap,
-            &topics.enriched(),
-            wave * PER_WAVE..(wave + 1) * PER_WAVE,
-            base_ms,
-        )
-        .await;
+        let first = wave * PER_WAVE;
         if wave == 2 {
-            // In the middle of a wave, as soon as part of it is committed: whatever the open
-            // transaction held is redone by the next incarnation.
-            let before = wave * PER_WAVE;
+            // In the middle of a wave: ten records first, so the stage is up and deciding; the
+            // rest paced over ~1.4 s in the background; the kill comes as soon as part of the
+            // wave is committed, so whatever the open transaction held is redone.
+            produce(
+                &broker.bootstrap,
+                &topics.enriched(),
+                first..first + 10,
+                base_ms,
+            )
+            .await;
+            wait_decided(&broker.bootstrap, &topics, first + 10).await?;
+            let rest = {
+                let (bootstrap, topic) = (broker.bootstrap.clone(), topics.enriched());
+                tokio::spawn(async move {
+                    for i in first + 10..first + PER_WAVE {
+                        produce(&bootstrap, &topic, i..i + 1, base_ms).await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                })
+            };
             let decided = eventually(Duration::from_secs(120), "part of wave 2", || {
                 let decided = decisions(&broker.bootstrap, &topics).map(|(a, l)| a.len() + l.len());
-                async move { Ok(Some(decided?).filter(|d| *d > before)) }
+                async move { Ok(Some(decided?).filter(|d| *d > first + 10)) }
             })
             .await?;
             stage.kill().await;
+            assert!(
+                decided < first + PER_WAVE,
+                "the kill was meant to land inside wave 2, but all of it was decided"
+            );
             kills.push(format!(
                 "during wave {wave} ({} of its {PER_WAVE} committed)",
-                decided - before
+                decided - first
             ));
             stage = platform
                 .spawn_component(&["stage", "rate-limit"], None)
                 .await?;
+            rest.await?;
+        } else {
+            produce(
+                &broker.bootstrap,
+                &topics.enriched(),
+                first..first + PER_WAVE,
+                base_ms,
+            )
+            .await;
         }
-        let total = (wave + 1) * PER_WAVE;
-        eventually(
-            Duration::from_secs(120),
-            &format!("wave {wave} decided"),
-            || {
-                let decided =
-                    decisions(&broker.bootstrap, &topics).map(|(a, l)| a.len() + l.len() >= total);
-                async move { Ok(decided?.then_some(())) }
-            },
-        )
-        .await?;
+        wait_decided(&broker.bootstrap, &topics, (wave + 1) * PER_WAVE).await?;
         stage.kill().await;
         kills.push(format!("after wave {wave}"));
         stage = platform

@@ -10,8 +10,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, Result, RuntimeError};
 
-/// Every committed value of `topic`[`partition`], oldest first: read from the beginning to the
-/// last stable offset (uncommitted and aborted records are not read), within `within`.
+/// Every committed value of `topic`[`partition`], oldest first: read from the beginning up to
+/// the high watermark taken at the start (records of transactions still open or aborted are not
+/// returned; a transaction committed just before is waited for, even if its commit marker is not
+/// written yet), within `within`.
 pub async fn read_partition(
     kafka: &KafkaConfig,
     topic: &str,
@@ -28,21 +30,45 @@ pub async fn read_partition(
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + within;
+        let (_, high) = consumer.fetch_watermarks(&topic, partition, within)?;
         let mut values = Vec::new();
-        while Instant::now() < deadline {
+        let mut at_end = high <= 0;
+        while !at_end {
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Fatal(format!(
+                    "reading {topic}[{partition}] did not reach offset {high} within {within:?} \
+                     ({} records read)",
+                    values.len()
+                )));
+            }
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Ok(m)) => values.push(m.payload().unwrap_or_default().to_vec()),
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(values),
+                Some(Ok(m)) => {
+                    values.push(m.payload().unwrap_or_default().to_vec());
+                    at_end = m.offset() + 1 >= high;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // At the last stable offset: done once it has passed the watermark taken at
+                    // the start (it may stop short while a commit marker is being written).
+                    at_end = position(&consumer, &topic, partition)? >= high;
+                }
                 Some(Err(e)) => return Err(RuntimeError::Kafka(e)),
             }
         }
-        Err(RuntimeError::Fatal(format!(
-            "reading {topic}[{partition}] did not reach its end within {within:?} ({} records \
-             read)",
-            values.len()
-        )))
+        Ok(values)
     })
     .await
     .map_err(|e| RuntimeError::Fatal(e.to_string()))?
+}
+
+/// The consumer's next offset in `topic`[`partition`] (0 before it has one).
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<i64> {
+    Ok(consumer
+        .position()?
+        .find_partition(topic, partition)
+        .and_then(|p| match p.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or(0))
 }

@@ -124,7 +124,10 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
             let topic = NewTopic::new(n, config.partitions, replication);
             if *n == changelog {
                 // Partitioned as the input it records; the newest state per key is enough.
-                return topic.set("cleanup.policy", "compact");
+                // Hourly segments, so compaction (which skips the active segment) keeps up.
+                return topic
+                    .set("cleanup.policy", "compact")
+                    .set("segment.ms", "3600000");
             }
             match &retention {
                 Some((keep, segment)) => topic.set("retention.ms", keep).set("segment.ms", segment),

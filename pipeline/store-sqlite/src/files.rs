@@ -59,6 +59,12 @@ fn try_open(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
         Sync::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
+    // A file in this layout: the schema's statements only create what is missing.
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == LAYOUT_VERSION {
+        conn.execute_batch(schema)?;
+        return Ok(conn);
+    }
     // Checking the layout and applying the schema is one write transaction: several processes
     // opening a new file at once (the stages of `herald run` on a fresh store) take turns,
     // and none sees another's half-made schema.
@@ -74,6 +80,8 @@ fn try_open(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
             ))
             .into());
         }
+    } else if version == 2 {
+        upgrade_from_2(&tx)?;
     } else if version != LAYOUT_VERSION {
         return Err(StoreError::Corrupt(format!(
             "{} has layout version {version}; this Herald reads version {LAYOUT_VERSION} (move \
@@ -86,6 +94,30 @@ fn try_open(path: &Path, schema: &str, sync: Sync) -> Result<Connection> {
     tx.pragma_update(None, "user_version", LAYOUT_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Layout 2 → 3: month files' inbox rows get their write-order number (`feed_seq`, numbered
+/// in delivery order for the rows already there), and the delivery-order index goes.
+fn upgrade_from_2(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let has_inbox: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'inbox'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_inbox > 0 {
+        tx.execute_batch(
+            "ALTER TABLE inbox ADD COLUMN feed_seq INTEGER NOT NULL DEFAULT 0;
+             UPDATE inbox SET feed_seq = numbered.n
+               FROM (SELECT tenant, recipient_user_id, notification_id,
+                            ROW_NUMBER() OVER (ORDER BY delivered_at_ms, notification_id) AS n
+                       FROM inbox) AS numbered
+              WHERE inbox.tenant = numbered.tenant
+                AND inbox.recipient_user_id = numbered.recipient_user_id
+                AND inbox.notification_id = numbered.notification_id;
+             DROP INDEX IF EXISTS inbox_by_delivery;",
+        )?;
+    }
+    Ok(())
 }
 
 /// The connection, for one operation.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use herald_store::conformance::{self, NOW};
 use herald_store::retention::DAY_MS;
-use herald_store::{Clock, InboxEntryRecord, InboxQuery, ManualClock, Month, Retention, Store};
+use herald_store::{
+    Clock, FeedCursor, InboxEntryRecord, InboxQuery, ManualClock, Month, Retention, Store,
+};
 
 use crate::SqliteStore;
 
@@ -254,6 +256,12 @@ async fn the_feed_follows_write_order_however_late_and_across_months() {
         ["late"],
         "a late write is new, and nothing read is repeated"
     );
+    // A repeat write (a redelivery) of entries already read adds nothing to the feed.
+    store.upsert_inbox_entry(&late).await.unwrap();
+    store
+        .upsert_inbox_entry(&feed_entry("new", now - 1_000, now))
+        .await
+        .unwrap();
     let after = store.inbox_feed("t", "u", &next.next, 100).await.unwrap();
     assert!(after.items.is_empty());
     // A watch started now does not see either.
@@ -290,22 +298,31 @@ async fn concurrent_writers_lose_and_repeat_nothing_in_the_feed() {
             }
         }));
     }
-    for w in writers {
-        w.await.unwrap();
-    }
+    // The reader follows the feed while the writers write: nothing it has passed is written
+    // behind its cursor, so it ends with every entry, each once.
     let mut seen = std::collections::HashSet::new();
     let mut cursor = start;
-    loop {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.len() < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 200 read",
+            seen.len()
+        );
         let page = reader.inbox_feed("t", "u", &cursor, 7).await.unwrap();
         for item in &page.items {
             assert!(seen.insert(item.entry.notification_id.clone()));
         }
         cursor = page.next;
         if !page.more {
-            break;
+            tokio::task::yield_now().await;
         }
     }
-    assert_eq!(seen.len(), 200);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let after = reader.inbox_feed("t", "u", &cursor, 7).await.unwrap();
+    assert!(after.items.is_empty());
 }
 
 /// Several processes opening a fresh store at once (the stages of `herald run`, or stages
@@ -335,4 +352,67 @@ async fn many_openers_of_a_fresh_store_all_succeed() {
             opener.await.unwrap().unwrap();
         }
     }
+}
+
+/// A store written by the previous layout (2: inbox rows without a write-order number) is
+/// upgraded when it opens: its entries keep their place in delivery order and new writes follow.
+#[tokio::test]
+async fn a_layout_2_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let months = dir.path().join("herald.db.months");
+    std::fs::create_dir_all(&months).unwrap();
+    let clock = ManualClock::at(NOW);
+    {
+        let month =
+            rusqlite::Connection::open(months.join(format!("{}.db", Month::of_ms(NOW)))).unwrap();
+        month
+            .execute_batch(
+                "CREATE TABLE inbox (
+                     tenant TEXT NOT NULL, recipient_user_id TEXT NOT NULL,
+                     notification_id TEXT NOT NULL, category TEXT NOT NULL, title TEXT NOT NULL,
+                     body TEXT NOT NULL, action_url TEXT, created_at_ms INTEGER NOT NULL,
+                     delivered_at_ms INTEGER NOT NULL, read_at_ms INTEGER,
+                     PRIMARY KEY (tenant, recipient_user_id, notification_id)) WITHOUT ROWID;
+                 CREATE INDEX inbox_by_delivery
+                     ON inbox (tenant, recipient_user_id, delivered_at_ms, notification_id);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        for (id, delivered) in [("second", NOW - 1_000), ("first", NOW - 2_000)] {
+            month
+                .execute(
+                    "INSERT INTO inbox VALUES ('t', 'u', ?1, 'c', 't', 'b', NULL, ?2, ?2, NULL)",
+                    rusqlite::params![id, delivered],
+                )
+                .unwrap();
+        }
+        let main = rusqlite::Connection::open(&path).unwrap();
+        main.execute_batch("PRAGMA user_version = 2;").unwrap();
+    }
+    let store = open_at(&path, &clock).await;
+    let everything = FeedCursor(String::new());
+    store
+        .upsert_inbox_entry(&feed_entry("third", NOW, NOW))
+        .await
+        .unwrap();
+    let page = store.inbox_feed("t", "u", &everything, 10).await.unwrap();
+    let ids: Vec<&str> = page
+        .items
+        .iter()
+        .map(|i| i.entry.notification_id.as_str())
+        .collect();
+    assert_eq!(ids, ["first", "second", "third"]);
+    // Reopened: already in the current layout.
+    drop(store);
+    let store = open_at(&path, &clock).await;
+    assert_eq!(
+        store
+            .inbox_feed("t", "u", &everything, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
 }

@@ -509,7 +509,8 @@ pub async fn inbox_feed_follows_new_writes(store: &dyn Store, _clock: &ManualClo
         .upsert_inbox_entry(&at("w2", NOW, NOW + 1_500))
         .await
         .unwrap();
-    // A repeat write of an entry read already adds nothing new.
+    // A repeat write of an entry read already (a redelivery) may be read again in a backend
+    // with an overlap; callers skip ids they pushed. What is new is only w2.
     store
         .upsert_inbox_entry(&at("w0", NOW, NOW + 1_000))
         .await

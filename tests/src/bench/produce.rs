@@ -119,9 +119,8 @@ pub async fn run(
 ) -> anyhow::Result<ProduceResults> {
     let size = record_size();
     // The raw baseline's producer shares no Herald code or setting (crate `bare-kafka`).
-    let producer = Arc::new(
-        bare_kafka::producer_config(&kafka.bootstrap_servers).create::<FutureProducer>()?,
-    );
+    let producer =
+        Arc::new(bare_kafka::producer_config(&kafka.bootstrap_servers).create::<FutureProducer>()?);
     let topic: Arc<str> = Arc::from(topic);
     let seconds = Duration::from_secs(LEVEL_SECONDS);
     eprintln!("bench: raw produce, {WORKERS} in flight, {size}-byte records…");

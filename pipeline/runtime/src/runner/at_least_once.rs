@@ -48,8 +48,8 @@ pub async fn run<P: Processor>(
             () = shutdown.cancelled() => break,
             r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
         };
-        if rebalances.happened() {
-            started.forget_all();
+        for partition in rebalances.take_assigned() {
+            started.forget(&partition);
         }
         match received {
             Ok(Ok(message)) => {

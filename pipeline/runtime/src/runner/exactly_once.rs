@@ -190,8 +190,8 @@ struct TxnContext {
 impl ClientContext for TxnContext {}
 
 impl ConsumerContext for TxnContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
-        self.rebalances.note();
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.note(rebalance);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -364,8 +364,8 @@ async fn run_loop<P: Processor>(
             stats.aborts += std::mem::take(&mut t.rebalance_aborts);
             std::mem::take(&mut t.rewind)
         };
-        if consumer.context().rebalances.happened() {
-            started.forget_all();
+        for partition in consumer.context().rebalances.take_assigned() {
+            started.forget(&partition);
         }
         let rewound: Vec<Partition> = owed.keys().cloned().collect();
         for partition in &rewound {

@@ -110,12 +110,7 @@ pub trait Processor: Send {
 pub(crate) struct Started(Vec<(String, i32)>);
 
 impl Started {
-    /// After a rebalance: every partition starts again.
-    pub(crate) fn forget_all(&mut self) {
-        self.0.clear();
-    }
-
-    /// After a rewind of `partition`.
+    /// After a rewind of `partition`, or a rebalance that assigned it.
     pub(crate) fn forget(&mut self, partition: &(String, i32)) {
         self.0.retain(|p| p != partition);
     }
@@ -125,19 +120,31 @@ impl Started {
     }
 }
 
-/// A consumer context that notes every rebalance, so the loop resets partition state
-/// ([`Started::forget_all`]).
+/// A consumer context that notes the partitions each rebalance assigns, so the loop resets
+/// their state ([`Started::forget`]). Only those: under cooperative rebalancing a partition the
+/// consumer keeps is read on from where it was, with the open batch's state still in memory.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Rebalances(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub(crate) struct Rebalances(std::sync::Arc<std::sync::Mutex<Vec<(String, i32)>>>);
 
 impl Rebalances {
-    /// Whether a rebalance happened since the last call.
-    pub(crate) fn happened(&self) -> bool {
-        self.0.swap(false, std::sync::atomic::Ordering::SeqCst)
+    /// The partitions assigned since the last call.
+    pub(crate) fn take_assigned(&self) -> Vec<(String, i32)> {
+        self.0
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
     }
 
-    pub(crate) fn note(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    pub(crate) fn note(&self, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance
+            && let Ok(mut assigned) = self.0.lock()
+        {
+            assigned.extend(
+                list.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition())),
+            );
+        }
     }
 }
 
@@ -147,9 +154,9 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
     fn post_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        _rebalance: &rdkafka::consumer::Rebalance<'_>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
-        self.note();
+        self.note(rebalance);
     }
 }
 

@@ -264,9 +264,7 @@ impl Limiter {
         self.decisions += 1;
         if self.decisions.is_multiple_of(10_000) {
             // Forget keys whose buckets are full again, so memory follows active recipients.
-            let now = self.now_ns();
-            self.recipients.forget_full(now);
-            self.tenants.forget_full(now);
+            self.forget_full();
         }
         if priority == Priority::Critical
             || self.config.bypass_categories.iter().any(|c| c == category)
@@ -322,6 +320,14 @@ impl Limiter {
         if let Some((tenant, tat)) = state.tenant {
             self.tenants.raise(tenant, tat);
         }
+    }
+
+    /// Forgets the buckets that are full again at the limiter's clock (after a restore: the
+    /// changelog holds every key ever seen).
+    pub fn forget_full(&self) {
+        let now = self.now_ns();
+        self.recipients.forget_full(now);
+        self.tenants.forget_full(now);
     }
 
     /// Keys held (recipient buckets, tenant buckets).

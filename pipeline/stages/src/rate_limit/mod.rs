@@ -61,8 +61,9 @@ impl StateLog for KafkaStateLog {
     }
 }
 
-/// How long restoring one partition's limiters may take before it is retried.
-const RESTORE_WITHIN: Duration = Duration::from_secs(60);
+/// How long restoring one partition's limiters may take before it is retried: well inside the
+/// default transaction timeout (60 s), since a reset can run while a transaction is open.
+const RESTORE_WITHIN: Duration = Duration::from_secs(20);
 
 /// The rate-limit stage's processor: one [`Limiter`] per input partition, each restored from
 /// the changelog when the runner (re)starts its partition, each decision's state written to the
@@ -111,6 +112,7 @@ impl Processor for RateLimitProcessor {
                 Err(_) => unreadable += 1,
             }
         }
+        limiter.forget_full();
         if unreadable > 0 {
             warn!(
                 partition,
@@ -155,5 +157,164 @@ impl Processor for RateLimitProcessor {
         };
         outputs.push(state);
         Ok(outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+
+    use herald_schemas::{Channel, ChannelContent, Priority, codec};
+    use herald_store::ManualClock;
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// A changelog in memory: what was "committed" per partition.
+    #[derive(Clone, Default)]
+    struct MemoryLog(Arc<Mutex<HashMap<i32, Vec<Vec<u8>>>>>);
+
+    #[async_trait]
+    impl StateLog for MemoryLog {
+        async fn read(&self, partition: i32) -> Result<Vec<Vec<u8>>, ProcessError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(&partition)
+                .cloned()
+                .unwrap_or_default())
+        }
+    }
+
+    fn limits() -> LimitsConfig {
+        LimitsConfig {
+            per_recipient: QuotaConfig {
+                limit: 2,
+                window_seconds: 10,
+            },
+            per_tenant: QuotaConfig {
+                limit: 5,
+                window_seconds: 10,
+            },
+            bypass_categories: Vec::new(),
+            ..LimitsConfig::default()
+        }
+    }
+
+    fn notification(i: usize) -> Vec<u8> {
+        let user = format!("u{}", i % 3);
+        codec::encode(&NotificationEnriched {
+            notification_id: format!("n{i}"),
+            tenant: "acme".into(),
+            recipient_user_id: user.clone(),
+            category: "news".into(),
+            priority: Priority::Normal,
+            requested_at_ms: T0,
+            deliveries: vec![ChannelContent {
+                channel: Channel::InApp,
+                address: user,
+                title: "t".into(),
+                body: "b".into(),
+                action_url: None,
+            }],
+            deferrals: 0,
+            defer_until_ms: None,
+        })
+        .unwrap()
+    }
+
+    fn processor(log: &MemoryLog) -> RateLimitProcessor {
+        RateLimitProcessor::new(
+            Topics::new("t"),
+            &limits(),
+            1,
+            Box::new(log.clone()),
+            Arc::new(ManualClock::at(T0 + 3_600_000)),
+        )
+    }
+
+    /// Decides notifications `ids` on partition 0: admitted or not, and the state records.
+    async fn decide(
+        p: &mut RateLimitProcessor,
+        ids: std::ops::Range<usize>,
+    ) -> (Vec<bool>, Vec<Vec<u8>>) {
+        let topics = Topics::new("t");
+        let (enriched, admitted, state) = (
+            topics.enriched(),
+            topics.admitted(),
+            topics.rate_limit_state(),
+        );
+        let mut decisions = Vec::new();
+        let mut states = Vec::new();
+        for i in ids {
+            let payload = notification(i);
+            let input = Input {
+                topic: &enriched,
+                partition: 0,
+                offset: i64::try_from(i).unwrap(),
+                key: None,
+                payload: &payload,
+                timestamp_ms: T0 + i64::try_from(i).unwrap() * 700,
+            };
+            let outputs = p.process(&input).await.unwrap();
+            decisions.push(outputs.iter().any(|o| o.topic == admitted));
+            states.extend(
+                outputs
+                    .into_iter()
+                    .filter(|o| o.topic == state && o.partition == Some(0))
+                    .map(|o| o.payload),
+            );
+        }
+        (decisions, states)
+    }
+
+    /// An aborted batch's decisions are forgotten by the reset that precedes its redo: the redo
+    /// decides as a processor that never saw the aborted attempt.
+    #[tokio::test]
+    async fn a_reset_discards_what_an_aborted_batch_decided() {
+        let uninterrupted = MemoryLog::default();
+        let mut whole = processor(&uninterrupted);
+        let (expected, _) = decide(&mut whole, 0..40).await;
+        assert!(expected.contains(&true) && expected.contains(&false));
+
+        let log = MemoryLog::default();
+        let mut p = processor(&log);
+        p.reset_partition(&Topics::new("t").enriched(), 0)
+            .await
+            .unwrap();
+        let (first, committed) = decide(&mut p, 0..15).await;
+        log.0.lock().unwrap().insert(0, committed);
+        // Decided, then aborted: its state records never reach the log.
+        let _ = decide(&mut p, 15..25).await;
+        p.reset_partition(&Topics::new("t").enriched(), 0)
+            .await
+            .unwrap();
+        let (redo, _) = decide(&mut p, 15..40).await;
+        assert_eq!([first, redo].concat(), expected);
+
+        // Without the reset the redo is decided against buckets the aborted attempt used.
+        let mut stale = processor(&MemoryLog::default());
+        let _ = decide(&mut stale, 0..25).await;
+        let (redo, _) = decide(&mut stale, 15..40).await;
+        assert_ne!(redo, expected[15..].to_vec());
+    }
+
+    /// Another input topic (none today) is not the limiter's: its reset reads nothing.
+    #[tokio::test]
+    async fn only_the_enriched_topic_is_restored() {
+        let log = MemoryLog::default();
+        log.0.lock().unwrap().insert(0, vec![b"not json".to_vec()]);
+        let mut p = processor(&log);
+        p.reset_partition("t.other", 0).await.unwrap();
+        assert!(p.limiters.is_empty());
+        // An unreadable state record is skipped, not fatal.
+        p.reset_partition(&Topics::new("t").enriched(), 0)
+            .await
+            .unwrap();
+        assert_eq!(p.limiters.len(), 1);
     }
 }

@@ -243,7 +243,7 @@ pub(crate) fn parse_feed_cursor(cursor: &FeedCursor) -> Option<i64> {
 /// page: a full page moves the cursor to its last entry (a backlog is read page by page), any
 /// other trails the newest delivery time by [`FEED_OVERLAP_MS`], so late writes are read again.
 pub(crate) fn feed_page(since_ms: i64, entries: Vec<InboxEntryRecord>, limit: usize) -> FeedPage {
-    let full = entries.len() >= limit;
+    let full = limit > 0 && entries.len() >= limit;
     let newest = entries.last().map(|e| e.delivered_at_ms);
     let items = entries
         .into_iter()

@@ -159,7 +159,7 @@ impl Inner {
             }
         }
         Ok(FeedPage {
-            more: items.len() >= limit,
+            more: limit > 0 && items.len() >= limit,
             items,
             next: FeedCursor(cursor.text()),
         })
