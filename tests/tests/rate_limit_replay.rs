@@ -136,6 +136,51 @@ fn decisions(bootstrap: &str, topics: &Topics) -> anyhow::Result<(Vec<String>, V
     Ok((admitted, limited))
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_with_fewer_partitions_than_the_input_is_refused_at_start() {
+    tokio::time::timeout(TEST_LIMIT, fewer_partitions())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// Each partition's limiter state goes to the same-numbered changelog partition: a changelog
+/// created by hand with fewer partitions would fail every transaction, so the stage refuses to
+/// start and says what to do.
+async fn fewer_partitions() -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?;
+    let topics = Topics::new(&platform.prefix);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()?;
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(
+                &topics.rate_limit_state(),
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await?
+    {
+        result.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    platform.run_command(&["topics"]).await?;
+    let refused = platform
+        .run_command(&["stage", "rate-limit"])
+        .await
+        .expect_err("the stage started with a changelog of 1 partition for an input of 3");
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("has 1 partitions") && text.contains("at least as many partitions"),
+        "{text}"
+    );
+    Ok(())
+}
+
 /// Waits until at least `total` decisions are committed.
 async fn wait_decided(bootstrap: &str, topics: &Topics, total: usize) -> anyhow::Result<()> {
     eventually(

@@ -128,11 +128,12 @@ pub async fn stage(
         }
         Stage::RateLimit => {
             // The limiter and the relay of deferred notifications, each its own group.
+            let partitions = limiter_partitions(config, &topics).await?;
             let mut runners = tokio::task::JoinSet::new();
             let p = RateLimitProcessor::new(
                 topics.clone(),
                 &config.rate_limit,
-                u32::try_from(config.kafka.partitions).unwrap_or(1),
+                partitions,
                 Box::new(KafkaStateLog::new(config.kafka.clone(), &topics)),
                 Arc::new(herald_store::SystemClock),
             );
@@ -173,6 +174,24 @@ pub async fn stage(
         }
         Stage::Deliver => deliver(config, channels, shutdown).await,
     }
+}
+
+/// The partitions of the limiter's input: its tenant quota is shared out between them, and its
+/// changelog needs at least as many (each partition's state goes to the same-numbered one).
+async fn limiter_partitions(config: &Config, topics: &Topics) -> anyhow::Result<u32> {
+    use herald_runtime::topics::partition_count;
+    let inputs = partition_count(&config.kafka, &topics.enriched()).await?;
+    let states = partition_count(&config.kafka, &topics.rate_limit_state()).await?;
+    anyhow::ensure!(
+        inputs > 0 && states >= inputs,
+        "{} has {states} partitions and {} has {inputs}: the rate limiter's changelog needs at \
+         least as many partitions as its input (delete {} and run `herald topics`, or add \
+         partitions to it)",
+        topics.rate_limit_state(),
+        topics.enriched(),
+        topics.rate_limit_state()
+    );
+    Ok(u32::try_from(inputs)?)
 }
 
 /// One runner (and consumer group) per channel, so a failing provider never blocks the others.

@@ -102,6 +102,23 @@ impl Topics {
     }
 }
 
+/// How many partitions `topic` has (0 when the broker does not know it).
+pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<usize> {
+    let consumer: rdkafka::consumer::BaseConsumer = config.reader().create()?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len()))
+    })
+    .await
+    .map_err(|e| RuntimeError::Fatal(e.to_string()))?
+}
+
 /// Creates every topic that does not exist yet.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.admin().create()?;
