@@ -160,6 +160,40 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
     }
 }
 
+/// Capped exponential backoff (100 ms doubling to 30 s) within the retry budget, shared by
+/// processing a record and resetting a partition's state.
+struct Retrying {
+    backoff: Duration,
+    first_failure: std::time::Instant,
+    budget: Duration,
+}
+
+impl Retrying {
+    fn new(budget: Duration) -> Retrying {
+        Retrying {
+            backoff: Duration::from_millis(100),
+            first_failure: std::time::Instant::now(),
+            budget,
+        }
+    }
+
+    /// Whether the budget allows another attempt.
+    fn within_budget(&self) -> bool {
+        self.first_failure.elapsed() < self.budget
+    }
+
+    /// Counts a retry and waits out the backoff; false if shutdown was requested meanwhile.
+    async fn wait(&mut self, shutdown: &CancellationToken, stats: &mut RunStats) -> bool {
+        stats.retries += 1;
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(self.backoff) => {}
+        }
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        true
+    }
+}
+
 /// Resets the processor's state of `message`'s partition if the runner (re)started reading it.
 /// `Ok(false)` means shutdown was requested while retrying.
 async fn ensure_started<P: Processor>(
@@ -174,20 +208,16 @@ async fn ensure_started<P: Processor>(
         return Ok(true);
     }
     let partition = (message.topic().to_owned(), message.partition());
-    let mut backoff = Duration::from_millis(100);
-    let first_failure = std::time::Instant::now();
+    let mut retrying = Retrying::new(dead.budget);
     loop {
         match processor.reset_partition(&partition.0, partition.1).await {
             Ok(()) => break,
-            Err(ProcessError::Retry(reason)) if first_failure.elapsed() < dead.budget => {
-                warn!(topic = %partition.0, partition = partition.1, %reason, ?backoff,
-                      "retrying the reset of a partition's state");
-                stats.retries += 1;
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(false),
-                    () = tokio::time::sleep(backoff) => {}
+            Err(ProcessError::Retry(reason)) if retrying.within_budget() => {
+                warn!(topic = %partition.0, partition = partition.1, %reason,
+                      backoff = ?retrying.backoff, "retrying the reset of a partition's state");
+                if !retrying.wait(shutdown, stats).await {
+                    return Ok(false);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 return Err(RuntimeError::Fatal(format!(
@@ -507,27 +537,24 @@ pub(crate) async fn process_with_retry<P: Processor>(
         payload: message.payload().unwrap_or_default(),
         timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut retrying = Retrying::new(dead.budget);
     let mut attempts = 0u32;
-    let first_failure = std::time::Instant::now();
     loop {
         attempts += 1;
         let reason = match processor.process(&input).await {
             Ok(outputs) => return Ok(Some(outputs)),
             Err(ProcessError::Poison(reason)) => reason,
-            Err(ProcessError::Retry(reason)) if first_failure.elapsed() < dead.budget => {
-                warn!(topic = input.topic, offset = input.offset, %reason, ?backoff, "retrying");
-                stats.retries += 1;
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(backoff) => {}
+            Err(ProcessError::Retry(reason)) if retrying.within_budget() => {
+                warn!(topic = input.topic, offset = input.offset, %reason,
+                      backoff = ?retrying.backoff, "retrying");
+                if !retrying.wait(shutdown, stats).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
             Err(ProcessError::Retry(reason)) => format!(
                 "still failing after {attempts} attempts over {:?}: {reason}",
-                first_failure.elapsed()
+                retrying.first_failure.elapsed()
             ),
             Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
         };
