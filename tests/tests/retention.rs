@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
-use herald_proto::v1::{ListInboxRequest, UnreadCountRequest, WatchInboxRequest};
+use herald_proto::v1::{UnreadCountRequest, WatchInboxRequest};
 use herald_tests::{Broker, Platform, eventually, inline_request, settled};
 use tonic::transport::Channel as GrpcChannel;
 
@@ -47,26 +47,10 @@ fn month_files(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
 /// Every entry id in `user`'s inbox, with how often it is listed.
 async fn inbox_ids(query: &mut Query, user: &str) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut ids = BTreeMap::new();
-    let mut token = String::new();
-    loop {
-        let page = query
-            .list_inbox(ListInboxRequest {
-                tenant: "acme".into(),
-                recipient_user_id: user.into(),
-                page_size: 50,
-                page_token: token,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        for e in page.entries {
-            *ids.entry(e.notification_id).or_insert(0) += 1;
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(ids);
-        }
-        token = page.next_page_token;
+    for id in herald_tests::audit::inbox_ids(query, "acme", user).await? {
+        *ids.entry(id).or_insert(0) += 1;
     }
+    Ok(ids)
 }
 
 async fn retention_while_serving() -> anyhow::Result<()> {
