@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use herald_store::conformance::{self, NOW};
+use herald_store::conformance::{self, NOW, feed_ids};
 use herald_store::retention::DAY_MS;
 use herald_store::{
     Clock, FeedCursor, InboxEntryRecord, InboxQuery, ManualClock, Month, Retention, Store,
@@ -246,13 +246,8 @@ async fn the_feed_follows_write_order_however_late_and_across_months() {
     drop(store);
     let store = open_at(&path, &clock).await;
     let next = store.inbox_feed("t", "u", &page.next, 100).await.unwrap();
-    let ids: Vec<&str> = next
-        .items
-        .iter()
-        .map(|i| i.entry.notification_id.as_str())
-        .collect();
     assert_eq!(
-        ids,
+        feed_ids(&next),
         ["late"],
         "a late write is new, and nothing read is repeated"
     );
@@ -397,12 +392,7 @@ async fn a_layout_2_store_is_upgraded_in_place() {
         .await
         .unwrap();
     let page = store.inbox_feed("t", "u", &everything, 10).await.unwrap();
-    let ids: Vec<&str> = page
-        .items
-        .iter()
-        .map(|i| i.entry.notification_id.as_str())
-        .collect();
-    assert_eq!(ids, ["first", "second", "third"]);
+    assert_eq!(feed_ids(&page), ["first", "second", "third"]);
     // Reopened: already in the current layout.
     drop(store);
     let store = open_at(&path, &clock).await;
