@@ -34,7 +34,8 @@ impl Raw {
     }
 }
 
-async fn create_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
+/// Creates `topics` with [`PARTITIONS`] partitions each.
+pub(crate) async fn create_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;

@@ -96,7 +96,7 @@ pub async fn main() -> anyhow::Result<()> {
     let kafka = bench_kafka(&broker, &platform.prefix);
     herald_runtime::topics::ensure_topics(&kafka).await?;
     let raw_topic = format!("{}.raw", platform.prefix);
-    create_topic(&kafka, &raw_topic).await?;
+    bare::create_topics(&broker.bootstrap, std::slice::from_ref(&raw_topic)).await?;
     let produce = produce::run(&kafka, &raw_topic, ingress).await?;
     let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
     drop(ingress_proc);
@@ -109,8 +109,7 @@ pub async fn main() -> anyhow::Result<()> {
     report.insert("pipeline".into(), pipeline.0.clone());
 
     // 3b: the yardsticks that share no Herald code, and the runner chain exactly-once.
-    let offered = pipeline.0["offered_per_s"].as_f64().unwrap_or(100.0);
-    let yard = yardsticks(&broker, offered).await?;
+    let yard = yardsticks(&broker, pipeline.2.at_rate.offered).await?;
     report.insert("yardsticks".into(), yard.json());
 
     // 4: queries.
@@ -344,22 +343,6 @@ fn bench_kafka(broker: &Broker, prefix: &str) -> herald_runtime::KafkaConfig {
         instance_id: random_name("bench"),
         ..herald_runtime::KafkaConfig::default()
     }
-}
-
-async fn create_topic(kafka: &herald_runtime::KafkaConfig, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka.admin().create()?;
-    admin
-        .create_topics(
-            &[NewTopic::new(
-                topic,
-                kafka.partitions,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await?;
-    Ok(())
 }
 
 /// The chains measured beside Herald's pipeline (bursts of [`BURST`], records per second).
