@@ -95,11 +95,12 @@ fn expected(base_ms: i64) -> BTreeMap<String, bool> {
         .collect()
 }
 
-async fn produce(bootstrap: &str, topic: &str, ids: std::ops::Range<usize>, base_ms: i64) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    ids: std::ops::Range<usize>,
+    base_ms: i64,
+) {
     for i in ids {
         let (n, partition, at) = notification(i, base_ms);
         let key = format!("{}/{}", n.tenant, n.recipient_user_id);
@@ -219,6 +220,9 @@ async fn replay() -> anyhow::Result<()> {
     let mut stage = platform
         .spawn_component(&["stage", "rate-limit"], None)
         .await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()?;
     let mut kills = Vec::new();
     for wave in 0..WAVES {
         let first = wave * PER_WAVE;
@@ -226,19 +230,13 @@ async fn replay() -> anyhow::Result<()> {
             // In the middle of a wave: ten records first, so the stage is up and deciding; the
             // rest paced over ~1.4 s in the background; the kill comes as soon as part of the
             // wave is committed, so whatever the open transaction held is redone.
-            produce(
-                &broker.bootstrap,
-                &topics.enriched(),
-                first..first + 10,
-                base_ms,
-            )
-            .await;
+            produce(&producer, &topics.enriched(), first..first + 10, base_ms).await;
             wait_decided(&broker.bootstrap, &topics, first + 10).await?;
             let rest = {
-                let (bootstrap, topic) = (broker.bootstrap.clone(), topics.enriched());
+                let (producer, topic) = (producer.clone(), topics.enriched());
                 tokio::spawn(async move {
                     for i in first + 10..first + PER_WAVE {
-                        produce(&bootstrap, &topic, i..i + 1, base_ms).await;
+                        produce(&producer, &topic, i..i + 1, base_ms).await;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 })
@@ -263,7 +261,7 @@ async fn replay() -> anyhow::Result<()> {
             rest.await?;
         } else {
             produce(
-                &broker.bootstrap,
+                &producer,
                 &topics.enriched(),
                 first..first + PER_WAVE,
                 base_ms,
