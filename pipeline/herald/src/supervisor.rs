@@ -134,8 +134,10 @@ pub async fn run(
     let exe = std::env::current_exe().context("locating the herald executable")?;
     topics_with_retry(config, &shutdown).await?;
     if !config.store.url.starts_with("scylla://") {
-        // The embedded store's files and schema exist before the components open them at
-        // once (several processes creating one SQLite file together can fail with "locked").
+        // Opened once here first: a store that cannot be opened (a wrong path, a layout this
+        // Herald does not read) stops `herald run` at once with its reason, instead of every
+        // component failing and being restarted. (Several components creating a fresh store at
+        // once is safe: the store's own open handles it.)
         drop(crate::store::open(config).await?);
     }
     let mut children = Vec::new();
