@@ -311,8 +311,28 @@ impl Limiter {
         }
     }
 
-    /// Folds one state record back in (a restore reads a partition's whole changelog).
-    pub fn restore(&mut self, state: LimiterState) {
+    /// Folds one state record back in (a restore reads a partition's whole changelog), if it
+    /// is within bounds: its clock between the epoch and `latest_ms`, each arrival time no
+    /// further ahead of that clock than its quota's window (GCRA never sets one further).
+    /// Returns whether it was folded in.
+    pub fn restore(&mut self, state: LimiterState, latest_ms: i64) -> bool {
+        let horizon = |window_seconds: u64| {
+            let window_ms = i64::try_from(window_seconds.saturating_mul(1_000)).unwrap_or(i64::MAX);
+            u64::try_from(state.clock_ms.saturating_add(window_ms))
+                .unwrap_or(u64::MAX)
+                .saturating_mul(1_000_000)
+        };
+        let recipient_ok = state
+            .recipient
+            .as_ref()
+            .is_none_or(|r| r.3 <= horizon(self.config.per_recipient.window_seconds.max(1)));
+        let tenant_ok = state
+            .tenant
+            .as_ref()
+            .is_none_or(|t| t.1 <= horizon(self.config.per_tenant.window_seconds.max(1)));
+        if state.clock_ms < 0 || state.clock_ms > latest_ms || !recipient_ok || !tenant_ok {
+            return false;
+        }
         self.observe(state.clock_ms);
         if let Some((tenant, recipient, category, tat)) = state.recipient {
             self.recipients.raise((tenant, recipient, category), tat);
@@ -320,6 +340,7 @@ impl Limiter {
         if let Some((tenant, tat)) = state.tenant {
             self.tenants.raise(tenant, tat);
         }
+        true
     }
 
     /// Forgets the buckets that are full again at the limiter's clock (after a restore: the

@@ -105,11 +105,17 @@ impl Processor for RateLimitProcessor {
         }
         let records = self.log.read(partition).await?;
         let mut limiter = Limiter::new(self.limits.clone());
+        // A record's clock may lie at most as far ahead as a record's timestamp may.
+        let latest_ms = self
+            .clock
+            .now_ms()
+            .saturating_add(self.limits.max_clock_skew_ms.max(0));
         let mut unreadable = 0usize;
         for record in &records {
-            match serde_json::from_slice::<LimiterState>(record) {
-                Ok(state) => limiter.restore(state),
-                Err(_) => unreadable += 1,
+            let restored = serde_json::from_slice::<LimiterState>(record)
+                .is_ok_and(|state| limiter.restore(state, latest_ms));
+            if !restored {
+                unreadable += 1;
             }
         }
         limiter.forget_full();
