@@ -22,10 +22,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::changelog::read_partition_blocking;
 use crate::topics::Topics;
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
@@ -56,40 +55,28 @@ impl TxnIds {
 
     /// The id the runner's previous incarnation registered last, if any.
     pub fn last(&self) -> Result<Option<String>> {
-        let mut reader = self.kafka.reader();
-        reader.set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = reader.create()?;
+        let consumer: BaseConsumer = self.kafka.reader().create()?;
         let metadata = consumer.fetch_metadata(Some(&self.topic), TIMEOUT)?;
-        let mut assignment = TopicPartitionList::new();
-        let mut open = 0;
-        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            assignment.add_partition_offset(&self.topic, p.id(), Offset::Beginning)?;
-            open += 1;
-        }
-        if open == 0 {
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.id())
+            .collect();
+        if partitions.is_empty() {
             return Err(RuntimeError::Fatal(format!(
                 "topic {} is missing: run `herald topics` (herald run creates it)",
                 self.topic
             )));
         }
-        consumer.assign(&assignment)?;
-        let deadline = std::time::Instant::now() + TIMEOUT;
         let mut last = None;
-        while open > 0 {
-            if std::time::Instant::now() > deadline {
-                return Err(RuntimeError::Fatal(format!(
-                    "reading {} took longer than {TIMEOUT:?}",
-                    self.topic
-                )));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(m)) if m.key() == Some(self.key.as_bytes()) => {
-                    last = m.payload().map(|v| String::from_utf8_lossy(v).into_owned());
+        for partition in partitions {
+            for (key, value) in
+                read_partition_blocking(&self.kafka, &self.topic, partition, TIMEOUT)?
+            {
+                if key.as_deref() == Some(self.key.as_bytes()) {
+                    last = Some(String::from_utf8_lossy(&value).into_owned());
                 }
-                Some(Ok(_)) => {}
             }
         }
         Ok(last)
