@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HERALD_BIN=${HERALD_BIN:?set by the Makefile}
 broker=$(scripts/broker.sh name)
-data=var/$broker
+data=$PWD/var/$broker
 port=${HERALD_KAFKA_PORT:-9092}
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   pidfile=$(ls "$data"/*.pid 2>/dev/null | head -1 || true)
