@@ -29,6 +29,9 @@ case "$broker" in
     export HERALD__KAFKA__UNSAVED_ACK_WINDOW_MS=${HERALD__KAFKA__UNSAVED_ACK_WINDOW_MS:-3000}
     # It keeps every record in memory: let topics forget what is older than a day.
     export HERALD__KAFKA__TOPIC_RETENTION_MS=${HERALD__KAFKA__TOPIC_RETENTION_MS:-86400000}
+    # It answers an empty fetch at once, so an idle consumer would spin: idle stages pause
+    # their partitions 100 ms at a time (kafka.idle_pause_ms).
+    export HERALD__KAFKA__IDLE_PAUSE_MS=${HERALD__KAFKA__IDLE_PAUSE_MS:-100}
     ;;
   tansu)
     # No Kafka transactions: run the stages at-least-once (their effects are idempotent).

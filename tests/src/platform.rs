@@ -59,19 +59,20 @@ impl Platform {
         } else {
             "delivery_mode = \"at-least-once\"\n"
         };
-        let mut watchdog = match broker.kind() {
+        let watchdog = match broker.kind() {
             // Its coordinator can wedge a group; it cannot take a producer epoch librdkafka
             // raised by itself while it was down (docs/BROKERS.md).
             Some(BrokerKind::Tansu) => "rejoin_if_unassigned_ms = 30000\nidempotence = false\n",
-            // It saves about once a second: hold acknowledged records a little longer.
-            Some(BrokerKind::NoidaDb) => "unsaved_ack_window_ms = 3000\n",
+            // It saves about once a second: hold acknowledged records a little longer. It
+            // answers empty fetches at once: idle stages pause instead of spinning.
+            Some(BrokerKind::NoidaDb) => "unsaved_ack_window_ms = 3000\nidle_pause_ms = 100\n",
             None => "",
         }
-        .to_owned();
-        if extra.contains("rejoin_if_unassigned_ms") {
-            // The test sets its own.
-            watchdog = watchdog.replace("rejoin_if_unassigned_ms = 30000\n", "");
-        }
+        .lines()
+        // A setting the caller makes itself replaces the broker's.
+        .filter(|line| !extra.lines().any(|l| toml_key(l) == toml_key(line)))
+        .map(|line| format!("{line}\n"))
+        .collect::<String>();
         let config = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
              {mode}{watchdog}{extra}\n\
@@ -273,4 +274,9 @@ impl Platform {
     pub fn url(addr: SocketAddr) -> String {
         format!("http://{addr}")
     }
+}
+
+/// The key of a `key = value` TOML line.
+fn toml_key(line: &str) -> &str {
+    line.split('=').next().unwrap_or_default().trim()
 }

@@ -15,7 +15,7 @@ use herald_runtime::{DeliveryMode, KafkaConfig, Result};
 use herald_schemas::DeadLetter;
 use herald_schemas::codec::decode;
 use herald_tests::topic::read_records;
-use herald_tests::{Broker, random_name, settled};
+use herald_tests::{Broker, eventually, random_name, settled};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -150,5 +150,104 @@ async fn budget(mode: DeliveryMode) -> anyhow::Result<()> {
     );
     let poison = letters.iter().find(|l| l.value == b"poison").unwrap();
     assert_eq!((poison.source_offset, poison.attempts), (3, 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_runner_pauses_and_still_takes_every_record_exactly_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, idle_pauses(DeliveryMode::ExactlyOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_runner_pauses_and_still_takes_every_record_at_least_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, idle_pauses(DeliveryMode::AtLeastOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// Records arriving one at a time, each after a quiet spell long enough for the runner to pause
+/// its partitions: every one is copied once and in order, and the runner did pause.
+async fn idle_pauses(mode: DeliveryMode) -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let kafka = KafkaConfig {
+        bootstrap_servers: broker.bootstrap.clone(),
+        topic_prefix: random_name("ip"),
+        delivery_mode: mode,
+        instance_id: "fixed".into(),
+        partitions: 2,
+        idle_pause_ms: 50,
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&kafka).await?;
+    let topics = Topics::new(&kafka.topic_prefix);
+    let (input, out) = (topics.requested(), topics.enriched());
+    let copier = Picky {
+        out: out.clone(),
+        stuck_attempts: Arc::new(AtomicU64::new(0)),
+    };
+    let spec = RunnerSpec {
+        name: "copier".into(),
+        group: topics.group("copier"),
+        input_topics: vec![input.clone()],
+    };
+    let shutdown = CancellationToken::new();
+    let (k, s, token) = (kafka.clone(), spec.clone(), shutdown.clone());
+    let task = tokio::spawn(async move { runner::run(&k, &s, copier, token).await });
+
+    let producer: FutureProducer = kafka.producer().create()?;
+    let bootstrap = broker.bootstrap.clone();
+    let copied = |n: usize| {
+        let (b, t) = (bootstrap.clone(), out.clone());
+        move || {
+            let (b, t) = (b.clone(), t.clone());
+            async move {
+                let values: Vec<Vec<u8>> =
+                    tokio::task::spawn_blocking(move || read_records(&b, &t))
+                        .await??
+                        .into_iter()
+                        .map(|r| r.value)
+                        .collect();
+                Ok((values.len() >= n).then_some(values))
+            }
+        }
+    };
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        // Quiet for several idle pauses first.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let value = format!("r{i}");
+        producer
+            .send(
+                FutureRecord::to(&input).key("k").payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        sent.push(value.into_bytes());
+        eventually(
+            Duration::from_secs(60),
+            "the record copied",
+            copied(sent.len()),
+        )
+        .await?;
+    }
+    let all = settled(
+        Duration::from_secs(60),
+        "every record copied",
+        copied(sent.len()),
+    )
+    .await?;
+    assert_eq!(all, sent, "each record once, in order");
+    shutdown.cancel();
+    let stats = task.await??;
+    assert!(
+        stats.idle_pauses >= 4,
+        "the runner paused before each record: {stats:?}"
+    );
+    assert_eq!(stats.consumed, 4, "{stats:?}");
     Ok(())
 }

@@ -88,6 +88,13 @@ pub struct KafkaConfig {
     /// Each hop can add up to this much latency on brokers that hold fetches for the full wait
     /// (tansu does), so it is lower than librdkafka's 500 ms default.
     pub fetch_wait_max_ms: u64,
+    /// If not 0: a stage consumer that has received nothing for this long pauses its partitions
+    /// for this long, fetches for 10 ms, pauses again, … until a record arrives (milliseconds).
+    /// For brokers that answer an empty fetch at once instead of holding it for
+    /// `fetch_wait_max_ms` (noida-db does; `make run` and the tests set 100 for it), where every
+    /// idle consumer otherwise spins at ~0.4 of a core. Costs up to this much latency on the
+    /// first record after a quiet spell; leave it 0 on Apache Kafka and Redpanda.
+    pub idle_pause_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
     /// How long an instance's lease on its outbox lasts (milliseconds): it renews it every third
@@ -136,6 +143,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 100,
             max_batch_records: 1_000,
             fetch_wait_max_ms: 50,
+            idle_pause_ms: 0,
             message_timeout_ms: 10_000,
             retry_budget_ms: 300_000,
             outbox_lease_ms: 30_000,

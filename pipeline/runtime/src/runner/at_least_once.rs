@@ -3,7 +3,7 @@
 //! A crash or a lost partition replays the uncommitted tail; a failed produce stops the runner.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -14,6 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::idle::{self, IdleFetch};
 use super::{
     BatchClock, DeadLetters, Output, Processor, Progress, Rebalances, RunStats, RunnerSpec,
     Started, Starvation, on_consumer_error, process_with_retry, record, traceparent,
@@ -43,16 +44,22 @@ pub async fn run<P: Processor>(
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
     let mut started = Started::default();
+    let mut idling = IdleFetch::new(kafka.idle_pause_ms, Instant::now());
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
+            r = tokio::time::timeout(clock.wait(&idling), consumer.recv()) => r,
         };
-        for partition in rebalances.take_assigned() {
+        let assigned = rebalances.take_assigned();
+        if !assigned.is_empty() {
+            idle::apply(idling.wake(Instant::now()), &consumer, &mut stats);
+        }
+        for partition in assigned {
             started.forget(&partition);
         }
         match received {
             Ok(Ok(message)) => {
+                idle::apply(idling.on_record(Instant::now()), &consumer, &mut stats);
                 let outputs = process_with_retry(
                     &mut processor,
                     &mut started,
@@ -79,6 +86,7 @@ pub async fn run<P: Processor>(
                 .await?;
             clock.restart(&stats);
         }
+        idle::apply(idling.on_tick(Instant::now()), &consumer, &mut stats);
         progress.tick(&stats);
         starvation.check(&consumer, &stats)?;
     }

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
@@ -29,6 +29,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::idle::{self, IdleFetch};
 use super::txn_ids::TxnIds;
 use super::{
     BatchClock, DeadLetters, Processor, Progress, Rebalances, RunStats, RunnerSpec, Started,
@@ -348,10 +349,11 @@ async fn run_loop<P: Processor>(
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
     let mut started = Started::default();
+    let mut idling = IdleFetch::new(kafka.idle_pause_ms, Instant::now());
     loop {
         let received = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.interval(), consumer.recv()) => r,
+            r = tokio::time::timeout(clock.wait(&idling), consumer.recv()) => r,
         };
         // What the rebalance callback (run inside recv) left for the loop.
         let owed = {
@@ -364,7 +366,12 @@ async fn run_loop<P: Processor>(
             stats.aborts += std::mem::take(&mut t.rebalance_aborts);
             std::mem::take(&mut t.rewind)
         };
-        for partition in consumer.context().rebalances.take_assigned() {
+        let assigned = consumer.context().rebalances.take_assigned();
+        if !assigned.is_empty() || !owed.is_empty() {
+            // Fetching again before seeking: a rewound partition must not stay paused.
+            idle::apply(idling.wake(Instant::now()), consumer, stats);
+        }
+        for partition in assigned {
             started.forget(&partition);
         }
         let rewound: Vec<Partition> = owed.keys().cloned().collect();
@@ -379,6 +386,7 @@ async fn run_loop<P: Processor>(
             Ok(Ok(message))
                 if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
             Ok(Ok(message)) => {
+                idle::apply(idling.on_record(Instant::now()), consumer, stats);
                 let outputs =
                     process_with_retry(processor, &mut started, &message, &dead, shutdown, stats)
                         .await?;
@@ -407,13 +415,14 @@ async fn run_loop<P: Processor>(
             Err(_) => {}
         }
         if clock.due(stats) {
-            finish(txn, consumer, &mut started, stats).await?;
+            finish(txn, consumer, &mut started, &mut idling, stats).await?;
             clock.restart(stats);
         }
+        idle::apply(idling.on_tick(Instant::now()), consumer, stats);
         progress.tick(stats);
         starvation.check(consumer, stats)?;
     }
-    finish(txn, consumer, &mut started, stats).await
+    finish(txn, consumer, &mut started, &mut idling, stats).await
 }
 
 /// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
@@ -467,6 +476,7 @@ async fn finish(
     txn: &Arc<Mutex<Txn>>,
     consumer: &StreamConsumer<TxnContext>,
     started: &mut Started,
+    idling: &mut IdleFetch,
     stats: &mut RunStats,
 ) -> Result<()> {
     let group = consumer.group_metadata();
@@ -488,6 +498,7 @@ async fn finish(
             for partition in starts.keys() {
                 started.forget(partition);
             }
+            idle::apply(idling.wake(Instant::now()), consumer, stats);
             stats.rewinds += rewind(consumer, starts)?;
         }
     }

@@ -19,6 +19,7 @@
 
 pub mod at_least_once;
 pub mod exactly_once;
+mod idle;
 mod store_error;
 pub mod txn_ids;
 
@@ -265,6 +266,8 @@ pub struct RunStats {
     pub rewinds: u64,
     /// Calls of [`Processor::reset_partition`] (after assignments and rewinds).
     pub resets: u64,
+    /// Times the consumer paused its partitions for being idle (`kafka.idle_pause_ms`).
+    pub idle_pauses: u64,
 }
 
 /// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
@@ -286,9 +289,11 @@ impl BatchClock {
         }
     }
 
-    /// How long to wait for the next record before checking again.
-    pub(crate) fn interval(&self) -> Duration {
-        self.interval
+    /// How long to wait for the next record before checking again: the batch interval, or
+    /// less if the idle pausing (`idle`) changes sooner.
+    pub(crate) fn wait(&self, idle: &idle::IdleFetch) -> Duration {
+        idle.next_change(std::time::Instant::now())
+            .map_or(self.interval, |d| d.min(self.interval))
     }
 
     pub(crate) fn due(&self, stats: &RunStats) -> bool {

@@ -1,0 +1,235 @@
+//! Long polling done by the client, for brokers that answer an empty fetch at once.
+//!
+//! A Kafka broker holds a fetch that finds no record for up to `fetch.wait.max.ms`, so an idle
+//! consumer costs a few requests a second. noida-db (the local default broker) answers it
+//! immediately, whatever the wait and `fetch.min.bytes`, and librdkafka fetches again at once:
+//! every idle consumer then spins, costing ~0.4 of a core in the client and more in the broker
+//! (BENCHMARKS.md). With `kafka.idle_pause_ms` set, a runner that has received nothing for that
+//! long pauses its partitions for that long, listens for [`LISTEN`], pauses again, and so on
+//! until a record arrives. The price is latency: the first record after a quiet spell waits up
+//! to `idle_pause_ms` more. Pausing is safe at any point: librdkafka resumes a paused partition
+//! at the position after the last record the application consumed.
+//!
+//! [`IdleFetch`] is the pure state machine (time is passed in); the loops apply its
+//! [`Action`]s to their consumer.
+
+use std::time::{Duration, Instant};
+
+/// How long a runner fetches between two idle pauses.
+pub(crate) const LISTEN: Duration = Duration::from_millis(10);
+
+/// What the runner must do to its consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Nothing,
+    /// Pause every assigned partition.
+    Pause,
+    /// Resume every assigned partition.
+    Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Fetching; the last record (or wake-up) was at this time.
+    Active { since: Instant },
+    /// Partitions paused until this time.
+    Paused { until: Instant },
+    /// Fetching again until this time, after a pause.
+    Listening { until: Instant },
+}
+
+/// Whether a runner's consumer is fetching, and when that changes.
+#[derive(Debug)]
+pub(crate) struct IdleFetch {
+    /// `None`: never pause (a broker that holds empty fetches).
+    pause: Option<Duration>,
+    state: State,
+}
+
+impl IdleFetch {
+    /// `pause_ms` 0 turns pausing off.
+    pub(crate) fn new(pause_ms: u64, now: Instant) -> IdleFetch {
+        IdleFetch {
+            pause: (pause_ms > 0).then(|| Duration::from_millis(pause_ms)),
+            state: State::Active { since: now },
+        }
+    }
+
+    /// A record arrived: fetch on.
+    pub(crate) fn on_record(&mut self, now: Instant) -> Action {
+        self.wake(now)
+    }
+
+    /// Something other than a record needs the partitions fetching (a rebalance, a rewind).
+    pub(crate) fn wake(&mut self, now: Instant) -> Action {
+        let was = std::mem::replace(&mut self.state, State::Active { since: now });
+        match was {
+            State::Paused { .. } => Action::Resume,
+            State::Active { .. } | State::Listening { .. } => Action::Nothing,
+        }
+    }
+
+    /// Moves on if a period ended by `now`.
+    pub(crate) fn on_tick(&mut self, now: Instant) -> Action {
+        let Some(pause) = self.pause else {
+            return Action::Nothing;
+        };
+        match self.state {
+            State::Active { since } if now.saturating_duration_since(since) >= pause => {
+                self.state = State::Paused { until: now + pause };
+                Action::Pause
+            }
+            State::Listening { until } if now >= until => {
+                self.state = State::Paused { until: now + pause };
+                Action::Pause
+            }
+            State::Paused { until } if now >= until => {
+                self.state = State::Listening {
+                    until: now + LISTEN,
+                };
+                Action::Resume
+            }
+            _ => Action::Nothing,
+        }
+    }
+
+    /// How long from `now` until [`IdleFetch::on_tick`] may change something (`None`: never).
+    pub(crate) fn next_change(&self, now: Instant) -> Option<Duration> {
+        let pause = self.pause?;
+        let at = match self.state {
+            State::Active { since } => since + pause,
+            State::Paused { until } | State::Listening { until } => until,
+        };
+        Some(at.saturating_duration_since(now))
+    }
+}
+
+/// How long the request that wakes librdkafka's fetcher after a resume may take.
+const WAKE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Pauses or resumes every partition `consumer` is assigned. A consumer error here is logged
+/// and ignored: at worst the consumer keeps fetching (as without pausing), or stays paused
+/// until the next period resumes it.
+///
+/// librdkafka does not wake the broker thread when a partition is resumed (it notices at its
+/// next wake-up, up to a second later: confluent-kafka-go issue 630), so a resume is followed by
+/// a watermark query of the first assigned partition, a request that thread serves at once (one
+/// round trip, blocking this thread). With one broker, as on the local brokers that need
+/// pausing, that wakes every partition's fetcher.
+pub(crate) fn apply<C, X>(action: Action, consumer: &C, stats: &mut super::RunStats)
+where
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+{
+    match action {
+        Action::Nothing => return,
+        Action::Pause => stats.idle_pauses += 1,
+        Action::Resume => {}
+    }
+    let result = consumer.assignment().and_then(|assigned| {
+        let Some(first) = assigned
+            .elements()
+            .first()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+        else {
+            return Ok(());
+        };
+        match action {
+            Action::Pause => consumer.pause(&assigned),
+            Action::Resume => {
+                consumer.resume(&assigned)?;
+                consumer
+                    .fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT)
+                    .map(|_| ())
+            }
+            Action::Nothing => Ok(()),
+        }
+    });
+    if let Err(e) = result {
+        tracing::debug!(error = %e, ?action, "idle pause or resume failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn idle(pause_ms: u64) -> (IdleFetch, Instant) {
+        let t0 = Instant::now();
+        (IdleFetch::new(pause_ms, t0), t0)
+    }
+
+    #[test]
+    fn off_never_pauses() {
+        let (mut f, t0) = idle(0);
+        assert_eq!(f.on_tick(t0 + Duration::from_secs(3600)), Action::Nothing);
+        assert_eq!(f.next_change(t0), None);
+    }
+
+    #[test]
+    fn active_pauses_once_quiet_for_the_pause() {
+        let (mut f, t0) = idle(100);
+        assert_eq!(f.on_tick(t0 + 99 * MS), Action::Nothing);
+        assert_eq!(f.next_change(t0 + 99 * MS), Some(MS));
+        assert_eq!(f.on_tick(t0 + 100 * MS), Action::Pause);
+        assert_eq!(f.next_change(t0 + 100 * MS), Some(100 * MS));
+    }
+
+    #[test]
+    fn a_record_restarts_the_quiet_period() {
+        let (mut f, t0) = idle(100);
+        assert_eq!(f.on_record(t0 + 60 * MS), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 150 * MS), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 160 * MS), Action::Pause);
+    }
+
+    #[test]
+    fn paused_listens_when_the_pause_ends() {
+        let (mut f, t0) = idle(100);
+        f.on_tick(t0 + 100 * MS);
+        assert_eq!(f.on_tick(t0 + 199 * MS), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 200 * MS), Action::Resume);
+        assert_eq!(f.next_change(t0 + 200 * MS), Some(LISTEN));
+    }
+
+    #[test]
+    fn listening_pauses_again_when_nothing_came() {
+        let (mut f, t0) = idle(100);
+        f.on_tick(t0 + 100 * MS);
+        f.on_tick(t0 + 200 * MS);
+        assert_eq!(f.on_tick(t0 + 200 * MS + LISTEN - MS), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 200 * MS + LISTEN), Action::Pause);
+        assert_eq!(f.next_change(t0 + 200 * MS + LISTEN), Some(100 * MS));
+    }
+
+    #[test]
+    fn a_record_while_listening_makes_it_active() {
+        let (mut f, t0) = idle(100);
+        f.on_tick(t0 + 100 * MS);
+        f.on_tick(t0 + 200 * MS);
+        assert_eq!(f.on_record(t0 + 205 * MS), Action::Nothing);
+        // Active again: quiet for a whole pause before the next one.
+        assert_eq!(f.on_tick(t0 + 210 * MS + LISTEN), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 305 * MS), Action::Pause);
+    }
+
+    #[test]
+    fn waking_a_paused_consumer_resumes_it() {
+        let (mut f, t0) = idle(100);
+        f.on_tick(t0 + 100 * MS);
+        assert_eq!(f.wake(t0 + 150 * MS), Action::Resume);
+        assert_eq!(f.on_tick(t0 + 200 * MS), Action::Nothing);
+        assert_eq!(f.on_tick(t0 + 250 * MS), Action::Pause);
+    }
+
+    #[test]
+    fn a_record_left_over_from_before_a_pause_resumes() {
+        // librdkafka purges a paused partition's queue, but a record already handed over can
+        // still be received after the pause call.
+        let (mut f, t0) = idle(100);
+        f.on_tick(t0 + 100 * MS);
+        assert_eq!(f.on_record(t0 + 101 * MS), Action::Resume);
+    }
+}
