@@ -3,22 +3,19 @@
 //! A crash or a lost partition replays the uncommitted tail; a failed produce stops the runner.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::idle::{self, IdleFetch};
-use super::{
-    BatchClock, DeadLetters, Output, Processor, Progress, Rebalances, RunStats, RunnerSpec,
-    Started, Starvation, on_consumer_error, process_with_retry, record, traceparent,
-};
+use super::scaffold::{Mode, Partition, Source, run_loop, subscribed};
+use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
 /// Runs `processor` at least once until `shutdown` (then flushes and commits) or a fatal error.
@@ -28,78 +25,72 @@ pub async fn run<P: Processor>(
     mut processor: P,
     shutdown: CancellationToken,
 ) -> Result<RunStats> {
-    let rebalances = Rebalances::default();
-    let consumer: StreamConsumer<Rebalances> = kafka
-        .consumer(&spec.group)
-        .create_with_context(rebalances.clone())?;
-    let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    let consumer = subscribed(kafka, spec, Rebalances::default())?;
     let producer: FutureProducer = kafka.producer().create()?;
     info!(stage = %spec.name, group = %spec.group, topics = ?spec.input_topics, "stage started");
 
-    let mut batch = Batch::default();
-    let mut stats = RunStats::default();
-    let mut progress = Progress::new(&spec.name);
-    let mut clock = BatchClock::new(kafka);
-    let mut starvation = Starvation::new(kafka);
-    let dead = DeadLetters::new(kafka, spec);
-    let mut started = Started::default();
-    let mut idling = IdleFetch::new(kafka.idle_pause_ms, Instant::now());
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.wait(&idling), consumer.recv()) => r,
-        };
-        let assigned = rebalances.take_assigned();
-        if !assigned.is_empty() {
-            idle::apply(idling.wake(Instant::now()), &consumer, &mut stats);
-        }
-        for partition in assigned {
-            started.forget(&partition);
-        }
-        match received {
-            Ok(Ok(message)) => {
-                idle::apply(idling.on_record(Instant::now()), &consumer, &mut stats);
-                let outputs = process_with_retry(
-                    &mut processor,
-                    &mut started,
-                    &message,
-                    &dead,
-                    &shutdown,
-                    &mut stats,
-                )
-                .await?;
-                let Some(outputs) = outputs else { break };
-                let trace = traceparent(&message);
-                for output in outputs {
-                    batch.send(&producer, output, trace.as_deref()).await?;
-                }
-                batch.consumed(&message);
-                stats.consumed += 1;
-            }
-            Ok(Err(e)) => on_consumer_error(e, &consumer, &spec.name)?,
-            Err(_) => {} // nothing arrived within the commit interval
-        }
-        if clock.due(&stats) {
-            stats.produced += batch
-                .commit(&producer, &consumer, CommitMode::Async)
-                .await?;
-            clock.restart(&stats);
-        }
-        idle::apply(idling.on_tick(Instant::now()), &consumer, &mut stats);
-        progress.tick(&stats);
-        starvation.check(&consumer, &stats)?;
-    }
-    stats.produced += batch.commit(&producer, &consumer, CommitMode::Sync).await?;
+    let mut mode = AtLeastOnce {
+        producer,
+        batch: Batch::default(),
+    };
+    let stats = run_loop(kafka, spec, &mut processor, &mut mode, &consumer, &shutdown).await?;
     info!(stage = %spec.name, ?stats, "stage stopped");
     Ok(stats)
+}
+
+/// An idempotent producer, and what it has in flight.
+struct AtLeastOnce {
+    producer: FutureProducer,
+    batch: Batch,
+}
+
+#[async_trait]
+impl Mode for AtLeastOnce {
+    type Context = Rebalances;
+
+    fn after_receive(&mut self, _stats: &mut RunStats) -> Result<HashMap<Partition, i64>> {
+        Ok(HashMap::new())
+    }
+
+    async fn emit(
+        &mut self,
+        source: Source<'_>,
+        outputs: Vec<Output>,
+        _stats: &mut RunStats,
+    ) -> Result<()> {
+        for output in outputs {
+            self.batch
+                .send(&self.producer, output, source.trace.as_deref())
+                .await?;
+        }
+        self.batch.positions.insert(
+            (source.topic.to_owned(), source.partition),
+            source.offset + 1,
+        );
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        consumer: &StreamConsumer<Rebalances>,
+        last: bool,
+        stats: &mut RunStats,
+    ) -> Result<HashMap<Partition, i64>> {
+        let mode = if last {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        stats.produced += self.batch.commit(&self.producer, consumer, mode).await?;
+        Ok(HashMap::new())
+    }
 }
 
 /// Outputs in flight and the input positions they came from.
 #[derive(Default)]
 struct Batch {
     in_flight: Vec<DeliveryFuture>,
-    positions: HashMap<(String, i32), i64>,
+    positions: HashMap<Partition, i64>,
 }
 
 impl Batch {
@@ -123,13 +114,6 @@ impl Batch {
                 Err((e, _)) => return Err(fatal::explain(e, producer.client())),
             }
         }
-    }
-
-    fn consumed(&mut self, message: &BorrowedMessage<'_>) {
-        self.positions.insert(
-            (message.topic().to_owned(), message.partition()),
-            message.offset() + 1,
-        );
     }
 
     /// Waits for every in-flight output; any failure is fatal for the runner.

@@ -18,29 +18,25 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::idle::{self, IdleFetch};
+use super::scaffold::{Mode, NotesAssignments, Partition, Source, run_loop, subscribed};
 use super::txn_ids::TxnIds;
-use super::{
-    BatchClock, DeadLetters, Processor, Progress, Rebalances, RunStats, RunnerSpec, Started,
-    Starvation, on_consumer_error, process_with_retry, record, traceparent,
-};
+use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};
 
 /// How often a retriable transactional call is retried before giving up (fatal).
 const RETRIES: u32 = 5;
-
-type Partition = (String, i32);
 
 /// The open transaction, shared by the loop and the rebalance callback.
 struct Txn {
@@ -190,6 +186,12 @@ struct TxnContext {
 
 impl ClientContext for TxnContext {}
 
+impl NotesAssignments for TxnContext {
+    fn rebalances(&self) -> &Rebalances {
+        &self.rebalances
+    }
+}
+
 impl ConsumerContext for TxnContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.note(rebalance);
@@ -258,32 +260,22 @@ pub async fn run<P: Processor>(
         retries: 0,
         rebalance_aborts: 0,
     }));
-    let consumer: StreamConsumer<TxnContext> =
-        kafka
-            .consumer(&spec.group)
-            .create_with_context(TxnContext {
-                txn: Arc::clone(&txn),
-                rebalances: Rebalances::default(),
-            })?;
-    let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    let context = TxnContext {
+        txn: Arc::clone(&txn),
+        rebalances: Rebalances::default(),
+    };
+    let consumer = subscribed(kafka, spec, context)?;
     info!(stage = %spec.name, group = %spec.group, %transactional_id, "stage started (exactly-once)");
 
-    let mut stats = RunStats::default();
-    let result = run_loop(
+    let mut mode = ExactlyOnce {
         kafka,
-        spec,
-        &mut processor,
-        Shared {
+        shared: Shared {
             txn: &txn,
             ids: &ids,
         },
-        &consumer,
-        &shutdown,
-        &mut stats,
-    )
-    .await;
-    if let Ok(t) = txn.lock() {
+    };
+    let mut result = run_loop(kafka, spec, &mut processor, &mut mode, &consumer, &shutdown).await;
+    if let (Ok(stats), Ok(t)) = (&mut result, txn.lock()) {
         stats.txn_retries = t.retries;
     }
     if result.is_err() {
@@ -296,7 +288,7 @@ pub async fn run<P: Processor>(
         })
         .await;
     }
-    result?;
+    let stats = result?;
     info!(stage = %spec.name, ?stats, "stage stopped");
     Ok(stats)
 }
@@ -334,126 +326,85 @@ struct Shared<'a> {
     ids: &'a Arc<TxnIds>,
 }
 
-async fn run_loop<P: Processor>(
-    kafka: &KafkaConfig,
-    spec: &RunnerSpec,
-    processor: &mut P,
-    shared: Shared<'_>,
-    consumer: &StreamConsumer<TxnContext>,
-    shutdown: &CancellationToken,
-    stats: &mut RunStats,
-) -> Result<()> {
-    let txn = shared.txn;
-    let mut progress = Progress::new(&spec.name);
-    let mut clock = BatchClock::new(kafka);
-    let mut starvation = Starvation::new(kafka);
-    let dead = DeadLetters::new(kafka, spec);
-    let mut started = Started::default();
-    let mut idling = IdleFetch::new(kafka.idle_pause_ms, Instant::now());
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.wait(&idling), consumer.recv()) => r,
-        };
-        // What the rebalance callback (run inside recv) left for the loop.
-        let owed = {
-            let mut t = lock(txn)?;
-            if let Some(reason) = t.broken.take() {
-                return Err(RuntimeError::Fatal(format!(
-                    "transaction lost in a rebalance: {reason}"
-                )));
-            }
-            stats.aborts += std::mem::take(&mut t.rebalance_aborts);
-            std::mem::take(&mut t.rewind)
-        };
-        let assigned = consumer.context().rebalances.take_assigned();
-        if !assigned.is_empty() || !owed.is_empty() {
-            // Fetching again before seeking: a rewound partition must not stay paused.
-            idle::apply(idling.wake(Instant::now()), consumer, stats);
-        }
-        for partition in assigned {
-            started.forget(&partition);
-        }
-        let rewound: Vec<Partition> = owed.keys().cloned().collect();
-        for partition in &rewound {
-            started.forget(partition);
-        }
-        if !owed.is_empty() {
-            stats.rewinds += rewind(consumer, owed)?;
-        }
-        match received {
-            // From a partition just rewound: the seek delivers it again.
-            Ok(Ok(message))
-                if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
-            Ok(Ok(message)) => {
-                idle::apply(idling.on_record(Instant::now()), consumer, stats);
-                let outputs =
-                    process_with_retry(processor, &mut started, &message, &dead, shutdown, stats)
-                        .await?;
-                let Some(outputs) = outputs else { break };
-                // Begun only now, so a processor's retries never hold a transaction open.
-                if lock(txn)?.stale {
-                    renew(kafka, &shared).await?;
-                }
-                {
-                    let mut t = lock(txn)?;
-                    t.begin().map_err(|e| t.explain(e))?;
-                }
-                let trace = traceparent(&message);
-                for output in &outputs {
-                    send(txn, output, trace.as_deref()).await?;
-                }
-                let mut t = lock(txn)?;
-                t.outputs += outputs.len() as u64;
-                t.consumed(
-                    (message.topic().to_owned(), message.partition()),
-                    message.offset(),
-                );
-                stats.consumed += 1;
-            }
-            Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
-            Err(_) => {}
-        }
-        if clock.due(stats) {
-            finish(txn, consumer, &mut started, &mut idling, stats).await?;
-            clock.restart(stats);
-        }
-        idle::apply(idling.on_tick(Instant::now()), consumer, stats);
-        progress.tick(stats);
-        starvation.check(consumer, stats)?;
-    }
-    finish(txn, consumer, &mut started, &mut idling, stats).await
+/// The exactly-once mode of the loop: outputs into the open transaction, which commits the
+/// consumed offsets with them.
+struct ExactlyOnce<'a> {
+    kafka: &'a KafkaConfig,
+    shared: Shared<'a>,
 }
 
-/// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
-/// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
-/// owns is fatal, since reading on would skip the aborted batch. Returns how many it sought.
-fn rewind(consumer: &StreamConsumer<TxnContext>, offsets: HashMap<Partition, i64>) -> Result<u64> {
-    let assignment = consumer.assignment()?;
-    let mut sought = 0;
-    for ((topic, partition), offset) in offsets {
-        if assignment.find_partition(&topic, partition).is_none() {
-            continue;
+#[async_trait]
+impl Mode for ExactlyOnce<'_> {
+    type Context = TxnContext;
+
+    /// What the rebalance callback (run inside the receive) left for the loop.
+    fn after_receive(&mut self, stats: &mut RunStats) -> Result<HashMap<Partition, i64>> {
+        let mut t = lock(self.shared.txn)?;
+        if let Some(reason) = t.broken.take() {
+            return Err(RuntimeError::Fatal(format!(
+                "transaction lost in a rebalance: {reason}"
+            )));
         }
-        sought += 1;
-        consumer
-            .seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-            .map_err(|e| {
-                RuntimeError::Fatal(format!(
-                    "could not rewind {topic}[{partition}] after an abort: {e}"
-                ))
-            })?;
+        stats.aborts += std::mem::take(&mut t.rebalance_aborts);
+        Ok(std::mem::take(&mut t.rewind))
     }
-    Ok(sought)
+
+    async fn emit(
+        &mut self,
+        source: Source<'_>,
+        outputs: Vec<Output>,
+        _stats: &mut RunStats,
+    ) -> Result<()> {
+        let txn = self.shared.txn;
+        // Begun only now, so a processor's retries never hold a transaction open.
+        if lock(txn)?.stale {
+            renew(self.kafka, &self.shared).await?;
+        }
+        {
+            let mut t = lock(txn)?;
+            t.begin().map_err(|e| t.explain(e))?;
+        }
+        for output in &outputs {
+            send(txn, output, source.trace.as_deref()).await?;
+        }
+        let mut t = lock(txn)?;
+        t.outputs += outputs.len() as u64;
+        t.consumed((source.topic.to_owned(), source.partition), source.offset);
+        Ok(())
+    }
+
+    /// Commits (or aborts) the open transaction.
+    async fn commit(
+        &mut self,
+        consumer: &StreamConsumer<TxnContext>,
+        _last: bool,
+        stats: &mut RunStats,
+    ) -> Result<HashMap<Partition, i64>> {
+        let group = consumer.group_metadata();
+        let shared = Arc::clone(self.shared.txn);
+        let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
+            let mut t = lock(&shared)?;
+            t.finish(group.as_ref()).map_err(|e| t.explain(e))
+        })
+        .await
+        .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
+        match finished {
+            None => Ok(HashMap::new()),
+            Some(Finished::Committed(outputs)) => {
+                stats.commits += 1;
+                stats.produced += outputs;
+                Ok(HashMap::new())
+            }
+            Some(Finished::Aborted(starts)) => {
+                stats.aborts += 1;
+                Ok(starts)
+            }
+        }
+    }
 }
 
 /// Produces one output inside the open transaction, waiting while the producer queue is full.
-async fn send(txn: &Mutex<Txn>, output: &super::Output, trace: Option<&str>) -> Result<()> {
+async fn send(txn: &Mutex<Txn>, output: &Output, trace: Option<&str>) -> Result<()> {
     loop {
         let full = {
             let t = lock(txn)?;
@@ -469,38 +420,4 @@ async fn send(txn: &Mutex<Txn>, output: &super::Output, trace: Option<&str>) -> 
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-}
-
-/// Commits (or aborts and rewinds) the open transaction.
-async fn finish(
-    txn: &Arc<Mutex<Txn>>,
-    consumer: &StreamConsumer<TxnContext>,
-    started: &mut Started,
-    idling: &mut IdleFetch,
-    stats: &mut RunStats,
-) -> Result<()> {
-    let group = consumer.group_metadata();
-    let shared = Arc::clone(txn);
-    let finished = tokio::task::spawn_blocking(move || -> Result<Option<Finished>> {
-        let mut t = lock(&shared)?;
-        t.finish(group.as_ref()).map_err(|e| t.explain(e))
-    })
-    .await
-    .map_err(|e| RuntimeError::Fatal(e.to_string()))??;
-    match finished {
-        None => {}
-        Some(Finished::Committed(outputs)) => {
-            stats.commits += 1;
-            stats.produced += outputs;
-        }
-        Some(Finished::Aborted(starts)) => {
-            stats.aborts += 1;
-            for partition in starts.keys() {
-                started.forget(partition);
-            }
-            idle::apply(idling.wake(Instant::now()), consumer, stats);
-            stats.rewinds += rewind(consumer, starts)?;
-        }
-    }
-    Ok(())
 }

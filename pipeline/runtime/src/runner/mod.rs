@@ -6,6 +6,10 @@
 //! - [`at_least_once`]: an idempotent producer; offsets are committed after the outputs are
 //!   acknowledged, and a crash replays the uncommitted tail (any broker, including tansu).
 //!
+//! Both run the same loop (`scaffold.rs`: receive, reset, process, emit, commit when due, idle
+//! pausing in `idle.rs`, stall and consumer-error checks in `health.rs`); a mode supplies only
+//! how outputs are produced and a batch committed or aborted.
+//!
 //! In both, processor errors are classified: a [`ProcessError::Poison`] record (undecodable,
 //! written with a schema this build does not know, invalid) goes to `<p>.dead-letter` whole,
 //! with where it came from and why, in the same batch (transaction) as its input offset, and the
@@ -19,7 +23,9 @@
 
 pub mod at_least_once;
 pub mod exactly_once;
+mod health;
 mod idle;
+mod scaffold;
 mod store_error;
 pub mod txn_ids;
 
@@ -268,187 +274,6 @@ pub struct RunStats {
     pub resets: u64,
     /// Times the consumer paused its partitions for being idle (`kafka.idle_pause_ms`).
     pub idle_pauses: u64,
-}
-
-/// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
-/// input records into it, whichever comes first.
-pub(crate) struct BatchClock {
-    interval: Duration,
-    max_records: u64,
-    began: std::time::Instant,
-    began_at_record: u64,
-}
-
-impl BatchClock {
-    pub(crate) fn new(kafka: &KafkaConfig) -> BatchClock {
-        BatchClock {
-            interval: Duration::from_millis(kafka.commit_interval_ms.max(1)),
-            max_records: kafka.max_batch_records,
-            began: std::time::Instant::now(),
-            began_at_record: 0,
-        }
-    }
-
-    /// How long to wait for the next record before checking again: the batch interval, or
-    /// less if the idle pausing (`idle`) changes sooner.
-    pub(crate) fn wait(&self, idle: &idle::IdleFetch) -> Duration {
-        idle.next_change(std::time::Instant::now())
-            .map_or(self.interval, |d| d.min(self.interval))
-    }
-
-    pub(crate) fn due(&self, stats: &RunStats) -> bool {
-        self.began.elapsed() >= self.interval
-            || stats.consumed - self.began_at_record >= self.max_records
-    }
-
-    /// A new batch begins now.
-    pub(crate) fn restart(&mut self, stats: &RunStats) {
-        self.began = std::time::Instant::now();
-        self.began_at_record = stats.consumed;
-    }
-}
-
-/// Notices a stalled consumer: nothing consumed for `rejoin_if_unassigned_ms` while it holds
-/// no partition, or while an assigned partition has records beyond its position.
-pub(crate) struct Starvation {
-    limit: Option<Duration>,
-    idle_since: Option<std::time::Instant>,
-    last_consumed: u64,
-}
-
-impl Starvation {
-    pub(crate) fn new(kafka: &KafkaConfig) -> Starvation {
-        let limit = (kafka.rejoin_if_unassigned_ms > 0)
-            .then(|| Duration::from_millis(kafka.rejoin_if_unassigned_ms));
-        Starvation {
-            limit,
-            idle_since: None,
-            last_consumed: 0,
-        }
-    }
-
-    /// An error once the consumer has been stalled for the limit.
-    pub(crate) fn check<C, X>(&mut self, consumer: &C, stats: &RunStats) -> Result<()>
-    where
-        C: rdkafka::consumer::Consumer<X>,
-        X: rdkafka::consumer::ConsumerContext,
-    {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        if stats.consumed != self.last_consumed {
-            self.last_consumed = stats.consumed;
-            self.idle_since = None;
-            return Ok(());
-        }
-        let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() < limit {
-            return Ok(());
-        }
-        // Idle for the whole limit: stalled, or simply nothing to do? Ask the broker once.
-        self.idle_since = Some(std::time::Instant::now());
-        let stalled = stalled_partition(consumer)?;
-        match stalled {
-            None => Ok(()),
-            Some(reason) => Err(RuntimeError::Fatal(format!(
-                "nothing consumed for {limit:?} although {reason}; exiting so that a restart rejoins the group"
-            ))),
-        }
-    }
-}
-
-/// Why the consumer looks stalled, if it does.
-fn stalled_partition<C, X>(consumer: &C) -> Result<Option<String>>
-where
-    C: rdkafka::consumer::Consumer<X>,
-    X: rdkafka::consumer::ConsumerContext,
-{
-    let timeout = Duration::from_secs(2);
-    let assignment = consumer.assignment()?;
-    if assignment.count() == 0 {
-        return Ok(Some("no partition is assigned".into()));
-    }
-    let positions = consumer.position()?;
-    let committed = consumer.committed(timeout)?;
-    for element in positions.elements() {
-        let (topic, partition) = (element.topic(), element.partition());
-        let position = match element.offset() {
-            rdkafka::Offset::Offset(o) => Some(o),
-            _ => committed
-                .find_partition(topic, partition)
-                .and_then(|c| c.offset().to_raw()),
-        };
-        let (_, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        if let Some(position) = position.filter(|p| *p >= 0 && *p < high) {
-            return Ok(Some(format!(
-                "{topic}[{partition}] has records {position}..{high} waiting"
-            )));
-        }
-    }
-    Ok(None)
-}
-
-/// What a consumer error means for a runner. A fatal one (e.g. fenced as a static member by a
-/// newer instance) leaves the consumer unusable. Losing every broker connection stops the
-/// runner too: a broker that comes back may have restarted and lost what it acknowledged last
-/// (noida-db does), and then this process's positions and producer state no longer match it —
-/// a fresh process starts from the committed offsets, which the broker kept consistent with its
-/// records. Anything else is logged and the loop goes on.
-pub(crate) fn on_consumer_error<C, X>(
-    e: rdkafka::error::KafkaError,
-    consumer: &C,
-    stage: &str,
-) -> Result<()>
-where
-    C: rdkafka::consumer::Consumer<X>,
-    X: rdkafka::consumer::ConsumerContext,
-{
-    if crate::fatal::is_fatal(&e) {
-        return Err(crate::fatal::explain(e, consumer.client()));
-    }
-    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
-        return Err(RuntimeError::BrokerLost(e.to_string()));
-    }
-    warn!(stage, error = %e, "consumer error");
-    Ok(())
-}
-
-/// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
-/// `make run` user) sees each stage at work without a line per record.
-pub(crate) struct Progress {
-    stage: String,
-    last: RunStats,
-    at: std::time::Instant,
-}
-
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-impl Progress {
-    pub(crate) fn new(stage: &str) -> Progress {
-        Progress {
-            stage: stage.to_owned(),
-            last: RunStats::default(),
-            at: std::time::Instant::now(),
-        }
-    }
-
-    pub(crate) fn tick(&mut self, stats: &RunStats) {
-        if self.at.elapsed() < PROGRESS_EVERY || *stats == self.last {
-            return;
-        }
-        tracing::info!(
-            stage = %self.stage,
-            consumed = stats.consumed,
-            new = stats.consumed - self.last.consumed,
-            produced = stats.produced,
-            dead_letters = stats.dead_letters,
-            retries = stats.retries,
-            aborts = stats.aborts,
-            "progress"
-        );
-        self.last = *stats;
-        self.at = std::time::Instant::now();
-    }
 }
 
 /// Runs `processor` in the configured delivery mode until `shutdown` is cancelled (then it

@@ -1,0 +1,292 @@
+//! The loop both delivery modes share: receive a record, reset its partition's state if the
+//! runner (re)started reading it, process it (retrying, or dead-lettering), hand its outputs to
+//! the mode, and commit when the batch is due — with idle pausing, progress logs and the
+//! starvation check. A [`Mode`] supplies what differs: how outputs are produced, how a batch is
+//! committed, and which partitions must be read again after an abort.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::{Message, Offset};
+use tokio_util::sync::CancellationToken;
+
+use super::health::{Starvation, on_consumer_error};
+use super::idle::{self, IdleFetch};
+use super::{
+    DeadLetters, Output, Processor, Rebalances, RunStats, RunnerSpec, Started, process_with_retry,
+    traceparent,
+};
+use crate::{KafkaConfig, Result, RuntimeError};
+
+/// A topic and partition.
+pub(crate) type Partition = (String, i32);
+
+/// Where a record's outputs come from: its partition and offset.
+pub(crate) struct Source<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    /// Its W3C trace context, carried on to the outputs.
+    pub(crate) trace: Option<String>,
+}
+
+/// A consumer context that notes the partitions each rebalance assigns.
+pub(crate) trait NotesAssignments: ConsumerContext + 'static {
+    fn rebalances(&self) -> &Rebalances;
+}
+
+impl NotesAssignments for Rebalances {
+    fn rebalances(&self) -> &Rebalances {
+        self
+    }
+}
+
+/// What a delivery mode does at each step of the loop.
+#[async_trait]
+pub(crate) trait Mode: Send {
+    type Context: NotesAssignments;
+
+    /// After every receive (which runs the consumer's rebalance callbacks): the partitions to
+    /// read again from these offsets, because a batch of theirs was aborted meanwhile.
+    fn after_receive(&mut self, stats: &mut RunStats) -> Result<HashMap<Partition, i64>>;
+
+    /// Hands on one processed record's outputs; the record counts as done in the open batch.
+    async fn emit(
+        &mut self,
+        source: Source<'_>,
+        outputs: Vec<Output>,
+        stats: &mut RunStats,
+    ) -> Result<()>;
+
+    /// Commits the open batch (`last`: the runner is stopping). Returns the partitions to read
+    /// again, from these offsets, if the batch was aborted instead.
+    async fn commit(
+        &mut self,
+        consumer: &StreamConsumer<Self::Context>,
+        last: bool,
+        stats: &mut RunStats,
+    ) -> Result<HashMap<Partition, i64>>;
+}
+
+/// The stage's group consumer, with `context`, subscribed to its input topics.
+pub(crate) fn subscribed<C: NotesAssignments>(
+    kafka: &KafkaConfig,
+    spec: &RunnerSpec,
+    context: C,
+) -> Result<StreamConsumer<C>> {
+    let consumer: StreamConsumer<C> = kafka.consumer(&spec.group).create_with_context(context)?;
+    let topics: Vec<&str> = spec.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// Runs the loop until `shutdown` (then commits the open batch) or an error; its counters.
+pub(crate) async fn run_loop<M: Mode, P: Processor>(
+    kafka: &KafkaConfig,
+    spec: &RunnerSpec,
+    processor: &mut P,
+    mode: &mut M,
+    consumer: &StreamConsumer<M::Context>,
+    shutdown: &CancellationToken,
+) -> Result<RunStats> {
+    let mut counted = RunStats::default();
+    let stats = &mut counted;
+    let mut progress = Progress::new(&spec.name);
+    let mut clock = BatchClock::new(kafka);
+    let mut starvation = Starvation::new(kafka);
+    let dead = DeadLetters::new(kafka, spec);
+    let mut reading = Reading {
+        started: Started::default(),
+        idling: IdleFetch::new(kafka.idle_pause_ms, Instant::now()),
+    };
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = tokio::time::timeout(clock.wait(&reading.idling), consumer.recv()) => r,
+        };
+        let owed = mode.after_receive(stats)?;
+        let assigned = consumer.context().rebalances().take_assigned();
+        if !assigned.is_empty() {
+            idle::apply(reading.idling.wake(Instant::now()), consumer, stats);
+        }
+        for partition in assigned {
+            reading.started.forget(&partition);
+        }
+        let rewound: Vec<Partition> = owed.keys().cloned().collect();
+        reading.rewind(consumer, owed, stats)?;
+        match received {
+            // From a partition just rewound: the seek delivers it again.
+            Ok(Ok(message))
+                if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
+            Ok(Ok(message)) => {
+                idle::apply(reading.idling.on_record(Instant::now()), consumer, stats);
+                let outputs = process_with_retry(
+                    processor,
+                    &mut reading.started,
+                    &message,
+                    &dead,
+                    shutdown,
+                    stats,
+                )
+                .await?;
+                let Some(outputs) = outputs else { break };
+                let source = Source {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    trace: traceparent(&message),
+                };
+                mode.emit(source, outputs, stats).await?;
+                stats.consumed += 1;
+            }
+            Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
+            Err(_) => {} // nothing arrived in time
+        }
+        if clock.due(stats) {
+            let aborted = mode.commit(consumer, false, stats).await?;
+            reading.rewind(consumer, aborted, stats)?;
+            clock.restart(stats);
+        }
+        idle::apply(reading.idling.on_tick(Instant::now()), consumer, stats);
+        progress.tick(stats);
+        starvation.check(consumer, stats)?;
+    }
+    let aborted = mode.commit(consumer, true, stats).await?;
+    reading.rewind(consumer, aborted, stats)?;
+    Ok(counted)
+}
+
+/// Where the runner reads: which partitions' processor state is current, and the idle pausing.
+struct Reading {
+    started: Started,
+    idling: IdleFetch,
+}
+
+impl Reading {
+    /// Reads `offsets`' partitions again from there: their processor state is reset before
+    /// their next record, and they fetch at once (not left paused while idle).
+    fn rewind<C: NotesAssignments>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        offsets: HashMap<Partition, i64>,
+        stats: &mut RunStats,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        idle::apply(self.idling.wake(Instant::now()), consumer, stats);
+        for partition in offsets.keys() {
+            self.started.forget(partition);
+        }
+        stats.rewinds += seek(consumer, offsets)?;
+        Ok(())
+    }
+}
+
+/// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
+/// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
+/// owns is fatal, since reading on would skip the aborted batch. Returns how many it sought.
+fn seek<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    offsets: HashMap<Partition, i64>,
+) -> Result<u64> {
+    let assignment = consumer.assignment()?;
+    let mut sought = 0;
+    for ((topic, partition), offset) in offsets {
+        if assignment.find_partition(&topic, partition).is_none() {
+            continue;
+        }
+        sought += 1;
+        consumer
+            .seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                RuntimeError::Fatal(format!(
+                    "could not rewind {topic}[{partition}] after an abort: {e}"
+                ))
+            })?;
+    }
+    Ok(sought)
+}
+
+/// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`
+/// input records into it, whichever comes first.
+pub(crate) struct BatchClock {
+    interval: Duration,
+    max_records: u64,
+    began: std::time::Instant,
+    began_at_record: u64,
+}
+
+impl BatchClock {
+    pub(crate) fn new(kafka: &KafkaConfig) -> BatchClock {
+        BatchClock {
+            interval: Duration::from_millis(kafka.commit_interval_ms.max(1)),
+            max_records: kafka.max_batch_records,
+            began: std::time::Instant::now(),
+            began_at_record: 0,
+        }
+    }
+
+    /// How long to wait for the next record before checking again: the batch interval, or
+    /// less if the idle pausing (`idle`) changes sooner.
+    pub(crate) fn wait(&self, idle: &idle::IdleFetch) -> Duration {
+        idle.next_change(std::time::Instant::now())
+            .map_or(self.interval, |d| d.min(self.interval))
+    }
+
+    pub(crate) fn due(&self, stats: &RunStats) -> bool {
+        self.began.elapsed() >= self.interval
+            || stats.consumed - self.began_at_record >= self.max_records
+    }
+
+    /// A new batch begins now.
+    pub(crate) fn restart(&mut self, stats: &RunStats) {
+        self.began = std::time::Instant::now();
+        self.began_at_record = stats.consumed;
+    }
+}
+
+/// Logs a stage's counters every `PROGRESS_EVERY` when they changed, so an operator (or a
+/// `make run` user) sees each stage at work without a line per record.
+pub(crate) struct Progress {
+    stage: String,
+    last: RunStats,
+    at: std::time::Instant,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+impl Progress {
+    pub(crate) fn new(stage: &str) -> Progress {
+        Progress {
+            stage: stage.to_owned(),
+            last: RunStats::default(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn tick(&mut self, stats: &RunStats) {
+        if self.at.elapsed() < PROGRESS_EVERY || *stats == self.last {
+            return;
+        }
+        tracing::info!(
+            stage = %self.stage,
+            consumed = stats.consumed,
+            new = stats.consumed - self.last.consumed,
+            produced = stats.produced,
+            dead_letters = stats.dead_letters,
+            retries = stats.retries,
+            aborts = stats.aborts,
+            "progress"
+        );
+        self.last = *stats;
+        self.at = std::time::Instant::now();
+    }
+}
