@@ -86,7 +86,7 @@ test-kafka: ## The exactly-once tests against a real Kafka: HERALD_TEST_KAFKA=ho
 
 bench: broker ## Throughput, latency and memory against raw baselines (release build; writes target/bench/)
 	cargo build --release --bin herald
-	cargo build --release -p herald-tests --bin herald-bench -p bare-kafka --bin bare-copier
+	cargo build --release -p herald-tests --bin herald-bench --bin herald-load -p bare-kafka --bin bare-copier
 	HERALD_BIN=$(CARGO_TARGET_DIR)/release/herald $(CARGO_TARGET_DIR)/release/herald-bench
 
 unit: ## Only the tests that need no broker

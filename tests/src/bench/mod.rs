@@ -9,7 +9,9 @@
 //! Herald process.
 
 pub mod bare;
+pub mod callgrind;
 pub mod hops;
+pub mod load;
 pub mod outbox;
 pub mod pipeline;
 pub mod produce;
@@ -87,20 +89,28 @@ pub async fn main() -> anyhow::Result<()> {
 
     // 1–2: raw produce vs the ingress (only the ingress runs, so both see the same broker load).
     let platform = Platform::configure(&broker, "")?;
-    let ingress_proc = platform
+    let mut ingress_proc = platform
         .spawn_component(&["ingress"], Some(platform.ingress))
-        .await?;
-    let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
-        .connect()
         .await?;
     let kafka = bench_kafka(&broker, &platform.prefix);
     herald_runtime::topics::ensure_topics(&kafka).await?;
     let raw_topic = format!("{}.raw", platform.prefix);
     bare::create_topics(&broker.bootstrap, std::slice::from_ref(&raw_topic)).await?;
-    let produce = produce::run(&kafka, &raw_topic, ingress).await?;
+    let produce = produce::run(&kafka, &raw_topic, &Platform::url(platform.ingress)).await?;
     let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
-    drop(ingress_proc);
+    // Gone, not dying: the next ingress listens on the same port.
+    ingress_proc.kill().await;
     report.insert("produce".into(), produce.json());
+    eprintln!("bench: instructions per request in the ingress (callgrind)…");
+    let ingress_instructions = callgrind::ingress_per_request(&platform).await?;
+    report.insert(
+        "ingress_instructions_per_request".into(),
+        json!(ingress_instructions),
+    );
+    report.insert(
+        "load_generator_pinned_to_core".into(),
+        json!(load::pinned()),
+    );
     let drain = outbox::run(&kafka, &raw_topic, produce::record_size()).await?;
     report.insert("outbox".into(), drain.json());
 
@@ -297,6 +307,10 @@ pub async fn main() -> anyhow::Result<()> {
             overload.errors,
             overload.quantile_ms(0.99)
         );
+        match ingress_instructions {
+            Some(n) => println!("ingress instructions per request (callgrind): {n:.0}"),
+            None => println!("ingress instructions per request: SKIPPED (valgrind not installed)"),
+        }
         println!(
             "peak RSS (MiB, goal <= 100 each): ingress {:.1}",
             ingress_rss.unwrap_or(f64::NAN)

@@ -12,7 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::stats::{Run, closed_loop, open_loop};
+use super::load::measure;
+use super::stats::Run;
 use super::{LEVEL_SECONDS, WORKERS};
 
 /// The request every ingress benchmark sends (a new notification id each time).
@@ -64,7 +65,7 @@ fn herald_ingress_event(r: SendNotificationRequest) -> herald_schemas::Notificat
 }
 
 /// Produces one record of `size` bytes and waits for the broker's acknowledgement.
-fn raw_send(
+pub(crate) fn raw_send(
     producer: Arc<FutureProducer>,
     topic: Arc<str>,
     size: usize,
@@ -111,27 +112,33 @@ pub struct ProduceResults {
     pub overload: Run,
 }
 
-/// Runs both sections. `kafka` points at the broker, `topic` is the raw baseline's topic.
+/// Seconds of each half of an ABBA pair.
+const HALF_SECONDS: u64 = LEVEL_SECONDS.div_ceil(2);
+
+/// Runs both sections, each load from a `herald-load` process ([`super::load`]). `kafka`
+/// points at the broker, `topic` is the raw baseline's topic, `ingress` the ingress's URL.
+///
+/// Every comparison runs in ABBA order — raw, ingress, ingress, raw, each for half the level's
+/// time — and pools each side's halves: noida-db slows down as it fills (it saves its whole
+/// state every second), so whichever side ran later would otherwise pay for the records the
+/// earlier one left behind.
 pub async fn run(
     kafka: &KafkaConfig,
     topic: &str,
-    ingress: Channel,
+    ingress: &str,
 ) -> anyhow::Result<ProduceResults> {
     let size = record_size();
     // The raw baseline's producer shares no Herald code or setting (crate `bare-kafka`).
-    let producer =
-        Arc::new(bare_kafka::producer_config(&kafka.bootstrap_servers).create::<FutureProducer>()?);
-    let topic: Arc<str> = Arc::from(topic);
-    let seconds = Duration::from_secs(LEVEL_SECONDS);
-    eprintln!("bench: raw produce, {WORKERS} in flight, {size}-byte records…");
-    let raw_max = closed_loop(
-        WORKERS,
-        seconds,
-        raw_send(Arc::clone(&producer), Arc::clone(&topic), size),
-    )
-    .await;
-    eprintln!("bench: ingress, {WORKERS} in flight…");
-    let ingress_max = closed_loop(WORKERS, seconds, ingress_send(ingress.clone())).await;
+    let raw: Vec<String> = ["raw", &kafka.bootstrap_servers, topic, &size.to_string()]
+        .map(str::to_owned)
+        .to_vec();
+    let ingress: Vec<String> = vec!["ingress".into(), ingress.to_owned()];
+    let half = HALF_SECONDS.to_string();
+    let closed = ["closed".to_owned(), WORKERS.to_string(), half.clone()];
+    let open =
+        |rate: f64, seconds: &str| ["open".to_owned(), format!("{rate:.0}"), seconds.to_owned()];
+    eprintln!("bench: raw produce and the ingress, {WORKERS} in flight, {size}-byte records…");
+    let (raw_max, ingress_max) = abba(&raw, &ingress, &closed).await?;
     let mut levels = Vec::new();
     for fraction in [0.25, 0.5, 0.75, 1.0] {
         let rate = (ingress_max.achieved * fraction).max(1.0);
@@ -139,23 +146,30 @@ pub async fn run(
             "bench: open loop at {rate:.0}/s ({:.0} % of the ingress maximum)…",
             fraction * 100.0
         );
-        let raw = open_loop(
-            rate,
-            seconds,
-            raw_send(Arc::clone(&producer), Arc::clone(&topic), size),
-        )
-        .await;
-        let ing = open_loop(rate, seconds, ingress_send(ingress.clone())).await;
-        levels.push((fraction, raw, ing));
+        let (raw_run, ingress_run) = abba(&raw, &ingress, &open(rate, &half)).await?;
+        levels.push((fraction, raw_run, ingress_run));
     }
     eprintln!("bench: ingress at twice its maximum…");
-    let overload = open_loop(ingress_max.achieved * 2.0, seconds, ingress_send(ingress)).await;
+    let overload = measure(
+        &ingress,
+        &open(ingress_max.achieved * 2.0, &LEVEL_SECONDS.to_string()),
+    )
+    .await?;
     Ok(ProduceResults {
         raw_max,
         ingress_max,
         levels,
         overload,
     })
+}
+
+/// `a` then `b` then `b` then `a` with the same load `shape`; each side's two runs pooled.
+async fn abba(a: &[String], b: &[String], shape: &[String]) -> anyhow::Result<(Run, Run)> {
+    let a1 = measure(a, shape).await?;
+    let b1 = measure(b, shape).await?;
+    let b2 = measure(b, shape).await?;
+    let a2 = measure(a, shape).await?;
+    Ok((a1.pooled(a2), b1.pooled(b2)))
 }
 
 impl ProduceResults {

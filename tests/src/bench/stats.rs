@@ -28,6 +28,16 @@ impl Run {
         self.latencies[i].as_secs_f64() * 1e3
     }
 
+    /// This run and `other`, of the same length and load, as one: rates averaged, errors
+    /// added, latencies merged.
+    pub fn pooled(mut self, other: Run) -> Run {
+        self.achieved = (self.achieved + other.achieved) / 2.0;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+        self
+    }
+
     /// As JSON.
     pub fn json(&self) -> Value {
         json!({
@@ -147,5 +157,28 @@ mod tests {
         assert_eq!(run.quantile_ms(0.5), 51.0);
         assert_eq!(run.quantile_ms(0.99), 99.0);
         assert!(Run::default().quantile_ms(0.5).is_nan());
+    }
+
+    #[test]
+    fn pooled_runs_average_rates_and_merge_latencies() {
+        let a = Run {
+            offered: 10.0,
+            achieved: 8.0,
+            errors: 1,
+            latencies: vec![Duration::from_millis(5), Duration::from_millis(9)],
+        };
+        let b = Run {
+            offered: 10.0,
+            achieved: 10.0,
+            errors: 2,
+            latencies: vec![Duration::from_millis(1), Duration::from_millis(7)],
+        };
+        let p = a.pooled(b);
+        assert_eq!((p.offered, p.achieved, p.errors), (10.0, 9.0, 3));
+        assert_eq!(
+            p.latencies,
+            [1, 5, 7, 9].map(Duration::from_millis).to_vec(),
+            "merged and sorted"
+        );
     }
 }
