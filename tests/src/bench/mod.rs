@@ -88,7 +88,7 @@ pub async fn main() -> anyhow::Result<()> {
     report.insert("machine".into(), machine());
 
     // 1–2: raw produce vs the ingress (only the ingress runs, so both see the same broker load).
-    let platform = Platform::configure(&broker, "")?;
+    let platform = Platform::configure(&broker, &experiment())?;
     let mut ingress_proc = platform
         .spawn_component(&["ingress"], Some(platform.ingress))
         .await?;
@@ -339,6 +339,14 @@ pub async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `HERALD_BENCH_KAFKA`: extra `[kafka]` lines for Herald's processes (the ingress and the
+/// platform), for experiments (e.g. `fetch_wait_max_ms = 500`); the baselines are not affected.
+fn experiment() -> String {
+    std::env::var("HERALD_BENCH_KAFKA")
+        .unwrap_or_default()
+        .replace("\\n", "\n")
+}
+
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
         c.lines()
@@ -428,12 +436,7 @@ async fn pipeline_section(
     Vec<(String, f64)>,
 )> {
     let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
-    // HERALD_BENCH_KAFKA: extra `[kafka]` lines for Herald's platform, for experiments
-    // (e.g. "fetch_wait_max_ms = 500"); the chains are not affected.
-    let extra = std::env::var("HERALD_BENCH_KAFKA")
-        .unwrap_or_default()
-        .replace("\\n", "\n");
-    let platform = Platform::configure(broker, &extra)?.with_extra_config(limits)?;
+    let platform = Platform::configure(broker, &experiment())?.with_extra_config(limits)?;
     crate::seed_email_contacts(&platform.store_url, "bench", USERS).await?;
     let platform = platform.start().await?;
     let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
