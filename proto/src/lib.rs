@@ -3,7 +3,8 @@
 //! - [`v1::notification_service_server`]: the write side (`SendNotification`), served by the ingress.
 //! - [`v1::query_service_server`]: the read side (`GetNotification`, `ListInbox`), served by
 //!   `query-grpc`.
-//! - [`FILE_DESCRIPTOR_SET`]: what both servers hand to gRPC reflection so `grpcurl` works.
+//! - [`FILE_DESCRIPTOR_SET`] and [`standard_services`]: health, and gRPC reflection (v1 and
+//!   v1alpha, listing only the service a server serves) so `grpcurl` works.
 //! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses.
 
 /// Generated code for the `herald.v1` package.
@@ -23,9 +24,16 @@ pub use status::store_status;
 /// Why the reflection service could not be built.
 pub use tonic_reflection::server::Error as ReflectionError;
 
+/// The gRPC health service's name.
+const HEALTH: &str = "grpc.health.v1.Health";
+
 /// The standard services both Herald servers register: `grpc.health.v1` (reporting `SERVING`
-/// for `service_name`) and server reflection over every herald.v1 file, so `grpcurl` works
-/// without local proto files.
+/// for `service_name`) and server reflection in both versions clients speak (`v1`, and the
+/// older `v1alpha` that `grpcio-reflection`, older grpcurl and several GUI tools use), so
+/// `grpcurl` works without local proto files. Reflection lists only what this server serves:
+/// `service_name`, health and reflection itself — not the other Herald service, whose
+/// definitions it still knows.
+#[allow(clippy::type_complexity)]
 pub async fn standard_services(
     service_name: &str,
 ) -> Result<
@@ -34,8 +42,11 @@ pub async fn standard_services(
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
         >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
     ),
-    tonic_reflection::server::Error,
+    ReflectionError,
 > {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -44,9 +55,29 @@ pub async fn standard_services(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
+    Ok((
+        health,
+        reflection(service_name).build_v1()?,
+        reflection(service_name).build_v1alpha()?,
+    ))
+}
+
+/// A reflection builder that knows every file a Herald server uses and lists the services one
+/// serves.
+fn reflection(service_name: &str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok((health, reflection))
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .include_reflection_service(false)
+        .with_service_name(service_name)
+        .with_service_name(HEALTH)
+        .with_service_name(REFLECTION_V1)
+        .with_service_name(REFLECTION_V1ALPHA)
 }
+
+/// The reflection services' names.
+pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+/// The older reflection service's name.
+pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";

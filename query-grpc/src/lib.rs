@@ -414,7 +414,8 @@ pub async fn serve(
         tokio::spawn(sink.replay(stop.clone()));
     }
     let sink = options.engagement.clone();
-    let (health, reflection) = herald_proto::standard_services("herald.v1.QueryService").await?;
+    let (health, reflection, reflection_v1alpha) =
+        herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     tonic::transport::Server::builder()
         // Bounds what one connection can make the server buffer; excess streams wait in the
@@ -422,6 +423,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(QueryServiceServer::new(Query::new(
             store,
             options,

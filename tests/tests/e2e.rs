@@ -107,35 +107,40 @@ async fn final_state(
     }
 }
 
-/// The services a server lists through gRPC reflection.
-async fn reflected_services(addr: std::net::SocketAddr) -> anyhow::Result<Vec<String>> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+/// The services a server lists through gRPC reflection in one protocol version (`v1` or
+/// `v1alpha`, whose generated types differ only by module), sorted.
+macro_rules! reflected_services {
+    ($version:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
 
-    let channel = GrpcChannel::from_shared(Platform::url(addr))?
-        .connect()
-        .await?;
-    let mut client = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await?
-        .into_inner();
-    let response = responses
-        .message()
-        .await?
-        .context("no reflection response")?;
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            Ok(list.service.into_iter().map(|s| s.name).collect())
-        }
-        other => anyhow::bail!("unexpected reflection response {other:?}"),
-    }
+        let channel = GrpcChannel::from_shared(Platform::url($addr))?
+            .connect()
+            .await?;
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await?
+            .into_inner();
+        let response = responses
+            .message()
+            .await?
+            .context("no reflection response")?;
+        let mut names: Vec<String> = match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => anyhow::bail!("unexpected reflection response {other:?}"),
+        };
+        names.sort();
+        names
+    }};
 }
 
 fn states(r: &GetNotificationResponse) -> Vec<(i32, i32)> {
@@ -329,14 +334,19 @@ async fn edge_cases() -> anyhow::Result<()> {
         (platform.ingress, "herald.v1.NotificationService"),
         (platform.query, "herald.v1.QueryService"),
     ] {
-        let services = reflected_services(addr).await?;
-        assert!(
-            services.iter().any(|s| s == service),
-            "{addr}: {services:?}"
-        );
-        assert!(
-            services.iter().any(|s| s == "grpc.health.v1.Health"),
-            "{addr}: {services:?}"
+        // Both reflection versions, listing what this server serves and nothing else.
+        let mut expected = vec![
+            service.to_owned(),
+            "grpc.health.v1.Health".to_owned(),
+            herald_proto::REFLECTION_V1.to_owned(),
+            herald_proto::REFLECTION_V1ALPHA.to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(reflected_services!(v1, addr), expected, "{addr}, v1");
+        assert_eq!(
+            reflected_services!(v1alpha, addr),
+            expected,
+            "{addr}, v1alpha"
         );
     }
 

@@ -236,7 +236,7 @@ pub async fn serve(
     let outbox = ingress.outbox.clone();
     let stop = outbox.stop_on_failure(&shutdown);
     tokio::spawn(outbox.clone().replay(stop.clone()));
-    let (health, reflection) =
+    let (health, reflection, reflection_v1alpha) =
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "ingress listening");
@@ -246,6 +246,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(NotificationServiceServer::new(ingress))
         .serve_with_incoming_shutdown(
             // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
