@@ -50,6 +50,38 @@ impl Stage {
     }
 }
 
+/// Every runner of every stage: its name (its consumer group is `<prefix>.stage.<name>`) and
+/// the topics it reads. `herald stage` starts these; `herald lag` reads their groups.
+pub fn runners(topics: &Topics) -> Vec<(String, Vec<String>)> {
+    let mut all = vec![
+        ("enrich".to_owned(), vec![topics.requested()]),
+        ("rate-limit".to_owned(), vec![topics.enriched()]),
+        ("rate-limit.deferred".to_owned(), vec![topics.deferred()]),
+        ("fan-out".to_owned(), vec![topics.admitted()]),
+        (
+            "store-writer".to_owned(),
+            vec![topics.requested(), topics.delivery_result()],
+        ),
+    ];
+    for channel in Channel::ALL {
+        all.push((deliver_runner(channel), vec![topics.dispatch(channel)]));
+    }
+    all
+}
+
+fn deliver_runner(channel: Channel) -> String {
+    format!("deliver.{}", channel.as_str())
+}
+
+/// The topics runner `name` reads (see [`runners`]).
+fn inputs(topics: &Topics, name: &str) -> anyhow::Result<Vec<String>> {
+    runners(topics)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, inputs)| inputs)
+        .with_context(|| format!("no runner named {name}"))
+}
+
 /// Runs the ingress until `shutdown`.
 pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.ingress.addr()?;
@@ -124,7 +156,8 @@ pub async fn stage(
         Stage::Enrich => {
             let store = crate::store::open(config).await?;
             let p = EnrichProcessor::new(store, topics.clone());
-            run_one(config, name, vec![topics.requested()], p, shutdown).await
+            let inputs = inputs(&topics, &name)?;
+            run_one(config, name, inputs, p, shutdown).await
         }
         Stage::RateLimit => {
             // The limiter and the relay of deferred notifications, each its own group.
@@ -141,7 +174,7 @@ pub async fn stage(
                 &mut runners,
                 config,
                 &name,
-                vec![topics.enriched()],
+                inputs(&topics, &name)?,
                 p,
                 &shutdown,
             );
@@ -151,7 +184,7 @@ pub async fn stage(
                 &mut runners,
                 config,
                 &relay_name,
-                vec![topics.deferred()],
+                inputs(&topics, &relay_name)?,
                 relay,
                 &shutdown,
             );
@@ -159,7 +192,8 @@ pub async fn stage(
         }
         Stage::FanOut => {
             let p = FanOutProcessor::new(topics.clone());
-            run_one(config, name, vec![topics.admitted()], p, shutdown).await
+            let inputs = inputs(&topics, &name)?;
+            run_one(config, name, inputs, p, shutdown).await
         }
         Stage::StoreWriter => {
             let store = crate::store::open(config).await?;
@@ -169,7 +203,7 @@ pub async fn stage(
                 shutdown.clone(),
             ));
             let p = StoreWriterProcessor::new(store, &topics);
-            let inputs = vec![topics.requested(), topics.delivery_result()];
+            let inputs = inputs(&topics, &name)?;
             run_one(config, name, inputs, p, shutdown).await
         }
         Stage::Deliver => deliver(config, channels, shutdown).await,
@@ -216,12 +250,12 @@ async fn deliver(
             _ => Arc::clone(&recording),
         };
         let p = DeliverProcessor::new(Arc::clone(&store), connector, topics.clone());
-        let name = format!("deliver.{}", channel.as_str());
+        let name = deliver_runner(channel);
         spawn_runner(
             &mut runners,
             config,
             &name,
-            vec![topics.dispatch(channel)],
+            inputs(&topics, &name)?,
             p,
             &shutdown,
         );
@@ -285,6 +319,18 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[test]
+    fn every_runner_reads_something_and_is_found_by_name() {
+        let topics = Topics::new("t");
+        let all = runners(&topics);
+        assert_eq!(all.len(), 5 + Channel::ALL.len());
+        for (name, reads) in &all {
+            assert!(!reads.is_empty(), "{name}");
+            assert_eq!(&inputs(&topics, name).expect("found by its name"), reads);
+        }
+        assert!(inputs(&topics, "nothing").is_err());
+    }
 
     #[tokio::test]
     async fn a_failing_runner_lets_the_others_finish_their_record() {

@@ -1,9 +1,11 @@
-//! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), and a
-//! small client (`send`, `inbox`, `get`). See README.md for the two commands that matter.
+//! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), a
+//! small client (`send`, `inbox`, `get`) and `lag` for operators. See README.md for the two
+//! commands that matter.
 
 mod client;
 mod components;
 mod config;
+mod lag;
 mod shutdown;
 mod store;
 mod supervisor;
@@ -52,6 +54,12 @@ enum Command {
     },
     /// Create every topic that does not exist yet.
     Topics,
+    /// Show every stage's consumer lag (records not yet consumed), per partition and in total.
+    Lag {
+        /// Redraw every this many seconds until Ctrl-C.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+    },
     /// Send a notification through the ingress.
     Send(client::SendArgs),
     /// List a user's inbox through the query service.
@@ -127,6 +135,16 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => {
             components::topics(&config).await?;
             Some("topics ready".to_owned())
+        }
+        Command::Lag { watch: None } => Some(lag::once(&config).await?),
+        Command::Lag { watch: Some(s) } => {
+            lag::watch(
+                &config,
+                std::time::Duration::from_secs(s.max(1)),
+                shutdown::token()?,
+            )
+            .await?;
+            None
         }
         Command::Send(args) => Some(client::send(&config.ingress.listen, args).await?),
         Command::Inbox {

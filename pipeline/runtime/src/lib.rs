@@ -10,6 +10,7 @@
 pub mod changelog;
 pub mod config;
 pub mod fatal;
+pub mod lag;
 pub mod outbox;
 pub mod probe;
 pub mod runner;
