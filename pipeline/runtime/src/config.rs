@@ -88,7 +88,8 @@ pub struct KafkaConfig {
     /// Each hop can add up to this much latency on brokers that hold fetches for the full wait
     /// (tansu does), so it is lower than librdkafka's 500 ms default.
     pub fetch_wait_max_ms: u64,
-    /// If not 0: a stage consumer that has received nothing for this long pauses its partitions
+    /// If not 0: a stage consumer that has received nothing for this long (and for two
+    /// `commit_interval_ms`, so a steady exactly-once flow never pauses) pauses its partitions
     /// for this long, fetches for 10 ms, pauses again, … until a record arrives (milliseconds).
     /// For brokers that answer an empty fetch at once instead of holding it for
     /// `fetch_wait_max_ms` (noida-db does; `make run` and the tests set 100 for it), where every

@@ -5,8 +5,8 @@
 //! immediately, whatever the wait and `fetch.min.bytes`, and librdkafka fetches again at once:
 //! every idle consumer then spins, costing ~0.4 of a core in the client and more in the broker
 //! (BENCHMARKS.md). With `kafka.idle_pause_ms` set, a runner that has received nothing for that
-//! long pauses its partitions for that long, listens for [`LISTEN`], pauses again, and so on
-//! until a record arrives. The price is latency: the first record after a quiet spell waits up
+//! long (and for two commit intervals) pauses its partitions for that long, listens for
+//! [`LISTEN`], pauses again, and so on until a record arrives. The price is latency: the first record after a quiet spell waits up
 //! to `idle_pause_ms` more. Pausing is safe at any point: librdkafka resumes a paused partition
 //! at the position after the last record the application consumed.
 //!
@@ -43,14 +43,21 @@ enum State {
 pub(crate) struct IdleFetch {
     /// `None`: never pause (a broker that holds empty fetches).
     pause: Option<Duration>,
+    /// How long without a record before the first pause.
+    quiet: Duration,
     state: State,
 }
 
 impl IdleFetch {
-    /// `pause_ms` 0 turns pausing off.
-    pub(crate) fn new(pause_ms: u64, now: Instant) -> IdleFetch {
+    /// `pause_ms` 0 turns pausing off. The first pause comes after `pause_ms` without a record,
+    /// or two of the upstream's commit intervals (`commit_interval_ms`) if that is longer: an
+    /// exactly-once upstream makes its records visible once per commit, so a stage in a steady
+    /// flow sees nothing for about one interval at a time and must not pause in between.
+    pub(crate) fn new(pause_ms: u64, commit_interval_ms: u64, now: Instant) -> IdleFetch {
+        let pause = (pause_ms > 0).then(|| Duration::from_millis(pause_ms));
         IdleFetch {
-            pause: (pause_ms > 0).then(|| Duration::from_millis(pause_ms)),
+            pause,
+            quiet: Duration::from_millis(pause_ms.max(commit_interval_ms.saturating_mul(2))),
             state: State::Active { since: now },
         }
     }
@@ -75,7 +82,7 @@ impl IdleFetch {
             return Action::Nothing;
         };
         match self.state {
-            State::Active { since } if now.saturating_duration_since(since) >= pause => {
+            State::Active { since } if now.saturating_duration_since(since) >= self.quiet => {
                 self.state = State::Paused { until: now + pause };
                 Action::Pause
             }
@@ -95,9 +102,9 @@ impl IdleFetch {
 
     /// How long from `now` until [`IdleFetch::on_tick`] may change something (`None`: never).
     pub(crate) fn next_change(&self, now: Instant) -> Option<Duration> {
-        let pause = self.pause?;
+        self.pause?;
         let at = match self.state {
-            State::Active { since } => since + pause,
+            State::Active { since } => since + self.quiet,
             State::Paused { until } | State::Listening { until } => until,
         };
         Some(at.saturating_duration_since(now))
@@ -156,9 +163,21 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Pausing for `pause_ms`, with a commit interval short enough not to matter.
     fn idle(pause_ms: u64) -> (IdleFetch, Instant) {
         let t0 = Instant::now();
-        (IdleFetch::new(pause_ms, t0), t0)
+        (IdleFetch::new(pause_ms, 10, t0), t0)
+    }
+
+    #[test]
+    fn the_first_pause_waits_two_upstream_commit_intervals() {
+        let t0 = Instant::now();
+        let mut f = IdleFetch::new(100, 150, t0);
+        assert_eq!(f.on_tick(t0 + 299 * MS), Action::Nothing);
+        assert_eq!(f.next_change(t0 + 299 * MS), Some(MS));
+        assert_eq!(f.on_tick(t0 + 300 * MS), Action::Pause);
+        // The pause itself is idle_pause_ms.
+        assert_eq!(f.next_change(t0 + 300 * MS), Some(100 * MS));
     }
 
     #[test]

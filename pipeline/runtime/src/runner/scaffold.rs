@@ -99,7 +99,11 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
     let dead = DeadLetters::new(kafka, spec);
     let mut reading = Reading {
         started: Started::default(),
-        idling: IdleFetch::new(kafka.idle_pause_ms, Instant::now()),
+        idling: IdleFetch::new(
+            kafka.idle_pause_ms,
+            kafka.commit_interval_ms,
+            Instant::now(),
+        ),
     };
     loop {
         let received = tokio::select! {
