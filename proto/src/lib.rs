@@ -5,6 +5,7 @@
 //!   `query-grpc`.
 //! - [`FILE_DESCRIPTOR_SET`] and [`standard_services`]: health, and gRPC reflection (v1 and
 //!   v1alpha, listing only the service a server serves) so `grpcurl` works.
+//! - [`server`]: the server settings both servers share (keepalive, timeouts, limits).
 //! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses.
 
 /// Generated code for the `herald.v1` package.
@@ -17,6 +18,7 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");
 
 pub mod convert;
+pub mod server;
 mod status;
 
 pub use status::store_status;

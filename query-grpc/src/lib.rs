@@ -393,9 +393,6 @@ impl Query {
     }
 }
 
-/// HTTP/2 streams one client connection may have open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
-
 /// Serves the query service (plus health and reflection) on `listener` until `shutdown`, and
 /// replays the engagement outbox meanwhile.
 pub async fn serve(
@@ -417,10 +414,7 @@ pub async fn serve(
     let (health, reflection, reflection_v1alpha) =
         herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
-    tonic::transport::Server::builder()
-        // Bounds what one connection can make the server buffer; excess streams wait in the
-        // client.
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+    herald_proto::server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -430,8 +424,7 @@ pub async fn serve(
             stop.clone(),
         )))
         .serve_with_incoming_shutdown(
-            // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            herald_proto::server::incoming(listener, herald_proto::server::MAX_CONNECTIONS),
             stop.cancelled_owned(),
         )
         .await?;

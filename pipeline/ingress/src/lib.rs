@@ -220,9 +220,6 @@ impl NotificationService for Ingress {
     }
 }
 
-/// HTTP/2 streams one client connection may have open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
-
 /// Serves the ingress (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -240,17 +237,13 @@ pub async fn serve(
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "ingress listening");
-    tonic::transport::Server::builder()
-        // Bounds what one connection can make the server buffer; excess streams wait in the
-        // client.
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+    herald_proto::server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(NotificationServiceServer::new(ingress))
         .serve_with_incoming_shutdown(
-            // No Nagle: a small gRPC answer must not wait for a delayed ACK (~40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            herald_proto::server::incoming(listener, herald_proto::server::MAX_CONNECTIONS),
             stop.cancelled_owned(),
         )
         .await?;
