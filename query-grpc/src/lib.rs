@@ -8,6 +8,7 @@
 pub mod bounds;
 pub mod engagement;
 pub mod watch;
+pub mod watchers;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use tracing::info;
 use herald_runtime::outbox::OutboxError;
 
 use crate::engagement::EngagementSink;
+use crate::watchers::{WatchLimits, Watchers};
 
 /// Default and maximum inbox page sizes.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -45,8 +47,6 @@ pub const UNREAD_CAP: u32 = 1_000;
 pub const MAX_MARK_READ: usize = 100;
 /// MarkAllRead marks (and emits events for) this many entries at a time.
 pub const MARK_ALL_BATCH: usize = 500;
-/// Watchers one query process serves at once; more are refused with RESOURCE_EXHAUSTED.
-pub const MAX_WATCHERS: usize = 10_000;
 
 /// What can stop the query service.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,8 @@ pub struct QueryOptions {
     pub watch_poll: Duration,
     /// The store's retention, for validating resume tokens.
     pub retention: Retention,
+    /// How many `WatchInbox` streams run at most: in all, per tenant, per user.
+    pub watch_limits: WatchLimits,
 }
 
 impl Default for QueryOptions {
@@ -112,6 +114,7 @@ impl Default for QueryOptions {
             engagement: None,
             watch_poll: Duration::from_millis(250),
             retention: Retention::default(),
+            watch_limits: WatchLimits::default(),
         }
     }
 }
@@ -120,7 +123,7 @@ impl Default for QueryOptions {
 pub struct Query {
     store: Arc<dyn Store>,
     options: QueryOptions,
-    watchers: Arc<tokio::sync::Semaphore>,
+    watchers: Watchers,
     shutdown: CancellationToken,
 }
 
@@ -129,8 +132,8 @@ impl Query {
     pub fn new(store: Arc<dyn Store>, options: QueryOptions, shutdown: CancellationToken) -> Query {
         Query {
             store,
+            watchers: Watchers::new(options.watch_limits),
             options,
-            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHERS)),
             shutdown,
         }
     }
@@ -339,11 +342,10 @@ impl QueryService for Query {
         let req = request.into_inner();
         required("tenant", &req.tenant)?;
         required("recipient_user_id", &req.recipient_user_id)?;
-        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(format!(
-                "this query process already serves {MAX_WATCHERS} watchers; retry another"
-            )));
-        };
+        let slot = self
+            .watchers
+            .take(&req.tenant, &req.recipient_user_id)
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let cursor = match watch::resume_cursor(
             &req.tenant,
             &req.recipient_user_id,
@@ -368,7 +370,7 @@ impl QueryService for Query {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             watch.run(tx, shutdown).await;
-            drop(permit);
+            drop(slot);
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

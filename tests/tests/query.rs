@@ -526,3 +526,57 @@ async fn resume_across_restart() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_capped_per_user_and_a_closed_one_frees_its_place() {
+    tokio::time::timeout(TEST_LIMIT, watch_caps())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// One user opens the most watches a user may have (16 by default); the next is refused with
+/// RESOURCE_EXHAUSTED saying why, another user of the same tenant is still served, and once the
+/// first user closes one watch they can open one again.
+async fn watch_caps() -> anyhow::Result<()> {
+    let per_user = herald_query::watchers::WatchLimits::default().per_user;
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?;
+    let _query = platform
+        .spawn_component(&["query"], Some(platform.query))
+        .await?;
+    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut open = Vec::new();
+    for _ in 0..per_user {
+        open.push(
+            query
+                .watch_inbox(watch_request("dana", ""))
+                .await?
+                .into_inner(),
+        );
+    }
+    let refused = query
+        .watch_inbox(watch_request("dana", ""))
+        .await
+        .expect_err("one watch past the user's cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("this user"), "{refused:?}");
+    let _other = query.watch_inbox(watch_request("eli", "")).await?;
+
+    drop(open.pop());
+    eventually(
+        Duration::from_secs(30),
+        "a closed watch's place given back",
+        || {
+            let mut q = query.clone();
+            async move {
+                Ok(q.watch_inbox(watch_request("dana", ""))
+                    .await
+                    .ok()
+                    .map(drop))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
