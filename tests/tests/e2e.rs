@@ -654,3 +654,48 @@ async fn overload() -> anyhow::Result<()> {
     send(&mut client, inline("acme", "u", "after")).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_quota_is_refused_and_others_are_served() {
+    tokio::time::timeout(TEST_LIMIT, tenant_quota())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// A tenant allowed 2 requests a second sends 10 at once: some are refused with
+/// RESOURCE_EXHAUSTED naming its quota; a tenant on the default quota is served meanwhile.
+async fn tenant_quota() -> anyhow::Result<()> {
+    let broker = Broker::start().await?;
+    let platform = Platform::configure(&broker, "")?.with_extra_config(
+        "[ingress.tenant_quotas.tiny]\nrequests_per_second = 2\nin_flight = 100\n",
+    )?;
+    let _ingress = platform
+        .spawn_component(&["ingress"], Some(platform.ingress))
+        .await?;
+    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let (mut accepted, mut refused) = (0, 0);
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let request = inline_request("tiny", "u", "news", &format!("t{i}"));
+        match ingress.send_notification(request).await {
+            Ok(_) => accepted += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(
+                    s.message().contains("\"tiny\"")
+                        && s.message().contains("2 requests per second"),
+                    "{s:?}"
+                );
+                refused += 1;
+            }
+            Err(s) => return Err(s.into()),
+        }
+        let other = inline_request("acme", "u", "news", &format!("a{i}"));
+        ingress.send_notification(other).await?;
+    }
+    assert!(
+        accepted >= 1 && refused >= 5,
+        "accepted {accepted}, refused {refused}"
+    );
+    Ok(())
+}

@@ -53,6 +53,12 @@ pub struct IngressConfig {
     /// URL schemes an action link may use: `https` and your apps' own schemes (e.g. `acme`
     /// for `acme://orders/1`); `javascript:`, `data:` and `file:` are always refused.
     pub link_schemes: Vec<String>,
+    /// Every tenant's quota (requests per second, requests in flight) unless it has its own;
+    /// over it, RESOURCE_EXHAUSTED naming the quota.
+    pub tenant_quota: herald_ingress::quota::TenantQuota,
+    /// Tenants with their own quota: `[ingress.tenant_quotas.acme]` with
+    /// `requests_per_second` and `in_flight`.
+    pub tenant_quotas: std::collections::BTreeMap<String, herald_ingress::quota::TenantQuota>,
 }
 
 impl Default for IngressConfig {
@@ -65,6 +71,8 @@ impl Default for IngressConfig {
             kafka_wait_ms: limits.kafka_wait_ms,
             outbox_max_records: limits.outbox_max_records,
             link_schemes: herald_ingress::validate::Policy::default().link_schemes,
+            tenant_quota: limits.tenant_quota,
+            tenant_quotas: limits.tenant_quotas,
         }
     }
 }
@@ -89,6 +97,8 @@ impl IngressConfig {
             producer_queue_kbytes: self.producer_queue_kbytes,
             kafka_wait_ms: self.kafka_wait_ms,
             outbox_max_records: self.outbox_max_records,
+            tenant_quota: self.tenant_quota,
+            tenant_quotas: self.tenant_quotas.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! is replayed ([`herald_runtime::outbox`]). An idempotency key reused for a different request is
 //! refused with ALREADY_EXISTS.
 
+pub mod quota;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -50,7 +51,7 @@ pub enum IngressError {
 
 /// Limits that keep the ingress's memory bounded under overload: past them a request is
 /// refused at once with RESOURCE_EXHAUSTED (retry with backoff) instead of queueing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IngressLimits {
     /// Requests being written to Kafka at once.
     pub max_in_flight: usize,
@@ -60,6 +61,10 @@ pub struct IngressLimits {
     pub kafka_wait_ms: u64,
     /// At most this many requests wait in the outbox; beyond, RESOURCE_EXHAUSTED.
     pub outbox_max_records: usize,
+    /// Every tenant's quota unless it has its own.
+    pub tenant_quota: quota::TenantQuota,
+    /// Tenants with their own quota.
+    pub tenant_quotas: std::collections::BTreeMap<String, quota::TenantQuota>,
 }
 
 impl Default for IngressLimits {
@@ -69,6 +74,8 @@ impl Default for IngressLimits {
             producer_queue_kbytes: 32 * 1024,
             kafka_wait_ms: 2_000,
             outbox_max_records: 1_000_000,
+            tenant_quota: quota::TenantQuota::default(),
+            tenant_quotas: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -80,6 +87,7 @@ pub struct Ingress {
     store: Arc<dyn Store>,
     topic: String,
     in_flight: Arc<Semaphore>,
+    quotas: Arc<quota::Quotas>,
 }
 
 impl Ingress {
@@ -111,6 +119,10 @@ impl Ingress {
             store,
             topic: Topics::new(&kafka.topic_prefix).requested(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            quotas: Arc::new(quota::Quotas::new(
+                limits.tenant_quota,
+                &limits.tenant_quotas,
+            )),
         })
     }
 
@@ -177,6 +189,10 @@ impl NotificationService for Ingress {
             .map(str::to_owned);
         let event = validate::to_event_with(request.into_inner(), now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
+        let _tenant = self
+            .quotas
+            .admit(&event.tenant)
+            .map_err(|over| Status::resource_exhausted(over.to_string()))?;
         self.check_idempotency_key(&event).await?;
         let payload = herald_schemas::codec::encode(&event)
             .map_err(|e| Status::internal(format!("encoding the event failed: {e}")))?;
@@ -220,6 +236,16 @@ impl NotificationService for Ingress {
     }
 }
 
+/// Forgets, every minute, the rate state of tenants that sent nothing lately.
+async fn forget_idle_tenants(quotas: Arc<quota::Quotas>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => quotas.forget_idle(),
+        }
+    }
+}
+
 /// Serves the ingress (plus health and reflection) on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -231,6 +257,10 @@ pub async fn serve(
 ) -> Result<(), IngressError> {
     let ingress = Ingress::new(kafka, limits, policy, store)?;
     let outbox = ingress.outbox.clone();
+    tokio::spawn(forget_idle_tenants(
+        Arc::clone(&ingress.quotas),
+        shutdown.clone(),
+    ));
     let stop = outbox.stop_on_failure(&shutdown);
     tokio::spawn(outbox.clone().replay(stop.clone()));
     let (health, reflection, reflection_v1alpha) =
