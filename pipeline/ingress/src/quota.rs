@@ -23,11 +23,15 @@ pub struct TenantQuota {
     pub in_flight: usize,
 }
 
+/// By default a tenant may use half of the ingress's requests in flight (`max_in_flight`,
+/// 4,096), so a second tenant always finds room, and has no practical rate limit (one
+/// tenant's deployment must not be capped below what the ingress can do); set
+/// `requests_per_second` per tenant where a contract says so.
 impl Default for TenantQuota {
     fn default() -> Self {
         TenantQuota {
-            requests_per_second: 5_000,
-            in_flight: 1_024,
+            requests_per_second: 1_000_000,
+            in_flight: 2_048,
         }
     }
 }
