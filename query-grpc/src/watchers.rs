@@ -159,7 +159,10 @@ mod tests {
         let w = watchers(10, 10, 2);
         let _a = w.take("t", "u").expect("first");
         let _b = w.take("t", "u").expect("second");
-        assert_eq!(w.take("t", "u").unwrap_err(), Refused::User(2));
+        assert_eq!(
+            w.take("t", "u").expect_err("over the cap"),
+            Refused::User(2)
+        );
         assert!(w.take("t", "v").is_ok());
     }
 
@@ -168,7 +171,10 @@ mod tests {
         let w = watchers(10, 2, 5);
         let _a = w.take("t", "u").expect("first");
         let _b = w.take("t", "v").expect("second");
-        assert_eq!(w.take("t", "x").unwrap_err(), Refused::Tenant(2));
+        assert_eq!(
+            w.take("t", "x").expect_err("over the cap"),
+            Refused::Tenant(2)
+        );
         assert!(w.take("other", "x").is_ok());
     }
 
@@ -177,7 +183,10 @@ mod tests {
         let w = watchers(2, 5, 5);
         let _a = w.take("t", "u").expect("first");
         let _b = w.take("s", "v").expect("second");
-        assert_eq!(w.take("r", "x").unwrap_err(), Refused::Total(2));
+        assert_eq!(
+            w.take("r", "x").expect_err("over the cap"),
+            Refused::Total(2)
+        );
     }
 
     #[test]
