@@ -693,9 +693,11 @@ async fn tenant_quota() -> anyhow::Result<()> {
         let other = inline_request("acme", "u", "news", &format!("a{i}"));
         ingress.send_notification(other).await?;
     }
+    // A burst of 2, then 2 a second: however slow this machine, no more got through.
+    let allowed = 2 + (2.0 * started.elapsed().as_secs_f64()).ceil() as u32;
     assert!(
-        accepted >= 1 && refused >= 5,
-        "accepted {accepted}, refused {refused}"
+        accepted >= 1 && accepted <= allowed && refused >= 1,
+        "accepted {accepted} (at most {allowed}), refused {refused}"
     );
     Ok(())
 }
