@@ -18,6 +18,9 @@ use tonic::transport::Channel;
 use super::produce::{futures_like::BoxFuture, ingress_send, raw_send};
 use super::stats::{Run, closed_loop, closed_loop_count, open_loop};
 
+/// The longest one `herald-load` run may take.
+const GENERATOR_LIMIT: Duration = Duration::from_secs(300);
+
 /// With `HERALD_BENCH_PIN=1`, the core the generator is pinned to when `taskset` is there (the
 /// last of the machine's). Not by default: pinned to one of two cores, the gRPC generator could
 /// not offer 75 % of the ingress's closed-loop maximum in an open loop (it reached 16.1k of
@@ -41,21 +44,22 @@ async fn measure_with(target: &[String], shape: &[String], pin: bool) -> anyhow:
         .parent()
         .context("the bench binary has no directory")?
         .join("herald-load");
-    let mut command = match pin_core() {
-        Some(core) if pin && which("taskset") => {
+    let mut command = match pinned().filter(|_| pin) {
+        Some(core) => {
             let mut c = tokio::process::Command::new("taskset");
             c.arg("-c").arg(core.to_string()).arg(&exe);
             c
         }
         _ => tokio::process::Command::new(&exe),
     };
-    let output = command
-        .args(target)
-        .args(shape)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {}", exe.display()))?;
+    // Every load is seconds long; one that hangs is killed (kill_on_drop) and fails the bench.
+    let output = tokio::time::timeout(
+        GENERATOR_LIMIT,
+        command.args(target).args(shape).kill_on_drop(true).output(),
+    )
+    .await
+    .with_context(|| format!("{} did not finish in {GENERATOR_LIMIT:?}", exe.display()))?
+    .with_context(|| format!("running {}", exe.display()))?;
     if !output.status.success() {
         bail!(
             "herald-load failed: {}",

@@ -52,12 +52,7 @@ impl Mode for AtLeastOnce {
         Ok(HashMap::new())
     }
 
-    async fn emit(
-        &mut self,
-        source: Source<'_>,
-        outputs: Vec<Output>,
-        _stats: &mut RunStats,
-    ) -> Result<()> {
+    async fn emit(&mut self, source: Source<'_>, outputs: Vec<Output>) -> Result<()> {
         for output in outputs {
             self.batch
                 .send(&self.producer, output, source.trace.as_deref())

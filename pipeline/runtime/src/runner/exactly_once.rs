@@ -349,12 +349,7 @@ impl Mode for ExactlyOnce<'_> {
         Ok(std::mem::take(&mut t.rewind))
     }
 
-    async fn emit(
-        &mut self,
-        source: Source<'_>,
-        outputs: Vec<Output>,
-        _stats: &mut RunStats,
-    ) -> Result<()> {
+    async fn emit(&mut self, source: Source<'_>, outputs: Vec<Output>) -> Result<()> {
         let txn = self.shared.txn;
         // Begun only now, so a processor's retries never hold a transaction open.
         if lock(txn)?.stale {

@@ -141,16 +141,13 @@ where
         else {
             return Ok(());
         };
-        match action {
-            Action::Pause => consumer.pause(&assigned),
-            Action::Resume => {
-                consumer.resume(&assigned)?;
-                consumer
-                    .fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT)
-                    .map(|_| ())
-            }
-            Action::Nothing => Ok(()),
+        if action == Action::Pause {
+            return consumer.pause(&assigned);
         }
+        consumer.resume(&assigned)?;
+        consumer
+            .fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT)
+            .map(|_| ())
     });
     if let Err(e) = result {
         tracing::debug!(error = %e, ?action, "idle pause or resume failed");

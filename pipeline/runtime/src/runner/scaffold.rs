@@ -53,12 +53,7 @@ pub(crate) trait Mode: Send {
     fn after_receive(&mut self, stats: &mut RunStats) -> Result<HashMap<Partition, i64>>;
 
     /// Hands on one processed record's outputs; the record counts as done in the open batch.
-    async fn emit(
-        &mut self,
-        source: Source<'_>,
-        outputs: Vec<Output>,
-        stats: &mut RunStats,
-    ) -> Result<()>;
+    async fn emit(&mut self, source: Source<'_>, outputs: Vec<Output>) -> Result<()>;
 
     /// Commits the open batch (`last`: the runner is stopping). Returns the partitions to read
     /// again, from these offsets, if the batch was aborted instead.
@@ -142,7 +137,7 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
                     offset: message.offset(),
                     trace: traceparent(&message),
                 };
-                mode.emit(source, outputs, stats).await?;
+                mode.emit(source, outputs).await?;
                 stats.consumed += 1;
             }
             Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
