@@ -236,12 +236,13 @@ impl NotificationService for Ingress {
     }
 }
 
-/// Forgets, every minute, the rate state of tenants that sent nothing lately.
+/// Forgets, every second, the rate state of tenants that sent nothing lately: tenants are
+/// named by requests, so a flood of made-up names holds at most a second's worth of entries.
 async fn forget_idle_tenants(quotas: Arc<quota::Quotas>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => quotas.forget_idle(),
+            () = tokio::time::sleep(Duration::from_secs(1)) => quotas.forget_idle(),
         }
     }
 }

@@ -129,7 +129,8 @@ impl Quotas {
         })
     }
 
-    /// Forgets the rate state of tenants not seen for a while (the keyed limiter's memory).
+    /// Forgets the rate state of tenants whose state is back to fresh (the keyed limiter's
+    /// memory; the ingress calls it every second).
     pub fn forget_idle(&self) {
         self.others.retain_recent();
     }
@@ -225,6 +226,24 @@ mod tests {
         assert_eq!(lock(&q.in_flight).len(), 3);
         drop(held);
         assert!(lock(&q.in_flight).is_empty());
+    }
+
+    #[test]
+    fn made_up_tenant_names_are_forgotten_once_idle() {
+        // The worst a caller can send until keys authenticate: a new tenant name per request.
+        let q = Quotas::new(TenantQuota::default(), &BTreeMap::new());
+        for i in 0..10_000 {
+            drop(
+                q.admit(&format!("made-up-{i}"))
+                    .expect("within the default"),
+            );
+        }
+        assert_eq!(q.others.len(), 10_000);
+        assert!(lock(&q.in_flight).is_empty(), "none in flight any more");
+        // At the default rate a tenant's state is back to fresh a microsecond after its request.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        q.forget_idle();
+        assert_eq!(q.others.len(), 0, "rate state kept for idle tenants");
     }
 
     #[test]
