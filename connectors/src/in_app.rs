@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_schemas::Dispatch;
-use herald_store::{Clock, InboxEntryRecord, Store, SystemClock};
+use herald_store::{Clock, InboxEntryRecord, Store, SystemClock, Write};
 
 use crate::{Connector, Outcome};
 
@@ -20,30 +20,55 @@ impl InAppConnector {
     }
 }
 
+/// The inbox entry delivering `d`.
+fn entry(d: &Dispatch) -> InboxEntryRecord {
+    InboxEntryRecord {
+        tenant: d.tenant.clone(),
+        recipient_user_id: d.recipient_user_id.clone(),
+        notification_id: d.notification_id.clone(),
+        category: d.category.clone(),
+        title: d.title.clone(),
+        body: d.body.clone(),
+        action_url: d.action_url.clone(),
+        created_at_ms: d.requested_at_ms,
+        // WatchInbox pushes in this order; a replay keeps the first entry and its time.
+        delivered_at_ms: SystemClock.now_ms(),
+        read_at_ms: None,
+    }
+}
+
+/// What a store write's result means for the dispatches it delivered.
+fn outcome(written: herald_store::Result<()>) -> Outcome {
+    match written {
+        Ok(()) => Outcome::Delivered {
+            provider_message_id: None,
+        },
+        // A store that will answer again: retry; anything else will not pass by waiting.
+        Err(e) if e.is_retriable() => Outcome::Retry(format!("inbox write failed: {e}")),
+        Err(e) => Outcome::Failed(format!("inbox write failed: {e}")),
+    }
+}
+
 #[async_trait]
 impl Connector for InAppConnector {
     async fn send(&self, d: &Dispatch) -> Outcome {
-        let entry = InboxEntryRecord {
-            tenant: d.tenant.clone(),
-            recipient_user_id: d.recipient_user_id.clone(),
-            notification_id: d.notification_id.clone(),
-            category: d.category.clone(),
-            title: d.title.clone(),
-            body: d.body.clone(),
-            action_url: d.action_url.clone(),
-            created_at_ms: d.requested_at_ms,
-            // WatchInbox pushes in this order; a replay keeps the first entry and its time.
-            delivered_at_ms: SystemClock.now_ms(),
-            read_at_ms: None,
-        };
-        match self.store.upsert_inbox_entry(&entry).await {
-            Ok(()) => Outcome::Delivered {
-                provider_message_id: None,
-            },
-            // A store that will answer again: retry; anything else will not pass by waiting.
-            Err(e) if e.is_retriable() => Outcome::Retry(format!("inbox write failed: {e}")),
-            Err(e) => Outcome::Failed(format!("inbox write failed: {e}")),
+        outcome(self.store.upsert_inbox_entry(&entry(d)).await)
+    }
+
+    /// One store write for all of them; if it fails, one at a time, so each outcome is its own.
+    async fn send_many(&self, dispatches: &[Dispatch]) -> Vec<Outcome> {
+        let writes: Vec<Write> = dispatches
+            .iter()
+            .map(|d| Write::InboxEntry(entry(d)))
+            .collect();
+        if self.store.write_many(&writes).await.is_ok() {
+            return dispatches.iter().map(|_| outcome(Ok(()))).collect();
         }
+        let mut outcomes = Vec::with_capacity(dispatches.len());
+        for d in dispatches {
+            outcomes.push(self.send(d).await);
+        }
+        outcomes
     }
 
     /// The inbox upsert is keyed by notification id: a repeat changes nothing.

@@ -36,6 +36,18 @@ pub trait Connector: Send + Sync {
     /// as an idempotency key where the provider supports one.
     async fn send(&self, dispatch: &Dispatch) -> Outcome;
 
+    /// Delivers several dispatches (of an idempotent connector: the deliver stage calls this
+    /// once per batch), returning an outcome per dispatch in order. The default sends one after
+    /// another; a connector that can deliver many in one call (the inbox: one store write)
+    /// overrides it.
+    async fn send_many(&self, dispatches: &[Dispatch]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(dispatches.len());
+        for dispatch in dispatches {
+            outcomes.push(self.send(dispatch).await);
+        }
+        outcomes
+    }
+
     /// Whether sending the same dispatch twice has the effect of sending it once (an upsert
     /// keyed by the delivery). Such connectors skip the delivery ledger's two extra writes.
     fn idempotent(&self) -> bool {

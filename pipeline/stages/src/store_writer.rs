@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::{DeliveryResult, DeliveryState, NotificationRequested, ids};
-use herald_store::{DeliveryEventRecord, NotificationRecord, Store};
+use herald_store::{DeliveryEventRecord, NotificationRecord, Store, Write};
 
 use crate::wire::decode;
 
@@ -67,19 +67,135 @@ impl StoreWriterProcessor {
     }
 }
 
+impl StoreWriterProcessor {
+    /// The store rows for one record.
+    fn rows(&self, input: &Input<'_>) -> Result<Vec<Write>, ProcessError> {
+        if input.topic == self.requested_topic {
+            let r: NotificationRequested = decode(input.payload)?;
+            let (notification, accepted) = accepted_rows(&r);
+            Ok(vec![
+                Write::Notification(notification),
+                Write::DeliveryEvent(accepted),
+            ])
+        } else {
+            let r: DeliveryResult = decode(input.payload)?;
+            Ok(vec![Write::DeliveryEvent(event_row(&r))])
+        }
+    }
+}
+
 #[async_trait]
 impl Processor for StoreWriterProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         // Store errors convert by meaning: retry, dead-letter, or stop.
-        if input.topic == self.requested_topic {
-            let r: NotificationRequested = decode(input.payload)?;
-            let (notification, accepted) = accepted_rows(&r);
-            self.store.upsert_notification(&notification).await?;
-            self.store.record_delivery_event(&accepted).await?;
-        } else {
-            let r: DeliveryResult = decode(input.payload)?;
-            self.store.record_delivery_event(&event_row(&r)).await?;
-        }
+        self.store.write_many(&self.rows(input)?).await?;
         Ok(Vec::new())
+    }
+
+    /// The rows of every record up to the first undecodable one, in one store write.
+    async fn process_batch(
+        &mut self,
+        inputs: &[Input<'_>],
+    ) -> Vec<Result<Vec<Output>, ProcessError>> {
+        let mut writes = Vec::new();
+        let mut results = Vec::with_capacity(inputs.len());
+        let mut poison = None;
+        for input in inputs {
+            match self.rows(input) {
+                Ok(rows) => {
+                    writes.extend(rows);
+                    results.push(Ok(Vec::new()));
+                }
+                Err(e) => {
+                    poison = Some(e);
+                    break;
+                }
+            }
+        }
+        if !writes.is_empty()
+            && let Err(e) = self.store.write_many(&writes).await
+        {
+            // Which record the store refused is unknown: the first goes alone (so its error
+            // is its own), and the runner hands the others over again.
+            tracing::debug!(error = %e, "a batch write failed; writing one record at a time");
+            return match inputs.first() {
+                Some(first) => vec![self.process(first).await],
+                None => Vec::new(),
+            };
+        }
+        results.extend(poison.map(Err));
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use herald_runtime::runner::{Input, ProcessError, Processor};
+    use herald_runtime::topics::Topics;
+    use herald_schemas::codec::encode;
+    use herald_schemas::{NotificationRequested, Priority};
+    use herald_store::{Clock, Store, SystemClock};
+    use herald_store_sqlite::SqliteStore;
+
+    use super::StoreWriterProcessor;
+
+    fn requested(id: &str) -> Vec<u8> {
+        encode(&NotificationRequested {
+            notification_id: id.into(),
+            tenant: "t".into(),
+            idempotency_key: None,
+            recipient_user_id: "ann".into(),
+            category: "news".into(),
+            priority: Priority::Normal,
+            template: None,
+            inline: None,
+            channels: Vec::new(),
+            requested_at_ms: SystemClock.now_ms(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_up_to_its_first_undecodable_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("h.db")).await.unwrap());
+        let topics = Topics::new("t");
+        let mut writer = StoreWriterProcessor::new(Arc::clone(&store), &topics);
+        let topic = topics.requested();
+        let payloads = [
+            requested("n1"),
+            requested("n2"),
+            b"not avro".to_vec(),
+            requested("n3"),
+        ];
+        let inputs: Vec<Input<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, payload)| Input {
+                topic: &topic,
+                partition: 0,
+                offset: i as i64,
+                key: None,
+                payload,
+                timestamp_ms: SystemClock.now_ms(),
+            })
+            .collect();
+
+        let results = writer.process_batch(&inputs).await;
+        assert_eq!(results.len(), 3);
+        assert!(results[..2].iter().all(Result::is_ok));
+        assert!(matches!(results[2], Err(ProcessError::Poison(_))));
+        for (id, written) in [("n1", true), ("n2", true), ("n3", false)] {
+            let found = store.get_notification("t", id).await.unwrap();
+            assert_eq!(found.is_some(), written, "{id}");
+            if let Some((_, timeline)) = found {
+                assert_eq!(timeline.len(), 1, "{id}: its ACCEPTED event");
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use herald_store::{
     Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
     IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
     LedgerEntry, Month, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
-    RetentionReport, Store, StoreError, SystemClock, TemplateRecord,
+    RetentionReport, Store, StoreError, SystemClock, TemplateRecord, Write,
 };
 use rusqlite::Connection;
 
@@ -135,6 +135,11 @@ impl Store for SqliteStore {
     async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> StoreResult<()> {
         let e = e.clone();
         self.with(move |inner| inner.upsert_inbox_entry(&e)).await
+    }
+
+    async fn write_many(&self, writes: &[Write]) -> StoreResult<()> {
+        let writes = writes.to_vec();
+        self.with(move |inner| inner.write_many(&writes)).await
     }
 
     async fn list_inbox(&self, q: &InboxQuery) -> StoreResult<InboxPage> {

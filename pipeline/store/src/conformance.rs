@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
                 outbox_leases_go_to_one_holder_until_they_expire
                 ledger_keeps_the_first_outcome
                 retention_keeps_a_year_and_refuses_older
+                a_batch_of_writes_does_what_each_write_does
             );
         }
     };
@@ -553,6 +554,74 @@ pub async fn inbox_feed_follows_new_writes(store: &dyn Store, _clock: &ManualClo
         store.inbox_feed("t1", "gina", &forged, 100).await,
         Err(StoreError::BadPageToken)
     ));
+}
+
+pub async fn a_batch_of_writes_does_what_each_write_does(store: &dyn Store, _clock: &ManualClock) {
+    store.write_many(&[]).await.unwrap();
+    let start = store.feed_start("t1", "ivan").await.unwrap();
+    // Across two month files, with a repeat and a row older than the archive keeps.
+    let created = Month::of_ms(NOW).start_ms() - 1_000;
+    let n = notification("t1", "b1", created);
+    let accepted = event("t1", "b1", None, DeliveryState::Accepted, created);
+    let failed = event(
+        "t1",
+        "b1",
+        Some(Channel::Sms),
+        DeliveryState::Failed,
+        NOW - 5_000,
+    );
+    let (first, second) = (
+        entry("t1", "ivan", "e1", NOW - 2_000),
+        entry("t1", "ivan", "e2", NOW),
+    );
+    let mut repeat = first.clone();
+    repeat.title = "a repeat keeps the first entry".into();
+    let too_old = event(
+        "t1",
+        "b0",
+        None,
+        DeliveryState::Accepted,
+        NOW - 400 * DAY_MS,
+    );
+    let batch = [
+        Write::Notification(n.clone()),
+        Write::DeliveryEvent(accepted.clone()),
+        Write::InboxEntry(first.clone()),
+        Write::DeliveryEvent(failed.clone()),
+        Write::InboxEntry(second.clone()),
+        Write::InboxEntry(repeat),
+        Write::DeliveryEvent(too_old),
+    ];
+    // Twice: a replayed batch changes nothing.
+    for _ in 0..2 {
+        store.write_many(&batch).await.unwrap();
+        let (got, timeline) = store.get_notification("t1", "b1").await.unwrap().unwrap();
+        assert_eq!(got, n);
+        assert_eq!(timeline, vec![accepted.clone(), failed.clone()]);
+        let failures = store
+            .list_failures(&FailureQuery {
+                tenant: "t1".into(),
+                from_ms: NOW - DAY_MS,
+                to_ms: NOW + DAY_MS,
+                page_size: 10,
+                page_token: None,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = failures
+            .failures
+            .iter()
+            .map(|f| f.notification_id.as_str())
+            .collect();
+        assert_eq!(ids, ["b1"]);
+        let inbox = all_pages(store, InboxQuery::first_page("t1", "ivan", 10)).await;
+        assert_eq!(inbox, vec![second.clone(), first.clone()]);
+    }
+    // The feed has each entry once, in the batch's order.
+    let page = store.inbox_feed("t1", "ivan", &start, 100).await.unwrap();
+    let mut fed = feed_ids(&page);
+    fed.dedup();
+    assert_eq!(fed, ["e1", "e2"]);
 }
 
 pub async fn tenants_are_isolated(store: &dyn Store, _clock: &ManualClock) {

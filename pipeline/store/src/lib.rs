@@ -52,6 +52,21 @@ pub trait Store: Send + Sync + 'static {
     /// Puts an entry in a user's inbox. Upsert by (tenant, user, notification id); a repeat
     /// keeps the first entry (and its read state).
     async fn upsert_inbox_entry(&self, e: &InboxEntryRecord) -> Result<()>;
+    /// Several of the writes above, each with the effect it has alone, in order. A store that
+    /// can commits them together (the embedded store: one transaction per month file), so a
+    /// stage writes a batch of records in one round trip rather than one per record. On an
+    /// error any of them may have been applied; each is idempotent, so the caller writes them
+    /// all again.
+    async fn write_many(&self, writes: &[Write]) -> Result<()> {
+        for write in writes {
+            match write {
+                Write::Notification(n) => self.upsert_notification(n).await?,
+                Write::DeliveryEvent(e) => self.record_delivery_event(e).await?,
+                Write::InboxEntry(e) => self.upsert_inbox_entry(e).await?,
+            }
+        }
+        Ok(())
+    }
     /// A page of a user's inbox, newest first, optionally filtered.
     async fn list_inbox(&self, q: &InboxQuery) -> Result<InboxPage>;
     /// The feed cursor of a reader starting now: what is written from here on is read, what

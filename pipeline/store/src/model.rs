@@ -51,6 +51,17 @@ pub fn overall_state(timeline: &[DeliveryEventRecord]) -> DeliveryState {
         .unwrap_or(DeliveryState::Accepted)
 }
 
+/// One write of a batch ([`crate::Store::write_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// [`crate::Store::upsert_notification`].
+    Notification(NotificationRecord),
+    /// [`crate::Store::record_delivery_event`].
+    DeliveryEvent(DeliveryEventRecord),
+    /// [`crate::Store::upsert_inbox_entry`].
+    InboxEntry(InboxEntryRecord),
+}
+
 /// One entry in a user's in-app inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]

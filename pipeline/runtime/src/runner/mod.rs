@@ -6,9 +6,13 @@
 //! - [`at_least_once`]: an idempotent producer; offsets are committed after the outputs are
 //!   acknowledged, and a crash replays the uncommitted tail (any broker, including tansu).
 //!
-//! Both run the same loop (`scaffold.rs`: receive, reset, process, emit, commit when due, idle
-//! pausing in `idle.rs`, stall and consumer-error checks in `health.rs`); a mode supplies only
-//! how outputs are produced and a batch committed or aborted.
+//! Both run the same loop (`scaffold.rs`: receive what has been fetched, process it, emit,
+//! commit when due; idle pausing in `idle.rs`, stall and consumer-error checks in `health.rs`);
+//! a mode supplies only how outputs are produced and a batch committed or aborted. Records
+//! received together go to [`Processor::process_batch`] at once (`process.rs` resets partition
+//! state, classifies errors and retries), so a stage can write its store once per batch or
+//! work on different keys concurrently ([`lanes`]); offsets are committed only for records
+//! whose outputs were emitted, since a batch is emitted whole before the next commit.
 //!
 //! In both, processor errors are classified: a [`ProcessError::Poison`] record (undecodable,
 //! written with a schema this build does not know, invalid) goes to `<p>.dead-letter` whole,
@@ -25,20 +29,19 @@ pub mod at_least_once;
 pub mod exactly_once;
 mod health;
 mod idle;
+pub mod lanes;
+mod process;
 mod scaffold;
 mod store_error;
 pub mod txn_ids;
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
-use crate::{DeliveryMode, KafkaConfig, Result, RuntimeError};
+use crate::{DeliveryMode, KafkaConfig, Result};
 
 /// The W3C trace-context header carried from input records to their outputs.
 pub const TRACEPARENT: &str = "traceparent";
@@ -97,6 +100,31 @@ pub trait Processor: Send {
     /// Processes one record. Must be deterministic in its outputs for a given input, so that a
     /// replay after a crash produces the same records.
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError>;
+
+    /// Processes records received together — whatever had been fetched, up to the batch's
+    /// room; each partition's in offset order — and returns their results in input order: at
+    /// least one, and at most up to and including the first error. The runner handles that
+    /// error (a retriable one by calling [`Processor::process`] on that record alone) and
+    /// hands the records after it over again.
+    ///
+    /// The default processes one record after another. A stage overrides it to write to its
+    /// store once per batch, or to overlap slow calls for different keys
+    /// ([`lanes::by_key`]) — keeping each key's records in their order.
+    async fn process_batch(
+        &mut self,
+        inputs: &[Input<'_>],
+    ) -> Vec<Result<Vec<Output>, ProcessError>> {
+        let mut results = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let result = self.process(input).await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
 
     /// Called before the first record of `topic`[`partition`] the runner hands over since it
     /// (re)started reading that partition at its committed offset: after an assignment, and
@@ -167,78 +195,6 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
     }
 }
 
-/// Capped exponential backoff (100 ms doubling to 30 s) within the retry budget, shared by
-/// processing a record and resetting a partition's state.
-struct Retrying {
-    backoff: Duration,
-    first_failure: std::time::Instant,
-    budget: Duration,
-}
-
-impl Retrying {
-    fn new(budget: Duration) -> Retrying {
-        Retrying {
-            backoff: Duration::from_millis(100),
-            first_failure: std::time::Instant::now(),
-            budget,
-        }
-    }
-
-    /// Whether the budget allows another attempt.
-    fn within_budget(&self) -> bool {
-        self.first_failure.elapsed() < self.budget
-    }
-
-    /// Counts a retry and waits out the backoff; false if shutdown was requested meanwhile.
-    async fn wait(&mut self, shutdown: &CancellationToken, stats: &mut RunStats) -> bool {
-        stats.retries += 1;
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(self.backoff) => {}
-        }
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
-        true
-    }
-}
-
-/// Resets the processor's state of `message`'s partition if the runner (re)started reading it.
-/// `Ok(false)` means shutdown was requested while retrying.
-async fn ensure_started<P: Processor>(
-    processor: &mut P,
-    started: &mut Started,
-    message: &BorrowedMessage<'_>,
-    dead: &DeadLetters,
-    shutdown: &CancellationToken,
-    stats: &mut RunStats,
-) -> Result<bool> {
-    if started.contains(message.topic(), message.partition()) {
-        return Ok(true);
-    }
-    let partition = (message.topic().to_owned(), message.partition());
-    let mut retrying = Retrying::new(dead.budget);
-    loop {
-        match processor.reset_partition(&partition.0, partition.1).await {
-            Ok(()) => break,
-            Err(ProcessError::Retry(reason)) if retrying.within_budget() => {
-                warn!(topic = %partition.0, partition = partition.1, %reason,
-                      backoff = ?retrying.backoff, "retrying the reset of a partition's state");
-                if !retrying.wait(shutdown, stats).await {
-                    return Ok(false);
-                }
-            }
-            Err(e) => {
-                return Err(RuntimeError::Fatal(format!(
-                    "resetting the state of {}[{}]: {e}",
-                    partition.0, partition.1
-                )));
-            }
-        }
-    }
-    stats.resets += 1;
-    started.0.push(partition);
-    Ok(true)
-}
-
 /// What the runner runs.
 #[derive(Debug, Clone)]
 pub struct RunnerSpec {
@@ -287,111 +243,6 @@ pub async fn run<P: Processor>(
     match kafka.delivery_mode {
         DeliveryMode::AtLeastOnce => at_least_once::run(kafka, spec, processor, shutdown).await,
         DeliveryMode::ExactlyOnce => exactly_once::run(kafka, spec, processor, shutdown).await,
-    }
-}
-
-/// Where a runner sends what it cannot process, and how long it retries.
-pub(crate) struct DeadLetters {
-    topic: String,
-    stage: String,
-    budget: Duration,
-}
-
-impl DeadLetters {
-    pub(crate) fn new(kafka: &KafkaConfig, spec: &RunnerSpec) -> DeadLetters {
-        DeadLetters {
-            topic: crate::topics::Topics::new(&kafka.topic_prefix).dead_letter(),
-            stage: spec.name.clone(),
-            budget: Duration::from_millis(kafka.retry_budget_ms),
-        }
-    }
-
-    /// The dead-letter record for `message`, which failed `attempts` times with `error`.
-    fn output(&self, message: &BorrowedMessage<'_>, error: &str, attempts: u32) -> Result<Output> {
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| herald_schemas::RecordHeader {
-                        key: h.key.to_owned(),
-                        value: h.value.map(<[u8]>::to_vec),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let at = message.timestamp().to_millis().unwrap_or_default();
-        let letter = herald_schemas::DeadLetter {
-            source_topic: message.topic().to_owned(),
-            source_partition: message.partition(),
-            source_offset: message.offset(),
-            source_timestamp_ms: at,
-            stage: self.stage.clone(),
-            error: error.to_owned(),
-            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().unwrap_or_default().to_vec(),
-            headers,
-            at_ms: at,
-        };
-        let payload = herald_schemas::codec::encode(&letter)
-            .map_err(|e| RuntimeError::Fatal(format!("encoding a dead letter failed: {e}")))?;
-        Ok(Output {
-            topic: self.topic.clone(),
-            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            payload,
-            partition: None,
-        })
-    }
-}
-
-/// Runs the processor on one record (resetting its partition's state first if the runner
-/// (re)started reading it): its outputs; or, for a poison record or one still failing when the
-/// retry budget is spent, its dead letter. Retriable errors are retried with capped
-/// exponential backoff meanwhile. `Ok(None)` means shutdown was requested while waiting.
-pub(crate) async fn process_with_retry<P: Processor>(
-    processor: &mut P,
-    started: &mut Started,
-    message: &BorrowedMessage<'_>,
-    dead: &DeadLetters,
-    shutdown: &CancellationToken,
-    stats: &mut RunStats,
-) -> Result<Option<Vec<Output>>> {
-    if !ensure_started(processor, started, message, dead, shutdown, stats).await? {
-        return Ok(None);
-    }
-    let input = Input {
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key(),
-        payload: message.payload().unwrap_or_default(),
-        timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
-    };
-    let mut retrying = Retrying::new(dead.budget);
-    let mut attempts = 0u32;
-    loop {
-        attempts += 1;
-        let reason = match processor.process(&input).await {
-            Ok(outputs) => return Ok(Some(outputs)),
-            Err(ProcessError::Poison(reason)) => reason,
-            Err(ProcessError::Retry(reason)) if retrying.within_budget() => {
-                warn!(topic = input.topic, offset = input.offset, %reason,
-                      backoff = ?retrying.backoff, "retrying");
-                if !retrying.wait(shutdown, stats).await {
-                    return Ok(None);
-                }
-                continue;
-            }
-            Err(ProcessError::Retry(reason)) => format!(
-                "still failing after {attempts} attempts over {:?}: {reason}",
-                retrying.first_failure.elapsed()
-            ),
-            Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
-        };
-        warn!(topic = input.topic, partition = input.partition, offset = input.offset,
-              %reason, "sending the record to the dead-letter topic");
-        stats.dead_letters += 1;
-        return Ok(Some(vec![dead.output(message, &reason, attempts)?]));
     }
 }
 

@@ -8,16 +8,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{Consumer, ConsumerContext, MessageStream, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Starvation, on_consumer_error};
 use super::idle::{self, IdleFetch};
-use super::{
-    DeadLetters, Output, Processor, Rebalances, RunStats, RunnerSpec, Started, process_with_retry,
-    traceparent,
-};
+use super::process::{DeadLetters, process_all};
+use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, Started, traceparent};
 use crate::{KafkaConfig, Result, RuntimeError};
 
 /// A topic and partition.
@@ -92,6 +92,8 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
+    // One stream for the runner's life: its waker slot stays registered between receives.
+    let mut stream = consumer.stream();
     let mut reading = Reading {
         started: Started::default(),
         idling: IdleFetch::new(
@@ -101,47 +103,55 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
         ),
     };
     loop {
-        let received = tokio::select! {
+        let received = received(tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.wait(&reading.idling), consumer.recv()) => r,
-        };
-        let owed = mode.after_receive(stats)?;
-        let assigned = consumer.context().rebalances().take_assigned();
-        if !assigned.is_empty() {
-            idle::apply(reading.idling.wake(Instant::now()), consumer, stats);
-        }
-        for partition in assigned {
-            reading.started.forget(&partition);
-        }
-        let rewound: Vec<Partition> = owed.keys().cloned().collect();
-        reading.rewind(consumer, owed, stats)?;
+            r = tokio::time::timeout(clock.wait(&reading.idling), stream.next()) => r,
+        });
+        let (rewound, _) = reading.rebalanced(mode, consumer, stats)?;
+        let mut messages = Vec::new();
         match received {
             // From a partition just rewound: the seek delivers it again.
             Ok(Ok(message))
                 if rewound.contains(&(message.topic().to_owned(), message.partition())) => {}
             Ok(Ok(message)) => {
-                idle::apply(reading.idling.on_record(Instant::now()), consumer, stats);
-                let outputs = process_with_retry(
-                    processor,
-                    &mut reading.started,
-                    &message,
-                    &dead,
-                    shutdown,
-                    stats,
-                )
-                .await?;
-                let Some(outputs) = outputs else { break };
+                messages.push(message);
+                gather(
+                    consumer,
+                    &mut stream,
+                    &mut messages,
+                    clock.room(stats),
+                    &spec.name,
+                )?;
+                // A rebalance served while gathering came after every record gathered.
+                if reading.rebalanced(mode, consumer, stats)?.1 {
+                    reading.read_again(consumer, &mut messages, stats)?;
+                }
+            }
+            Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
+            Err(_) => {} // nothing arrived in time
+        }
+        if !messages.is_empty() {
+            idle::apply(reading.idling.on_record(Instant::now()), consumer, stats);
+            let outputs = process_all(
+                processor,
+                &mut reading.started,
+                &messages,
+                &dead,
+                shutdown,
+                stats,
+            )
+            .await?;
+            let Some(outputs) = outputs else { break };
+            for (message, outputs) in messages.iter().zip(outputs) {
                 let source = Source {
                     topic: message.topic(),
                     partition: message.partition(),
                     offset: message.offset(),
-                    trace: traceparent(&message),
+                    trace: traceparent(message),
                 };
                 mode.emit(source, outputs).await?;
                 stats.consumed += 1;
             }
-            Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
-            Err(_) => {} // nothing arrived in time
         }
         if clock.due(stats) {
             let aborted = mode.commit(consumer, false, stats).await?;
@@ -157,6 +167,32 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
     Ok(counted)
 }
 
+/// Adds to `messages` what the consumer has already fetched, without waiting, until it holds
+/// `room` or an event (a rebalance) is served.
+fn gather<'c, C: NotesAssignments>(
+    consumer: &StreamConsumer<C>,
+    stream: &mut MessageStream<'c, C>,
+    messages: &mut Vec<BorrowedMessage<'c>>,
+    room: usize,
+    stage: &str,
+) -> Result<()> {
+    while messages.len() < room {
+        match stream.next().now_or_never().flatten() {
+            Some(Ok(message)) => messages.push(message),
+            Some(Err(e)) => return on_consumer_error(e, consumer, stage),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// What one wait for a record gave: the stream never ends, so its end counts as a timeout.
+fn received<T>(
+    r: std::result::Result<Option<T>, tokio::time::error::Elapsed>,
+) -> std::result::Result<T, ()> {
+    r.ok().flatten().ok_or(())
+}
+
 /// Where the runner reads: which partitions' processor state is current, and the idle pausing.
 struct Reading {
     started: Started,
@@ -164,6 +200,49 @@ struct Reading {
 }
 
 impl Reading {
+    /// After receiving (which runs the consumer's rebalance callbacks): forgets the state of
+    /// partitions newly assigned, and reads those whose batch was aborted meanwhile again.
+    /// Returns the partitions rewound, and whether anything happened (assigned or rewound).
+    fn rebalanced<M: Mode>(
+        &mut self,
+        mode: &mut M,
+        consumer: &StreamConsumer<M::Context>,
+        stats: &mut RunStats,
+    ) -> Result<(Vec<Partition>, bool)> {
+        let owed = mode.after_receive(stats)?;
+        let assigned = consumer.context().rebalances().take_assigned();
+        if !assigned.is_empty() {
+            idle::apply(self.idling.wake(Instant::now()), consumer, stats);
+        }
+        for partition in &assigned {
+            self.started.forget(partition);
+        }
+        let rewound: Vec<Partition> = owed.keys().cloned().collect();
+        let happened = !rewound.is_empty() || !assigned.is_empty();
+        self.rewind(consumer, owed, stats)?;
+        Ok((rewound, happened))
+    }
+
+    /// After a rebalance while records were being gathered (so before it): gives them up and
+    /// seeks each partition still owned back to the first of them, to read them again after
+    /// the rebalance — a partition lost, reassigned or rewound must not be processed from
+    /// records fetched before. Rare, so simply all of them.
+    fn read_again<C: NotesAssignments>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        messages: &mut Vec<BorrowedMessage<'_>>,
+        stats: &mut RunStats,
+    ) -> Result<()> {
+        let mut first: HashMap<Partition, i64> = HashMap::new();
+        for m in messages.drain(..) {
+            let offset = first
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_insert(m.offset());
+            *offset = (*offset).min(m.offset());
+        }
+        self.rewind(consumer, first, stats)
+    }
+
     /// Reads `offsets`' partitions again from there: their processor state is reset before
     /// their next record, and they fetch at once (not left paused while idle).
     fn rewind<C: NotesAssignments>(
@@ -238,6 +317,12 @@ impl BatchClock {
     pub(crate) fn wait(&self, idle: &idle::IdleFetch) -> Duration {
         idle.next_change(std::time::Instant::now())
             .map_or(self.interval, |d| d.min(self.interval))
+    }
+
+    /// How many more records the open batch takes (at least one).
+    pub(crate) fn room(&self, stats: &RunStats) -> usize {
+        let taken = stats.consumed - self.began_at_record;
+        usize::try_from(self.max_records.saturating_sub(taken).max(1)).unwrap_or(usize::MAX)
     }
 
     pub(crate) fn due(&self, stats: &RunStats) -> bool {

@@ -8,12 +8,14 @@
 //! idempotency key use to drop the repeat; others may deliver twice in that window.
 
 mod logic;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_connectors::{Connector, Outcome};
-use herald_runtime::runner::{Input, Output, ProcessError, Processor};
+use herald_runtime::runner::{Input, Output, ProcessError, Processor, lanes};
 use herald_runtime::topics::Topics;
 use herald_schemas::Dispatch;
 use herald_store::{LedgerBegin, LedgerEntry, Store};
@@ -22,6 +24,10 @@ use tracing::warn;
 pub use logic::{ledger_entry, result};
 
 use crate::wire::{decode, output};
+
+/// How many recipients' dispatches a non-idempotent connector is called for at once (the keys
+/// of a batch are tenant and recipient).
+pub const CONCURRENT_RECIPIENTS: usize = 32;
 
 /// Delivers dispatches of one channel through its connector.
 pub struct DeliverProcessor {
@@ -79,9 +85,9 @@ fn final_entry(d: &Dispatch, outcome: Outcome, at_ms: i64) -> Result<LedgerEntry
     }
 }
 
-#[async_trait]
-impl Processor for DeliverProcessor {
-    async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+impl DeliverProcessor {
+    /// Delivers one dispatch: its result record.
+    async fn deliver(&self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
         let entry = if self.connector.idempotent() {
             // A repeat is harmless: no ledger round trips.
@@ -110,12 +116,78 @@ impl Processor for DeliverProcessor {
                 }
             }
         };
-        let r = result(&d, &entry);
+        self.emitted(&d, &entry)
+    }
+
+    /// The result record of `d`, delivered as `entry` says.
+    fn emitted(&self, d: &Dispatch, entry: &LedgerEntry) -> Result<Vec<Output>, ProcessError> {
+        let r = result(d, entry);
         Ok(vec![output(
             self.topics.delivery_result(),
             &d.tenant,
             &d.recipient_user_id,
             &r,
         )?])
+    }
+
+    /// Through an idempotent connector, every dispatch up to the first undecodable one in one
+    /// call ([`Connector::send_many`]; the inbox writes them in one store transaction).
+    async fn deliver_together(
+        &self,
+        inputs: &[Input<'_>],
+    ) -> Vec<Result<Vec<Output>, ProcessError>> {
+        let mut dispatches = Vec::with_capacity(inputs.len());
+        let mut poison = None;
+        for input in inputs {
+            match decode::<Dispatch>(input.payload) {
+                Ok(d) => dispatches.push(d),
+                Err(e) => {
+                    poison = Some(e);
+                    break;
+                }
+            }
+        }
+        let outcomes = self.connector.send_many(&dispatches).await;
+        if outcomes.len() != dispatches.len() {
+            return vec![Err(ProcessError::Fatal(format!(
+                "the connector returned {} outcomes for {} dispatches",
+                outcomes.len(),
+                dispatches.len()
+            )))];
+        }
+        let mut results = Vec::with_capacity(inputs.len());
+        for ((d, outcome), input) in dispatches.iter().zip(outcomes).zip(inputs) {
+            let result = final_entry(d, outcome, input.timestamp_ms)
+                .and_then(|entry| self.emitted(d, &entry));
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                return results;
+            }
+        }
+        results.extend(poison.map(Err));
+        results
+    }
+}
+
+#[async_trait]
+impl Processor for DeliverProcessor {
+    async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+        self.deliver(input).await
+    }
+
+    /// An idempotent connector gets the batch at once; any other gets the dispatches of up to
+    /// [`CONCURRENT_RECIPIENTS`] recipients at a time, each recipient's in order, so one slow
+    /// provider call does not hold up the calls for other recipients behind it.
+    async fn process_batch(
+        &mut self,
+        inputs: &[Input<'_>],
+    ) -> Vec<Result<Vec<Output>, ProcessError>> {
+        if self.connector.idempotent() {
+            return self.deliver_together(inputs).await;
+        }
+        let keys: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.key).collect();
+        let this = &*self;
+        lanes::by_key(&keys, CONCURRENT_RECIPIENTS, |i| this.deliver(&inputs[i])).await
     }
 }

@@ -27,24 +27,7 @@ impl Inner {
         self.in_month(e.created_at_ms, |c| {
             // The write lock is taken first, so write-order numbers follow commit order.
             let tx = Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO inbox ({INBOX_COLUMNS}, feed_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                         (SELECT IFNULL(MAX(feed_seq), 0) + 1 FROM inbox))
-                 ON CONFLICT (tenant, recipient_user_id, notification_id) DO NOTHING"
-            ))?
-            .execute(params![
-                e.tenant,
-                e.recipient_user_id,
-                e.notification_id,
-                e.category,
-                e.title,
-                e.body,
-                e.action_url,
-                e.created_at_ms,
-                e.delivered_at_ms,
-                e.read_at_ms
-            ])?;
+            insert_inbox_entry(&tx, e)?;
             tx.commit()?;
             Ok(())
         })
@@ -196,4 +179,28 @@ fn inbox_slice(
         inbox_row,
     )?
     .collect()
+}
+
+/// Writes `e` to its month file's connection `c` (kept if already there), numbered next in the
+/// file's write order; `c` must hold the write lock (an immediate transaction).
+pub(crate) fn insert_inbox_entry(c: &Connection, e: &InboxEntryRecord) -> Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO inbox ({INBOX_COLUMNS}, feed_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                 (SELECT IFNULL(MAX(feed_seq), 0) + 1 FROM inbox))
+         ON CONFLICT (tenant, recipient_user_id, notification_id) DO NOTHING"
+    ))?
+    .execute(params![
+        e.tenant,
+        e.recipient_user_id,
+        e.notification_id,
+        e.category,
+        e.title,
+        e.body,
+        e.action_url,
+        e.created_at_ms,
+        e.delivered_at_ms,
+        e.read_at_ms
+    ])?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The [`herald_store::Store`] operations, one file per area, as synchronous methods of the
 //! store's inner state (`store.rs` runs them on the blocking pool).
 
+mod batch;
 mod inbox;
 mod ingress;
 mod ledger;

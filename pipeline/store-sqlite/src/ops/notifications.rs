@@ -10,7 +10,7 @@ use herald_store::{
     DeliveryEventRecord, FailurePage, FailureQuery, FailureRecord, Month, NotificationRecord,
     is_failure, token,
 };
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{EVENT_COLUMNS, event_row, failure_row, notification_row};
 use crate::error::Result;
@@ -22,56 +22,14 @@ impl Inner {
         if !self.retention.keeps(n.created_at_ms, self.now()) {
             return Ok(());
         }
-        self.in_month(n.created_at_ms, |c| {
-            c.prepare_cached(
-                "INSERT INTO notifications (tenant, notification_id, recipient_user_id,
-                     category, priority, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (tenant, notification_id) DO NOTHING",
-            )?
-            .execute(params![
-                n.tenant,
-                n.notification_id,
-                n.recipient_user_id,
-                n.category,
-                n.priority.as_str(),
-                n.created_at_ms
-            ])?;
-            Ok(())
-        })
+        self.in_month(n.created_at_ms, |c| insert_notification(c, n))
     }
 
     pub(crate) fn record_delivery_event(&self, e: &DeliveryEventRecord) -> Result<()> {
         if !self.retention.keeps(e.at_ms, self.now()) {
             return Ok(());
         }
-        self.in_month(e.at_ms, |c| {
-            let row = params![
-                e.tenant,
-                e.notification_id,
-                e.result_id,
-                e.recipient_user_id,
-                e.category,
-                e.channel.map(Channel::as_str),
-                e.state.as_str(),
-                e.reason,
-                e.at_ms
-            ];
-            c.prepare_cached(&format!(
-                "INSERT INTO delivery_events ({EVENT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (tenant, notification_id, result_id) DO NOTHING"
-            ))?
-            .execute(row)?;
-            if is_failure(e.state) {
-                c.prepare_cached(&format!(
-                    "INSERT INTO failures ({EVENT_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (tenant, at_ms, result_id) DO NOTHING"
-                ))?
-                .execute(row)?;
-            }
-            Ok(())
-        })
+        self.in_month(e.at_ms, |c| insert_event(c, e))
     }
 
     pub(crate) fn get_notification(
@@ -161,4 +119,52 @@ impl Inner {
             next_page_token,
         })
     }
+}
+
+/// Writes `n` to its month file's connection `c` (kept if already there).
+pub(crate) fn insert_notification(c: &Connection, n: &NotificationRecord) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO notifications (tenant, notification_id, recipient_user_id,
+             category, priority, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tenant, notification_id) DO NOTHING",
+    )?
+    .execute(params![
+        n.tenant,
+        n.notification_id,
+        n.recipient_user_id,
+        n.category,
+        n.priority.as_str(),
+        n.created_at_ms
+    ])?;
+    Ok(())
+}
+
+/// Writes `e` (and, for a failure, its failures row) to its month file's connection `c`.
+pub(crate) fn insert_event(c: &Connection, e: &DeliveryEventRecord) -> Result<()> {
+    let row = params![
+        e.tenant,
+        e.notification_id,
+        e.result_id,
+        e.recipient_user_id,
+        e.category,
+        e.channel.map(Channel::as_str),
+        e.state.as_str(),
+        e.reason,
+        e.at_ms
+    ];
+    c.prepare_cached(&format!(
+        "INSERT INTO delivery_events ({EVENT_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (tenant, notification_id, result_id) DO NOTHING"
+    ))?
+    .execute(row)?;
+    if is_failure(e.state) {
+        c.prepare_cached(&format!(
+            "INSERT INTO failures ({EVENT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (tenant, at_ms, result_id) DO NOTHING"
+        ))?
+        .execute(row)?;
+    }
+    Ok(())
 }
