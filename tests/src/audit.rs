@@ -67,8 +67,9 @@ pub struct ProviderAudit {
     /// Calls per delivery id, as the provider logged them.
     pub calls: BTreeMap<String, Vec<i64>>,
     /// Ids called again after a deliver kill that caught them in the provider window: their
-    /// call was the last one of its channel before the kill (each channel's runner sends one
-    /// delivery at a time, so a kill can leave at most that one called but not recorded).
+    /// call was among the last [`IN_FLIGHT`] of its channel before the kill (each channel's
+    /// runner calls its provider for that many recipients at once, so a kill can leave at most
+    /// that many called but not recorded).
     pub window_resends: Vec<String>,
     /// Ids called more than once otherwise: duplicates Herald caused.
     pub duplicates: Vec<String>,
@@ -78,21 +79,27 @@ impl ProviderAudit {
     /// Reads the recording provider's call log and classifies repeats against `kills`.
     pub fn read(recording: &Path, kills: &[Kill]) -> anyhow::Result<ProviderAudit> {
         let calls = herald_connectors::recording::read_calls(recording)?;
-        Ok(ProviderAudit::classify(&calls, kills))
+        Ok(ProviderAudit::classify(&calls, kills, IN_FLIGHT))
     }
 
-    /// Classifies repeated calls (in log order) against `kills`.
-    pub fn classify(calls: &[RecordedCall], kills: &[Kill]) -> ProviderAudit {
-        // For each deliver kill, the last call of each channel at or before it (log order).
+    /// Classifies repeated calls (in log order) against `kills`, when each channel has at most
+    /// `in_flight` calls under way at once.
+    pub fn classify(calls: &[RecordedCall], kills: &[Kill], in_flight: usize) -> ProviderAudit {
+        // For each deliver kill, the last `in_flight` calls of each channel at or before it (log
+        // order).
         let mut in_window: Vec<(i64, std::collections::HashSet<usize>)> = Vec::new();
         for kill in kills.iter().filter(|k| k.victim == DELIVER) {
-            let mut last: HashMap<&str, usize> = HashMap::new();
+            let mut last: HashMap<&str, Vec<usize>> = HashMap::new();
             for (i, call) in calls.iter().enumerate() {
                 if call.recorded_at_ms <= kill.at_ms {
-                    last.insert(call.channel.as_str(), i);
+                    last.entry(call.channel.as_str()).or_default().push(i);
                 }
             }
-            in_window.push((kill.at_ms, last.into_values().collect()));
+            let window = last
+                .into_values()
+                .flat_map(|calls| calls.into_iter().rev().take(in_flight))
+                .collect();
+            in_window.push((kill.at_ms, window));
         }
         let mut audit = ProviderAudit::default();
         let mut by_id: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -123,6 +130,9 @@ impl ProviderAudit {
         audit
     }
 }
+
+/// How many calls a channel of the deliver stage has under way at once.
+pub const IN_FLIGHT: usize = herald_stages::deliver::CONCURRENT_RECIPIENTS;
 
 /// The deliver stage's name in the kill log.
 const DELIVER: &str = "stage deliver";
@@ -312,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kill_explains_only_the_last_call_of_each_channel_before_it() {
+    fn a_kill_explains_only_the_calls_of_each_channel_under_way_before_it() {
         let calls = [
             call("a", "email", 100),
             call("b", "email", 200),
@@ -322,19 +332,23 @@ mod tests {
             call("b", "email", 410),
             call("s", "sms", 420),
         ];
-        let audit = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)]);
+        let audit = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)], 1);
         assert_eq!(audit.window_resends, ["b", "s"]);
         assert_eq!(audit.duplicates, ["a"]);
+        // Two calls under way at once per channel: a was in the window too.
+        let audit = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)], 2);
+        assert_eq!(audit.window_resends, ["a", "b", "s"]);
+        assert!(audit.duplicates.is_empty());
     }
 
     #[test]
     fn only_a_deliver_kill_between_the_calls_explains_a_repeat() {
         let calls = [call("b", "email", 200), call("b", "email", 410)];
-        let other = ProviderAudit::classify(&calls, &[kill("stage enrich", 300)]);
+        let other = ProviderAudit::classify(&calls, &[kill("stage enrich", 300)], 1);
         assert_eq!(other.duplicates, ["b"]);
-        let after = ProviderAudit::classify(&calls, &[kill(DELIVER, 500)]);
+        let after = ProviderAudit::classify(&calls, &[kill(DELIVER, 500)], 1);
         assert_eq!(after.duplicates, ["b"]);
-        let between = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)]);
+        let between = ProviderAudit::classify(&calls, &[kill(DELIVER, 300)], 1);
         assert_eq!(between.window_resends, ["b"]);
     }
 }

@@ -147,16 +147,26 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
     let left = store.outbox_pending("ingress.outage", 10).await?;
     assert!(left.is_empty(), "the outbox drained: {} left", left.len());
     let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
-    let mut listed: HashMap<String, usize> = HashMap::new();
-    for u in 0..USERS {
-        for id in inbox_ids(&mut query, "acme", &format!("user-{u}")).await? {
-            *listed.entry(id).or_default() += 1;
+    // Quiet is not done: a stage can sit in a reconnect backoff after the outage for longer
+    // than the quiet spell. Read the inboxes until every accepted notification is there, or
+    // for two minutes — what is lost never arrives, so the count below still fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (listed, missing) = loop {
+        let mut listed: HashMap<String, usize> = HashMap::new();
+        for u in 0..USERS {
+            for id in inbox_ids(&mut query, "acme", &format!("user-{u}")).await? {
+                *listed.entry(id).or_default() += 1;
+            }
         }
-    }
-    let missing = accepted
-        .keys()
-        .filter(|id| !listed.contains_key(*id))
-        .count();
+        let missing = accepted
+            .keys()
+            .filter(|id| !listed.contains_key(*id))
+            .count();
+        if missing == 0 || std::time::Instant::now() >= deadline {
+            break (listed, missing);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let twice = listed.values().filter(|n| **n > 1).count();
     let unknown = listed
         .keys()

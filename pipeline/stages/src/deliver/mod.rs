@@ -5,7 +5,13 @@
 //! outcome is recorded re-emits that outcome. The one window left is a crash after the provider
 //! accepted and before the outcome was recorded: the replay finds the unfinished attempt, counts
 //! it (`resends`) and calls again with the same `delivery_id`, which providers that take an
-//! idempotency key use to drop the repeat; others may deliver twice in that window.
+//! idempotency key use to drop the repeat; others may deliver twice in that window. Since a
+//! channel calls its provider for up to [`CONCURRENT_RECIPIENTS`] recipients at once, a crash
+//! can leave that many deliveries in the window.
+//!
+//! A batch of dispatches goes to an idempotent connector (the inbox) in one call, written in one
+//! store transaction; any other connector is called for different recipients concurrently, each
+//! recipient's dispatches in order.
 
 mod logic;
 #[cfg(test)]
