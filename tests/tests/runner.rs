@@ -251,3 +251,163 @@ async fn idle_pauses(mode: DeliveryMode) -> anyhow::Result<()> {
     assert_eq!(stats.consumed, 4, "{stats:?}");
     Ok(())
 }
+
+/// Copies `<due ms>:<name>` records once the wall clock reaches their due time, answering
+/// `NotDue` before; notes when it copied each.
+#[derive(Clone)]
+struct Timed {
+    out: String,
+    copied_at: Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+}
+
+#[async_trait]
+impl Processor for Timed {
+    async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+        let text = String::from_utf8_lossy(input.payload).into_owned();
+        let (due, name) = text
+            .split_once(':')
+            .ok_or_else(|| ProcessError::Poison(text.clone()))?;
+        let due: i64 = due
+            .parse()
+            .map_err(|_| ProcessError::Poison(text.clone()))?;
+        let now = now_ms();
+        if now < due {
+            return Err(ProcessError::NotDue(Duration::from_millis(
+                (due - now) as u64,
+            )));
+        }
+        self.copied_at.lock().unwrap().push((name.to_owned(), now));
+        Ok(vec![Output {
+            topic: self.out.clone(),
+            key: "k".into(),
+            payload: name.as_bytes().to_vec(),
+            partition: Some(input.partition),
+        }])
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_not_yet_due_sets_its_partition_aside_while_others_flow_exactly_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, not_due(DeliveryMode::ExactlyOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_not_yet_due_sets_its_partition_aside_while_others_flow_at_least_once_mode() {
+    tokio::time::timeout(TEST_LIMIT, not_due(DeliveryMode::AtLeastOnce))
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+/// Partition 0 starts with a record due in 8 s, then two due at once; partition 1 holds five
+/// due at once. Partition 1 is copied while partition 0 waits; partition 0 is copied in order,
+/// its head not before it is due; the partition was set aside once (idle pausing, which
+/// pauses and resumes every partition, does not resume it early).
+async fn not_due(mode: DeliveryMode) -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let kafka = KafkaConfig {
+        bootstrap_servers: broker.bootstrap.clone(),
+        topic_prefix: random_name("nd"),
+        delivery_mode: mode,
+        instance_id: "fixed".into(),
+        partitions: 2,
+        idle_pause_ms: 50,
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&kafka).await?;
+    let topics = Topics::new(&kafka.topic_prefix);
+    let (input, out) = (topics.requested(), topics.enriched());
+    let producer: FutureProducer = kafka.producer().create()?;
+    let due = now_ms() + 8_000;
+    let records = [
+        (0, format!("{due}:late")),
+        (0, "0:after-1".to_owned()),
+        (0, "0:after-2".to_owned()),
+    ]
+    .into_iter()
+    .chain((1..=5).map(|n| (1, format!("0:other-{n}"))));
+    for (partition, value) in records {
+        producer
+            .send(
+                FutureRecord::to(&input)
+                    .key("k")
+                    .payload(&value)
+                    .partition(partition),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let timed = Timed {
+        out: out.clone(),
+        copied_at: Arc::default(),
+    };
+    let copied_at = Arc::clone(&timed.copied_at);
+    let spec = RunnerSpec {
+        name: "timed".into(),
+        group: topics.group("timed"),
+        input_topics: vec![input.clone()],
+    };
+    let shutdown = CancellationToken::new();
+    let (k, s, token) = (kafka.clone(), spec.clone(), shutdown.clone());
+    let task = tokio::task::spawn(async move { runner::run(&k, &s, timed, token).await });
+
+    let bootstrap = broker.bootstrap.clone();
+    let read = |b: String, t: String| async move {
+        let records = tokio::task::spawn_blocking(move || read_records(&b, &t)).await??;
+        let by_partition = |p: i32| -> Vec<String> {
+            records
+                .iter()
+                .filter(|r| r.partition == p)
+                .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                .collect()
+        };
+        anyhow::Ok((by_partition(0), by_partition(1)))
+    };
+    let (early0, early1) = eventually(Duration::from_secs(30), "partition 1 copied", || {
+        let (b, t) = (bootstrap.clone(), out.clone());
+        async move {
+            let (p0, p1) = read(b, t).await?;
+            Ok((p1.len() == 5).then_some((p0, p1)))
+        }
+    })
+    .await?;
+    assert!(
+        now_ms() < due,
+        "partition 1 took until the late record was due; the test says nothing"
+    );
+    assert!(
+        early0.is_empty(),
+        "partition 0 waits behind its head: {early0:?}"
+    );
+    assert_eq!(
+        early1,
+        ["other-1", "other-2", "other-3", "other-4", "other-5"]
+    );
+
+    let late = settled(Duration::from_secs(60), "partition 0 copied", || {
+        let (b, t) = (bootstrap.clone(), out.clone());
+        async move {
+            let (p0, _) = read(b, t).await?;
+            Ok((p0.len() >= 3).then_some(p0))
+        }
+    })
+    .await?;
+    assert_eq!(late, ["late", "after-1", "after-2"], "in order, once each");
+    let copied_at = copied_at.lock().unwrap().clone();
+    let (_, at) = copied_at.iter().find(|(n, _)| n == "late").unwrap();
+    assert!(*at >= due, "copied {} ms before it was due", due - at);
+    shutdown.cancel();
+    let stats = task.await??;
+    assert_eq!(stats.parked, 1, "set aside once: {stats:?}");
+    Ok(())
+}

@@ -9,7 +9,8 @@ use super::RunStats;
 use crate::{KafkaConfig, Result, RuntimeError};
 
 /// Notices a stalled consumer: nothing consumed for `rejoin_if_unassigned_ms` while it holds
-/// no partition, or while an assigned partition has records beyond its position.
+/// no partition, or while an assigned partition (not set aside on purpose) has records beyond
+/// its position.
 pub(crate) struct Starvation {
     limit: Option<Duration>,
     idle_since: Option<std::time::Instant>,
@@ -28,7 +29,12 @@ impl Starvation {
     }
 
     /// An error once the consumer has been stalled for the limit.
-    pub(crate) fn check<C, X>(&mut self, consumer: &C, stats: &RunStats) -> Result<()>
+    pub(crate) fn check<C, X>(
+        &mut self,
+        consumer: &C,
+        stats: &RunStats,
+        set_aside: impl Fn(&str, i32) -> bool,
+    ) -> Result<()>
     where
         C: rdkafka::consumer::Consumer<X>,
         X: rdkafka::consumer::ConsumerContext,
@@ -47,7 +53,7 @@ impl Starvation {
         }
         // Idle for the whole limit: stalled, or simply nothing to do? Ask the broker once.
         self.idle_since = Some(std::time::Instant::now());
-        let stalled = stalled_partition(consumer)?;
+        let stalled = stalled_partition(consumer, set_aside)?;
         match stalled {
             None => Ok(()),
             Some(reason) => Err(RuntimeError::Fatal(format!(
@@ -58,7 +64,10 @@ impl Starvation {
 }
 
 /// Why the consumer looks stalled, if it does.
-fn stalled_partition<C, X>(consumer: &C) -> Result<Option<String>>
+fn stalled_partition<C, X>(
+    consumer: &C,
+    set_aside: impl Fn(&str, i32) -> bool,
+) -> Result<Option<String>>
 where
     C: rdkafka::consumer::Consumer<X>,
     X: rdkafka::consumer::ConsumerContext,
@@ -72,6 +81,9 @@ where
     let committed = consumer.committed(timeout)?;
     for element in positions.elements() {
         let (topic, partition) = (element.topic(), element.partition());
+        if set_aside(topic, partition) {
+            continue;
+        }
         let position = match element.offset() {
             rdkafka::Offset::Offset(o) => Some(o),
             _ => committed

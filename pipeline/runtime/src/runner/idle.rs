@@ -123,8 +123,12 @@ const WAKE_TIMEOUT: Duration = Duration::from_millis(500);
 /// a watermark query of the first assigned partition, a request that thread serves at once (one
 /// round trip, blocking this thread). With one broker, as on the local brokers that need
 /// pausing, that wakes every partition's fetcher.
-pub(crate) fn apply<C, X>(action: Action, consumer: &C, stats: &mut super::RunStats)
-where
+pub(crate) fn apply<C, X>(
+    action: Action,
+    consumer: &C,
+    keep_paused: impl Fn(&str, i32) -> bool,
+    stats: &mut super::RunStats,
+) where
     C: rdkafka::consumer::Consumer<X>,
     X: rdkafka::consumer::ConsumerContext,
 {
@@ -144,7 +148,13 @@ where
         if action == Action::Pause {
             return consumer.pause(&assigned);
         }
-        consumer.resume(&assigned)?;
+        let mut resumed = rdkafka::TopicPartitionList::new();
+        for e in assigned.elements() {
+            if !keep_paused(e.topic(), e.partition()) {
+                resumed.add_partition(e.topic(), e.partition());
+            }
+        }
+        consumer.resume(&resumed)?;
         consumer
             .fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT)
             .map(|_| ())

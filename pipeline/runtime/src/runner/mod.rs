@@ -13,6 +13,8 @@
 //! state, classifies errors and retries), so a stage can write its store once per batch or
 //! work on different keys concurrently ([`lanes`]); offsets are committed only for records
 //! whose outputs were emitted, since a batch is emitted whole before the next commit.
+//! A record that is not due yet ([`ProcessError::NotDue`]) sets its partition aside
+//! (`parking.rs`: paused, sought back to it, resumed when due) while the others flow.
 //!
 //! In both, processor errors are classified: a [`ProcessError::Poison`] record (undecodable,
 //! written with a schema this build does not know, invalid) goes to `<p>.dead-letter` whole,
@@ -30,6 +32,7 @@ pub mod exactly_once;
 mod health;
 mod idle;
 pub mod lanes;
+mod parking;
 mod process;
 mod scaffold;
 mod store_error;
@@ -47,7 +50,7 @@ use crate::{DeliveryMode, KafkaConfig, Result};
 pub const TRACEPARENT: &str = "traceparent";
 
 /// One consumed record, as a processor sees it.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// The topic it came from (a stage may read several).
     pub topic: &'a str,
@@ -92,6 +95,13 @@ pub enum ProcessError {
     /// A broken invariant: the runner stops and the process exits non-zero.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// The record is not due for this long yet (a deferred notification, a delivery to retry
+    /// later). The runner sets its partition aside — paused, to be read again from this record
+    /// once the wait is over — and goes on with the other partitions. Whether a record is due
+    /// is the processor's to judge, by its injected clock; the waiting is the runner's, so
+    /// `process` never sleeps.
+    #[error("not due for {0:?}")]
+    NotDue(std::time::Duration),
 }
 
 /// A stage's logic: turns one input record into zero or more output records.
@@ -230,6 +240,9 @@ pub struct RunStats {
     pub resets: u64,
     /// Times the consumer paused its partitions for being idle (`kafka.idle_pause_ms`).
     pub idle_pauses: u64,
+    /// Times a partition was set aside until a record of its was due
+    /// ([`ProcessError::NotDue`]).
+    pub parked: u64,
 }
 
 /// Runs `processor` in the configured delivery mode until `shutdown` is cancelled (then it

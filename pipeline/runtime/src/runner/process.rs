@@ -164,9 +164,20 @@ fn input<'a>(message: &'a BorrowedMessage<'_>) -> Input<'a> {
     }
 }
 
+/// What became of one received record.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// Processed (or dead-lettered): its outputs.
+    Done(Vec<Output>),
+    /// Not due for this long: its partition is set aside, to be read again from this record.
+    NotDue(Duration),
+    /// A later record of a partition set aside: read again when the partition is.
+    Skipped,
+}
+
 /// Runs the processor on `messages` (in the order received; each partition's in offset order),
-/// resetting the state of partitions the runner (re)started reading first. Returns each
-/// record's outputs in the same order — for a poison record, or one still failing when the
+/// resetting the state of partitions the runner (re)started reading first. Returns what became
+/// of each record, in the same order — for a poison record, or one still failing when the
 /// retry budget is spent, its dead letter. `Ok(None)` means shutdown was requested meanwhile.
 pub(crate) async fn process_all<P: Processor>(
     processor: &mut P,
@@ -175,34 +186,39 @@ pub(crate) async fn process_all<P: Processor>(
     dead: &DeadLetters,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
-) -> Result<Option<Vec<Vec<Output>>>> {
+) -> Result<Option<Vec<Handled>>> {
     for message in messages {
         if !ensure_started(processor, started, message, dead, shutdown, stats).await? {
             return Ok(None);
         }
     }
     let inputs: Vec<Input<'_>> = messages.iter().map(input).collect();
-    let mut outputs = Vec::with_capacity(inputs.len());
-    while outputs.len() < inputs.len() {
-        let next = outputs.len();
-        let results = processor.process_batch(&inputs[next..]).await;
-        if results.is_empty() || results.len() > inputs.len() - next {
+    let mut handled: Vec<Option<Handled>> =
+        std::iter::repeat_with(|| None).take(inputs.len()).collect();
+    let mut pending: Vec<usize> = (0..inputs.len()).collect();
+    while !pending.is_empty() {
+        let round: Vec<Input<'_>> = pending.iter().map(|&i| inputs[i]).collect();
+        let results = processor.process_batch(&round).await;
+        if results.is_empty() || results.len() > round.len() {
             return Err(RuntimeError::Fatal(format!(
                 "the processor returned {} results for {} records",
                 results.len(),
-                inputs.len() - next
+                round.len()
             )));
         }
+        let mut taken = 0;
         for result in results {
-            let at = outputs.len();
+            let at = pending[taken];
+            taken += 1;
             let message = &messages[at];
-            match result {
-                Ok(produced) => outputs.push(produced),
+            let failed = result.is_err();
+            let outcome = match result {
+                Ok(produced) => Handled::Done(produced),
                 Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
                 Err(ProcessError::Poison(reason)) => {
-                    outputs.push(dead.send(message, &reason, 1, stats)?);
-                    break;
+                    Handled::Done(dead.send(message, &reason, 1, stats)?)
                 }
+                Err(ProcessError::NotDue(wait)) => Handled::NotDue(wait),
                 Err(ProcessError::Retry(reason)) => {
                     let retried = retry(
                         processor,
@@ -213,16 +229,41 @@ pub(crate) async fn process_all<P: Processor>(
                         shutdown,
                         stats,
                     );
-                    let Some(produced) = retried.await? else {
-                        return Ok(None);
-                    };
-                    outputs.push(produced);
-                    break;
+                    match retried.await? {
+                        Some(outcome) => outcome,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            if matches!(outcome, Handled::NotDue(_)) {
+                // The partition's later records wait with it, in order.
+                for &later in &pending[taken..] {
+                    if same_partition(&messages[later], message) {
+                        handled[later] = Some(Handled::Skipped);
+                    }
                 }
             }
+            handled[at] = Some(outcome);
+            if failed {
+                break;
+            }
         }
+        pending = pending[taken..]
+            .iter()
+            .copied()
+            .filter(|&i| handled[i].is_none())
+            .collect();
     }
-    Ok(Some(outputs))
+    Ok(Some(
+        handled
+            .into_iter()
+            .map(|h| h.unwrap_or(Handled::Skipped))
+            .collect(),
+    ))
+}
+
+fn same_partition(a: &BorrowedMessage<'_>, b: &BorrowedMessage<'_>) -> bool {
+    a.partition() == b.partition() && a.topic() == b.topic()
 }
 
 /// Processes one record that just failed with a retriable error again, alone, with capped
@@ -236,7 +277,7 @@ async fn retry<P: Processor>(
     dead: &DeadLetters,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
-) -> Result<Option<Vec<Output>>> {
+) -> Result<Option<Handled>> {
     let mut retrying = Retrying::new(dead.budget);
     let mut attempts = 1u32;
     let mut reason = first_reason;
@@ -246,7 +287,9 @@ async fn retry<P: Processor>(
                 "still failing after {attempts} attempts over {:?}: {reason}",
                 retrying.first_failure.elapsed()
             );
-            return dead.send(message, &reason, attempts, stats).map(Some);
+            return Ok(Some(Handled::Done(
+                dead.send(message, &reason, attempts, stats)?,
+            )));
         }
         warn!(topic = input.topic, offset = input.offset, %reason,
               backoff = ?retrying.backoff, "retrying");
@@ -255,10 +298,13 @@ async fn retry<P: Processor>(
         }
         attempts += 1;
         match processor.process(input).await {
-            Ok(outputs) => return Ok(Some(outputs)),
+            Ok(outputs) => return Ok(Some(Handled::Done(outputs))),
             Err(ProcessError::Poison(reason)) => {
-                return dead.send(message, &reason, attempts, stats).map(Some);
+                return Ok(Some(Handled::Done(
+                    dead.send(message, &reason, attempts, stats)?,
+                )));
             }
+            Err(ProcessError::NotDue(wait)) => return Ok(Some(Handled::NotDue(wait))),
             Err(ProcessError::Retry(again)) => reason = again,
             Err(ProcessError::Fatal(reason)) => return Err(RuntimeError::Fatal(reason)),
         }

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::{Starvation, on_consumer_error};
 use super::idle::{self, IdleFetch};
-use super::process::{DeadLetters, process_all};
+use super::parking::Parking;
+use super::process::{DeadLetters, Handled, process_all};
 use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, Started, traceparent};
 use crate::{KafkaConfig, Result, RuntimeError};
 
@@ -101,12 +102,14 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
             kafka.commit_interval_ms,
             Instant::now(),
         ),
+        parking: Parking::default(),
     };
     loop {
         let received = received(tokio::select! {
             () = shutdown.cancelled() => break,
-            r = tokio::time::timeout(clock.wait(&reading.idling), stream.next()) => r,
+            r = tokio::time::timeout(reading.wait(&clock), stream.next()) => r,
         });
+        reading.parking.resume_due(consumer, Instant::now())?;
         let (rewound, _) = reading.rebalanced(mode, consumer, stats)?;
         let mut messages = Vec::new();
         match received {
@@ -126,13 +129,15 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
                 if reading.rebalanced(mode, consumer, stats)?.1 {
                     reading.read_again(consumer, &mut messages, stats)?;
                 }
+                // Fetched before the partition was set aside: read again when it resumes.
+                messages.retain(|m| !reading.parking.holds(m.topic(), m.partition()));
             }
             Ok(Err(e)) => on_consumer_error(e, consumer, &spec.name)?,
             Err(_) => {} // nothing arrived in time
         }
         if !messages.is_empty() {
-            idle::apply(reading.idling.on_record(Instant::now()), consumer, stats);
-            let outputs = process_all(
+            reading.idle(IdleFetch::on_record, consumer, stats);
+            let handled = process_all(
                 processor,
                 &mut reading.started,
                 &messages,
@@ -141,8 +146,20 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
                 stats,
             )
             .await?;
-            let Some(outputs) = outputs else { break };
-            for (message, outputs) in messages.iter().zip(outputs) {
+            let Some(handled) = handled else { break };
+            for (message, handled) in messages.iter().zip(handled) {
+                let outputs = match handled {
+                    Handled::Done(outputs) => outputs,
+                    Handled::NotDue(wait) => {
+                        let partition = (message.topic().to_owned(), message.partition());
+                        let (offset, now) = (message.offset(), Instant::now());
+                        reading
+                            .parking
+                            .park(consumer, partition, offset, wait, now, stats)?;
+                        continue;
+                    }
+                    Handled::Skipped => continue,
+                };
                 let source = Source {
                     topic: message.topic(),
                     partition: message.partition(),
@@ -158,9 +175,10 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
             reading.rewind(consumer, aborted, stats)?;
             clock.restart(stats);
         }
-        idle::apply(reading.idling.on_tick(Instant::now()), consumer, stats);
+        reading.idle(IdleFetch::on_tick, consumer, stats);
         progress.tick(stats);
-        starvation.check(consumer, stats)?;
+        let parking = &reading.parking;
+        starvation.check(consumer, stats, |t, p| parking.holds(t, p))?;
     }
     let aborted = mode.commit(consumer, true, stats).await?;
     reading.rewind(consumer, aborted, stats)?;
@@ -197,9 +215,32 @@ fn received<T>(
 struct Reading {
     started: Started,
     idling: IdleFetch,
+    /// Partitions set aside until a record of theirs is due.
+    parking: Parking,
 }
 
 impl Reading {
+    /// How long to wait for the next record: until the batch is due, the idle pausing changes
+    /// or a partition set aside is due, whichever comes first.
+    fn wait(&self, clock: &BatchClock) -> Duration {
+        let wait = clock.wait(&self.idling);
+        self.parking.next_due().map_or(wait, |due| {
+            wait.min(due.saturating_duration_since(Instant::now()))
+        })
+    }
+
+    /// Applies what the idle pausing decides now, leaving partitions set aside paused.
+    fn idle<C: NotesAssignments>(
+        &mut self,
+        decide: impl FnOnce(&mut IdleFetch, Instant) -> idle::Action,
+        consumer: &StreamConsumer<C>,
+        stats: &mut RunStats,
+    ) {
+        let action = decide(&mut self.idling, Instant::now());
+        let parking = &self.parking;
+        idle::apply(action, consumer, |t, p| parking.holds(t, p), stats);
+    }
+
     /// After receiving (which runs the consumer's rebalance callbacks): forgets the state of
     /// partitions newly assigned, and reads those whose batch was aborted meanwhile again.
     /// Returns the partitions rewound, and whether anything happened (assigned or rewound).
@@ -212,7 +253,7 @@ impl Reading {
         let owed = mode.after_receive(stats)?;
         let assigned = consumer.context().rebalances().take_assigned();
         if !assigned.is_empty() {
-            idle::apply(self.idling.wake(Instant::now()), consumer, stats);
+            self.idle(IdleFetch::wake, consumer, stats);
         }
         for partition in &assigned {
             self.started.forget(partition);
@@ -254,7 +295,7 @@ impl Reading {
         if offsets.is_empty() {
             return Ok(());
         }
-        idle::apply(self.idling.wake(Instant::now()), consumer, stats);
+        self.idle(IdleFetch::wake, consumer, stats);
         for partition in offsets.keys() {
             self.started.forget(partition);
         }
@@ -266,7 +307,7 @@ impl Reading {
 /// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
 /// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
 /// owns is fatal, since reading on would skip the aborted batch. Returns how many it sought.
-fn seek<C: ConsumerContext>(
+pub(crate) fn seek<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     offsets: HashMap<Partition, i64>,
 ) -> Result<u64> {

@@ -33,6 +33,7 @@ mod tests {
             ProcessError::Retry(_) => "retry",
             ProcessError::Poison(_) => "poison",
             ProcessError::Fatal(_) => "fatal",
+            ProcessError::NotDue(_) => "not due",
         }
     }
 

@@ -1,5 +1,6 @@
-//! The deferred relay: waits until a parked notification is due, then puts it back on
-//! `enriched` for the rate-limit stage to decide again. Records on one partition are roughly in
+//! The deferred relay: once a parked notification is due, puts it back on `enriched` for the
+//! rate-limit stage to decide again. Until then it answers [`ProcessError::NotDue`] and the
+//! runner sets the partition aside until the due time. Records on one partition are roughly in
 //! due order (one recipient's deferrals are made in sequence), so waiting on the head is fair.
 
 use std::sync::Arc;
@@ -48,7 +49,9 @@ impl Processor for DeferredRelay {
                 n.defer_until_ms
             )));
         }
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            return Err(ProcessError::NotDue(wait));
+        }
         let due = NotificationEnriched {
             defer_until_ms: None,
             ..n
@@ -64,7 +67,64 @@ impl Processor for DeferredRelay {
 
 #[cfg(test)]
 mod tests {
+    use herald_schemas::{Priority, codec};
+    use herald_store::ManualClock;
+
     use super::*;
+
+    fn parked(defer_until_ms: i64) -> Vec<u8> {
+        codec::encode(&NotificationEnriched {
+            notification_id: "n1".into(),
+            tenant: "t".into(),
+            recipient_user_id: "u".into(),
+            category: "news".into(),
+            priority: Priority::Normal,
+            requested_at_ms: 1,
+            deliveries: vec![],
+            deferrals: 1,
+            defer_until_ms: Some(defer_until_ms),
+        })
+        .expect("encodes")
+    }
+
+    fn input(payload: &[u8]) -> Input<'_> {
+        Input {
+            topic: "deferred",
+            partition: 0,
+            offset: 7,
+            key: None,
+            payload,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notification_not_yet_due_is_handed_back_with_its_wait_and_goes_on_once_due() {
+        let clock = ManualClock::at(10_000);
+        let mut relay = DeferredRelay::new(Topics::new("h"), Arc::new(clock.clone()));
+        let payload = parked(12_500);
+        match relay.process(&input(&payload)).await {
+            Err(ProcessError::NotDue(wait)) => assert_eq!(wait, Duration::from_millis(2_500)),
+            other => panic!("{other:?}"),
+        }
+        clock.set(12_500);
+        let out = relay.process(&input(&payload)).await.expect("due");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, Topics::new("h").enriched());
+        let back: NotificationEnriched = codec::decode(&out[0].payload).expect("decodes");
+        assert_eq!(back.defer_until_ms, None);
+    }
+
+    #[tokio::test]
+    async fn a_deferral_longer_than_any_is_poison() {
+        let clock = ManualClock::at(0);
+        let mut relay = DeferredRelay::new(Topics::new("h"), Arc::new(clock));
+        let payload = parked(i64::MAX);
+        assert!(matches!(
+            relay.process(&input(&payload)).await,
+            Err(ProcessError::Poison(_))
+        ));
+    }
 
     #[test]
     fn waits_only_for_future_due_times() {
