@@ -44,7 +44,7 @@ fn outcome(written: herald_store::Result<()>) -> Outcome {
             provider_message_id: None,
         },
         // A store that will answer again: retry; anything else will not pass by waiting.
-        Err(e) if e.is_retriable() => Outcome::Retry(format!("inbox write failed: {e}")),
+        Err(e) if e.is_retriable() => Outcome::retry(format!("inbox write failed: {e}")),
         Err(e) => Outcome::Failed(format!("inbox write failed: {e}")),
     }
 }

@@ -22,11 +22,26 @@ pub enum Outcome {
         provider_message_id: Option<String>,
     },
     /// A temporary failure (timeout, 5xx, throttling): try again later.
-    Retry(String),
+    Retry {
+        /// What failed.
+        reason: String,
+        /// The provider's Retry-After, if it gave one: the next attempt waits at least this.
+        after: Option<std::time::Duration>,
+    },
     /// A permanent failure: do not try again.
     Failed(String),
     /// The address is no longer valid (APNs 410, FCM UNREGISTERED, hard bounce).
     InvalidToken(String),
+}
+
+impl Outcome {
+    /// A temporary failure without a Retry-After.
+    pub fn retry(reason: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            reason: reason.into(),
+            after: None,
+        }
+    }
 }
 
 /// A channel's provider.

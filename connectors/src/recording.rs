@@ -186,8 +186,8 @@ impl Connector for RecordingProvider {
             Ok(Ok(seq)) => Outcome::Delivered {
                 provider_message_id: Some(format!("rec-{seq}")),
             },
-            Ok(Err(e)) => Outcome::Retry(format!("recording failed: {e}")),
-            Err(e) => Outcome::Retry(format!("recording worker failed: {e}")),
+            Ok(Err(e)) => Outcome::retry(format!("recording failed: {e}")),
+            Err(e) => Outcome::retry(format!("recording worker failed: {e}")),
         }
     }
 }
@@ -218,6 +218,8 @@ mod tests {
             body: "there".into(),
             action_url: None,
             requested_at_ms: 1,
+            not_before_ms: None,
+            last_error: None,
         };
         let first = provider.send(&d).await;
         let second = provider.send(&d).await;

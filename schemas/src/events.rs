@@ -182,6 +182,10 @@ pub struct Dispatch {
     pub body: String,
     pub action_url: Option<String>,
     pub requested_at_ms: i64,
+    /// A retry: not to be attempted before this time (ms since the epoch).
+    pub not_before_ms: Option<i64>,
+    /// A retry: why the previous attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// Topic `delivery-result`: one state change of a notification or of one of its channels.
@@ -289,7 +293,7 @@ event!(
     ["history/notification_enriched.v1.avsc"]
 );
 event!(NotificationAdmitted, "notification_admitted.avsc");
-event!(Dispatch, "dispatch.avsc");
+event!(Dispatch, "dispatch.avsc", ["history/dispatch.v1.avsc"]);
 event!(DeliveryResult, "delivery_result.avsc");
 event!(Engagement, "engagement.avsc");
 event!(DeadLetter, "dead_letter.avsc");

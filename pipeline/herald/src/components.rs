@@ -64,7 +64,10 @@ pub fn runners(topics: &Topics) -> Vec<(String, Vec<String>)> {
         ),
     ];
     for channel in Channel::ALL {
-        all.push((deliver_runner(channel), vec![topics.dispatch(channel)]));
+        all.push((
+            deliver_runner(channel),
+            vec![topics.dispatch(channel), topics.retry(channel)],
+        ));
     }
     all
 }
@@ -249,7 +252,13 @@ async fn deliver(
             Channel::InApp => Arc::new(InAppConnector::new(Arc::clone(&store))),
             _ => Arc::clone(&recording),
         };
-        let p = DeliverProcessor::new(Arc::clone(&store), connector, topics.clone());
+        let p = DeliverProcessor::new(
+            Arc::clone(&store),
+            connector,
+            topics.clone(),
+            config.deliver.retry(channel),
+            Arc::new(herald_store::SystemClock),
+        );
         let name = deliver_runner(channel);
         spawn_runner(
             &mut runners,

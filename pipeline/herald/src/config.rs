@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use herald_runtime::KafkaConfig;
+use herald_stages::deliver::retry::RetryPolicy;
 use serde::Deserialize;
 
 /// The whole config.
@@ -27,6 +28,55 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// Limits applied by the rate-limit stage.
     pub rate_limit: herald_stages::rate_limit::LimitsConfig,
+    /// The deliver stage.
+    pub deliver: DeliverConfig,
+}
+
+/// The deliver stage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverConfig {
+    /// The retry budget of every channel without one of its own.
+    pub retry: RetryPolicy,
+    /// Channels with their own budget: `[deliver.channel_retry.sms]` with the same fields.
+    pub channel_retry: std::collections::BTreeMap<String, RetryPolicy>,
+}
+
+impl DeliverConfig {
+    /// `channel`'s retry budget.
+    pub fn retry(&self, channel: herald_schemas::Channel) -> RetryPolicy {
+        self.channel_retry
+            .get(channel.as_str())
+            .unwrap_or(&self.retry)
+            .clone()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let policies = std::iter::once(("retry".to_owned(), &self.retry)).chain(
+            self.channel_retry
+                .iter()
+                .map(|(name, p)| (format!("channel_retry.{name}"), p)),
+        );
+        for (name, policy) in policies {
+            if policy.max_attempts < 1 {
+                bail!("[deliver.{name}] max_attempts must be at least 1");
+            }
+            if policy.first_backoff_ms == 0 || policy.max_backoff_ms < policy.first_backoff_ms {
+                bail!("[deliver.{name}] needs 0 < first_backoff_ms <= max_backoff_ms");
+            }
+        }
+        if let Some(name) = self
+            .channel_retry
+            .keys()
+            .find(|name| herald_schemas::Channel::parse(name).is_none())
+        {
+            bail!(
+                "[deliver.channel_retry.{name}]: no such channel (channels: {})",
+                herald_schemas::Channel::ALL.map(|c| c.as_str()).join(", ")
+            );
+        }
+        Ok(())
+    }
 }
 
 fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
@@ -198,6 +248,7 @@ impl Config {
                 self.kafka.compression
             );
         }
+        self.deliver.validate()?;
         if !["sqlite://", "scylla://"]
             .iter()
             .any(|scheme| self.store.url.starts_with(scheme))

@@ -48,6 +48,11 @@ impl Topics {
     pub fn dispatch(&self, channel: Channel) -> String {
         self.name(&format!("dispatch.{}", channel.as_str()))
     }
+    /// Deliveries of `channel` to try again later (a dispatch with a not-before time); read by
+    /// the channel's deliver stage along with its dispatches.
+    pub fn retry(&self, channel: Channel) -> String {
+        self.name(&format!("retry.{}", channel.as_str()))
+    }
     /// Every state change; read by the store writer and analysts.
     pub fn delivery_result(&self) -> String {
         self.name("delivery-result")
@@ -90,6 +95,7 @@ impl Topics {
             self.admitted(),
         ];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
+        all.extend(Channel::ALL.map(|c| self.retry(c)));
         all.extend([
             self.delivery_result(),
             self.engagement(),

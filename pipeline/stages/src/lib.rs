@@ -18,4 +18,4 @@ pub mod store_writer;
 
 mod wire;
 
-pub use wire::{Subject, result_for};
+pub use wire::{Subject, attempt_result, result_for};

@@ -38,7 +38,7 @@ pub struct Subject<'a> {
     pub category: &'a str,
 }
 
-/// A state change with its deterministic id (attempt 1; retries come with the retry policy).
+/// A state change of a first attempt, with its deterministic id.
 pub fn result_for(
     subject: Subject<'_>,
     channel: Option<Channel>,
@@ -46,7 +46,18 @@ pub fn result_for(
     reason: Option<String>,
     at_ms: i64,
 ) -> DeliveryResult {
-    let attempt = 1;
+    attempt_result(subject, channel, 1, state, reason, at_ms)
+}
+
+/// A state change of delivery attempt `attempt`, with its deterministic id.
+pub fn attempt_result(
+    subject: Subject<'_>,
+    channel: Option<Channel>,
+    attempt: i32,
+    state: DeliveryState,
+    reason: Option<String>,
+    at_ms: i64,
+) -> DeliveryResult {
     DeliveryResult {
         result_id: ids::result_id(subject.notification_id, channel, attempt, state),
         notification_id: subject.notification_id.to_owned(),

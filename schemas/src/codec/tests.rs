@@ -95,6 +95,8 @@ fn every_schema_round_trips() {
         body: "b".into(),
         action_url: Some("https://x".into()),
         requested_at_ms: 3,
+        not_before_ms: Some(4),
+        last_error: Some("503".into()),
     });
     for state in [
         DeliveryState::Accepted,
@@ -204,6 +206,32 @@ fn a_record_of_the_previous_schema_version_is_read_with_defaults() {
     assert_eq!(n.deliveries[0].title, "Hi");
     assert_eq!(n.deferrals, 0, "the field added since gets its default");
     assert_eq!(n.defer_until_ms, None);
+}
+
+#[test]
+fn a_dispatch_of_the_first_version_is_read_as_a_first_attempt() {
+    use apache_avro::types::Value;
+    let v1 = &Dispatch::history()[0];
+    let text = |s: &str| Value::String(s.into());
+    let record = Value::Record(vec![
+        ("delivery_id".into(), text("d")),
+        ("notification_id".into(), text("n")),
+        ("attempt".into(), Value::Int(1)),
+        ("tenant".into(), text("t")),
+        ("recipient_user_id".into(), text("u")),
+        ("category".into(), text("c")),
+        ("priority".into(), Value::Enum(1, "NORMAL".into())),
+        ("channel".into(), Value::Enum(4, "EMAIL".into())),
+        ("address".into(), text("u@example.com")),
+        ("title".into(), text("Hi")),
+        ("body".into(), text("there")),
+        ("action_url".into(), Value::Union(0, Box::new(Value::Null))),
+        ("requested_at_ms".into(), Value::TimestampMillis(9)),
+    ]);
+    let bytes = encode_value(v1, record).expect("a v1 dispatch encodes");
+    let d: Dispatch = decode(&bytes).expect("an older fan-out's dispatch is read");
+    assert_eq!((d.channel, d.attempt), (Channel::Email, 1));
+    assert_eq!((d.not_before_ms, d.last_error), (None, None));
 }
 
 #[test]

@@ -38,6 +38,8 @@ mod scaffold;
 mod store_error;
 pub mod txn_ids;
 
+pub use process::{Failed, dead_letter};
+
 use async_trait::async_trait;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};

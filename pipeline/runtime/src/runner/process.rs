@@ -114,28 +114,13 @@ impl DeadLetters {
                     .collect()
             })
             .unwrap_or_default();
-        let at = message.timestamp().to_millis().unwrap_or_default();
-        let letter = herald_schemas::DeadLetter {
-            source_topic: message.topic().to_owned(),
-            source_partition: message.partition(),
-            source_offset: message.offset(),
-            source_timestamp_ms: at,
-            stage: self.stage.clone(),
-            error: error.to_owned(),
-            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().unwrap_or_default().to_vec(),
-            headers,
-            at_ms: at,
+        let failed = Failed {
+            stage: &self.stage,
+            error,
+            attempts,
         };
-        let payload = herald_schemas::codec::encode(&letter)
-            .map_err(|e| RuntimeError::Fatal(format!("encoding a dead letter failed: {e}")))?;
-        Ok(Output {
-            topic: self.topic.clone(),
-            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            payload,
-            partition: None,
-        })
+        dead_letter(&self.topic, &input(message), headers, &failed)
+            .map_err(|e| RuntimeError::Fatal(format!("encoding a dead letter failed: {e}")))
     }
 
     /// Counts and logs a dead letter, and makes it the record's only output.
@@ -151,6 +136,48 @@ impl DeadLetters {
         stats.dead_letters += 1;
         Ok(vec![self.output(message, reason, attempts)?])
     }
+}
+
+/// Why a record is dead-lettered.
+#[derive(Debug, Clone, Copy)]
+pub struct Failed<'a> {
+    /// The stage that gave up on it.
+    pub stage: &'a str,
+    /// The last error.
+    pub error: &'a str,
+    /// How many times it was tried.
+    pub attempts: u32,
+}
+
+/// The dead-letter record (for topic `topic`) of `input`, carrying its `headers`: the record
+/// whole, where it came from, and why it failed. Stamped with the input's time, so a replay
+/// writes the same record. A stage that gives up on a record itself (a delivery whose retries
+/// are spent) emits this as one of its outputs.
+pub fn dead_letter(
+    topic: &str,
+    input: &Input<'_>,
+    headers: Vec<herald_schemas::RecordHeader>,
+    failed: &Failed<'_>,
+) -> std::result::Result<Output, herald_schemas::codec::SchemaError> {
+    let letter = herald_schemas::DeadLetter {
+        source_topic: input.topic.to_owned(),
+        source_partition: input.partition,
+        source_offset: input.offset,
+        source_timestamp_ms: input.timestamp_ms,
+        stage: failed.stage.to_owned(),
+        error: failed.error.to_owned(),
+        attempts: i32::try_from(failed.attempts).unwrap_or(i32::MAX),
+        key: input.key.map(<[u8]>::to_vec),
+        value: input.payload.to_vec(),
+        headers,
+        at_ms: input.timestamp_ms,
+    };
+    Ok(Output {
+        topic: topic.to_owned(),
+        key: String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned(),
+        payload: herald_schemas::codec::encode(&letter)?,
+        partition: None,
+    })
 }
 
 fn input<'a>(message: &'a BorrowedMessage<'_>) -> Input<'a> {

@@ -4,7 +4,7 @@ use herald_connectors::Outcome;
 use herald_schemas::{DeliveryResult, DeliveryState, Dispatch};
 use herald_store::LedgerEntry;
 
-use crate::{Subject, result_for};
+use crate::{Subject, attempt_result};
 
 /// The ledger entry to record for an outcome; `None` for a retry (nothing final happened).
 pub fn ledger_entry(d: &Dispatch, outcome: &Outcome, now_ms: i64) -> Option<LedgerEntry> {
@@ -14,7 +14,7 @@ pub fn ledger_entry(d: &Dispatch, outcome: &Outcome, now_ms: i64) -> Option<Ledg
         } => (DeliveryState::Delivered, None, provider_message_id.clone()),
         Outcome::Failed(r) => (DeliveryState::Failed, Some(r.clone()), None),
         Outcome::InvalidToken(r) => (DeliveryState::InvalidToken, Some(r.clone()), None),
-        Outcome::Retry(_) => return None,
+        Outcome::Retry { .. } => return None,
     };
     Some(LedgerEntry {
         delivery_id: d.delivery_id.clone(),
@@ -36,9 +36,10 @@ pub fn result(d: &Dispatch, entry: &LedgerEntry) -> DeliveryResult {
     };
     DeliveryResult {
         provider_message_id: entry.provider_message_id.clone(),
-        ..result_for(
+        ..attempt_result(
             subject,
             Some(d.channel),
+            d.attempt,
             entry.state,
             entry.reason.clone(),
             entry.at_ms,

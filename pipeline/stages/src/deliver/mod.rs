@@ -1,65 +1,91 @@
-//! The deliver stage: `dispatch.<channel>` → provider call → `delivery-result`.
+//! The deliver stage: `dispatch.<channel>` and `retry.<channel>` → provider call →
+//! `delivery-result` (and `retry.<channel>` or `dead-letter` for a delivery that failed for now).
 //!
-//! The delivery ledger keeps a provider from being called twice for the same delivery id: the
-//! attempt is recorded before the call and its outcome after, and a replayed dispatch whose
-//! outcome is recorded re-emits that outcome. The one window left is a crash after the provider
-//! accepted and before the outcome was recorded: the replay finds the unfinished attempt, counts
-//! it (`resends`) and calls again with the same `delivery_id`, which providers that take an
+//! Each attempt follows the ledger protocol of [`attempt`], a pure state machine: the delivery
+//! ledger keeps a provider from being called twice for the same delivery id — the attempt is
+//! recorded before the call and its outcome after, and a replayed dispatch whose outcome is
+//! recorded re-emits that outcome. The one window left is a crash after the provider accepted
+//! and before the outcome was recorded: the replay finds the unfinished attempt, counts it
+//! (`resends`) and calls again with the same `delivery_id`, which providers that take an
 //! idempotency key use to drop the repeat; others may deliver twice in that window. Since a
 //! channel calls its provider for up to [`CONCURRENT_RECIPIENTS`] recipients at once, a crash
 //! can leave that many deliveries in the window.
+//!
+//! A delivery that fails for now never holds its partition: [`retry`] plans the next attempt,
+//! which goes to `retry.<channel>` with a not-before time (and a `DEFERRED` result), and the
+//! stage reads it back when due — the runner sets a retry partition aside until its head is
+//! due. When the channel's budget is spent, the dispatch goes to the dead-letter topic with
+//! the last error and the channel's result is `FAILED` with that reason.
 //!
 //! A batch of dispatches goes to an idempotent connector (the inbox) in one call, written in one
 //! store transaction; any other connector is called for different recipients concurrently, each
 //! recipient's dispatches in order.
 
+pub mod attempt;
 mod logic;
+pub mod retry;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_connectors::{Connector, Outcome};
-use herald_runtime::runner::{Input, Output, ProcessError, Processor, lanes};
+use herald_connectors::Connector;
+use herald_runtime::runner::{self, Failed, Input, Output, ProcessError, Processor, lanes};
 use herald_runtime::topics::Topics;
-use herald_schemas::Dispatch;
-use herald_store::{LedgerBegin, LedgerEntry, Store};
+use herald_schemas::{DeliveryState, Dispatch};
+use herald_store::{Clock, LedgerEntry, Store};
 use tracing::warn;
 
+use attempt::{Attempt, Event, Verdict};
 pub use logic::{ledger_entry, result};
+use retry::{Plan, RetryPolicy};
 
 use crate::wire::{decode, output};
+use crate::{Subject, attempt_result};
 
 /// How many recipients' dispatches a non-idempotent connector is called for at once (the keys
 /// of a batch are tenant and recipient).
 pub const CONCURRENT_RECIPIENTS: usize = 32;
+
+/// The stage's name in dead letters.
+const STAGE: &str = "deliver";
 
 /// Delivers dispatches of one channel through its connector.
 pub struct DeliverProcessor {
     store: Arc<dyn Store>,
     connector: Arc<dyn Connector>,
     topics: Topics,
+    policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl DeliverProcessor {
-    /// A processor calling `connector`, with its ledger in `store`.
-    pub fn new(store: Arc<dyn Store>, connector: Arc<dyn Connector>, topics: Topics) -> Self {
+    /// A processor calling `connector`, with its ledger in `store`, retrying by `policy`, and
+    /// telling by `clock` whether a retry is due.
+    pub fn new(
+        store: Arc<dyn Store>,
+        connector: Arc<dyn Connector>,
+        topics: Topics,
+        policy: RetryPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         DeliverProcessor {
             store,
             connector,
             topics,
+            policy,
+            clock,
         }
     }
-}
 
-impl DeliverProcessor {
     /// Records the outcome, retrying in place while the store is unavailable: failing here and
     /// reprocessing the record would call the provider again for a delivery it has already
     /// accepted. An error no retry can fix is returned at once, classified (a corrupt ledger
     /// dead-letters the dispatch rather than calling the provider again).
     async fn finish_with_retries(&self, entry: &LedgerEntry) -> Result<(), ProcessError> {
-        let mut delay = std::time::Duration::from_millis(50);
+        let mut delay = Duration::from_millis(50);
         for _ in 0..6 {
             match self.store.ledger_finish(entry).await {
                 Ok(()) => return Ok(()),
@@ -76,79 +102,141 @@ impl DeliverProcessor {
             entry.delivery_id
         )))
     }
-}
 
-/// The ledger entry for a final outcome; a temporary failure becomes a retry of the record.
-fn final_entry(d: &Dispatch, outcome: Outcome, at_ms: i64) -> Result<LedgerEntry, ProcessError> {
-    match ledger_entry(d, &outcome, at_ms) {
-        Some(entry) => Ok(entry),
-        None => match outcome {
-            Outcome::Retry(reason) => Err(ProcessError::Retry(reason)),
-            _ => Err(ProcessError::Fatal(
-                "no ledger entry for a final outcome".into(),
-            )),
-        },
-    }
-}
-
-impl DeliverProcessor {
-    /// Delivers one dispatch: its result record.
-    async fn deliver(&self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+    /// The dispatch in `input`, if it is due.
+    fn due(&self, input: &Input<'_>) -> Result<Dispatch, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
-        let entry = if self.connector.idempotent() {
-            // A repeat is harmless: no ledger round trips.
-            let outcome = self.connector.send(&d).await;
-            final_entry(&d, outcome, input.timestamp_ms)?
-        } else {
-            // Store errors convert by meaning: retry, dead-letter, or stop.
-            let begun = self
-                .store
-                .ledger_begin(&d.delivery_id, input.timestamp_ms)
-                .await?;
-            match begun {
-                LedgerBegin::Done(entry) => entry,
-                LedgerBegin::Fresh | LedgerBegin::Unfinished => {
-                    if begun == LedgerBegin::Unfinished {
+        if let Some(not_before) = d.not_before_ms {
+            let wait = not_before.saturating_sub(self.clock.now_ms());
+            if wait > 0 {
+                return Err(ProcessError::NotDue(Duration::from_millis(
+                    wait.unsigned_abs(),
+                )));
+            }
+        }
+        Ok(d)
+    }
+
+    /// Delivers one dispatch, driving its attempt through the ledger protocol.
+    async fn deliver(&self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
+        let d = self.due(input)?;
+        let mut state = Attempt::start(!self.connector.idempotent());
+        let verdict = loop {
+            // Store errors convert by meaning: retry in place, dead-letter, or stop.
+            let event = match &state {
+                Attempt::Done(verdict) => break verdict.clone(),
+                Attempt::Begin => Event::Begun(
+                    self.store
+                        .ledger_begin(&d.delivery_id, input.timestamp_ms)
+                        .await?,
+                ),
+                Attempt::Calling { resend, .. } => {
+                    if *resend {
                         warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
                     }
-                    let outcome = self.connector.send(&d).await;
-                    if let Outcome::Retry(reason) = &outcome {
-                        self.store.ledger_abandon(&d.delivery_id).await?;
-                        return Err(ProcessError::Retry(reason.clone()));
-                    }
-                    let entry = final_entry(&d, outcome, input.timestamp_ms)?;
-                    self.finish_with_retries(&entry).await?;
-                    entry
+                    Event::Called(self.connector.send(&d).await)
                 }
-            }
+                Attempt::Finishing(entry) => {
+                    self.finish_with_retries(entry).await?;
+                    Event::Finished
+                }
+                Attempt::Abandoning(_) => {
+                    self.store.ledger_abandon(&d.delivery_id).await?;
+                    Event::Abandoned
+                }
+            };
+            state = state
+                .step(event, &d, input.timestamp_ms)
+                .map_err(ProcessError::Fatal)?;
         };
-        self.emitted(&d, &entry)
+        self.emitted(&d, verdict, input)
     }
 
-    /// The result record of `d`, delivered as `entry` says.
-    fn emitted(&self, d: &Dispatch, entry: &LedgerEntry) -> Result<Vec<Output>, ProcessError> {
-        let r = result(d, entry);
-        Ok(vec![output(
-            self.topics.delivery_result(),
-            &d.tenant,
-            &d.recipient_user_id,
-            &r,
-        )?])
+    /// What an attempt that ended as `verdict` writes: its result; for a failure for now, also
+    /// the next attempt — or, with the budget spent, the dead letter.
+    fn emitted(
+        &self,
+        d: &Dispatch,
+        verdict: Verdict,
+        input: &Input<'_>,
+    ) -> Result<Vec<Output>, ProcessError> {
+        let results = self.topics.delivery_result();
+        let result_of = |state, reason| {
+            let subject = Subject {
+                notification_id: &d.notification_id,
+                tenant: &d.tenant,
+                recipient_user_id: &d.recipient_user_id,
+                category: &d.category,
+            };
+            attempt_result(
+                subject,
+                Some(d.channel),
+                d.attempt,
+                state,
+                Some(reason),
+                input.timestamp_ms,
+            )
+        };
+        let later = match verdict {
+            Verdict::Report(entry) => {
+                let r = result(d, &entry);
+                return Ok(vec![output(results, &d.tenant, &d.recipient_user_id, &r)?]);
+            }
+            Verdict::Later(later) => later,
+        };
+        match self.policy.plan(d, &later, input.timestamp_ms) {
+            Plan::Again(next) => {
+                let reason = format!(
+                    "attempt {} failed: {}; attempt {} not before {} ms",
+                    d.attempt,
+                    later.reason,
+                    next.attempt,
+                    next.not_before_ms.unwrap_or_default()
+                );
+                let deferred = result_of(DeliveryState::Deferred, reason);
+                Ok(vec![
+                    output(
+                        self.topics.retry(d.channel),
+                        &next.tenant,
+                        &next.recipient_user_id,
+                        &*next,
+                    )?,
+                    output(results, &d.tenant, &d.recipient_user_id, &deferred)?,
+                ])
+            }
+            Plan::GiveUp(reason) => {
+                warn!(delivery_id = %d.delivery_id, %reason, "giving the delivery up");
+                let failed = Failed {
+                    stage: STAGE,
+                    error: &reason,
+                    attempts: u32::try_from(d.attempt).unwrap_or(0),
+                };
+                let letter =
+                    runner::dead_letter(&self.topics.dead_letter(), input, Vec::new(), &failed)
+                        .map_err(|e| ProcessError::Fatal(format!("encoding a dead letter: {e}")))?;
+                let failed = result_of(DeliveryState::Failed, reason);
+                Ok(vec![
+                    letter,
+                    output(results, &d.tenant, &d.recipient_user_id, &failed)?,
+                ])
+            }
+        }
     }
 
-    /// Through an idempotent connector, every dispatch up to the first undecodable one in one
-    /// call ([`Connector::send_many`]; the inbox writes them in one store transaction).
+    /// Through an idempotent connector, every due dispatch up to the first undecodable or
+    /// not-yet-due one in one call ([`Connector::send_many`]; the inbox writes them in one store
+    /// transaction).
     async fn deliver_together(
         &self,
         inputs: &[Input<'_>],
     ) -> Vec<Result<Vec<Output>, ProcessError>> {
         let mut dispatches = Vec::with_capacity(inputs.len());
-        let mut poison = None;
+        let mut stopped = None;
         for input in inputs {
-            match decode::<Dispatch>(input.payload) {
+            match self.due(input) {
                 Ok(d) => dispatches.push(d),
                 Err(e) => {
-                    poison = Some(e);
+                    stopped = Some(e);
                     break;
                 }
             }
@@ -163,15 +251,22 @@ impl DeliverProcessor {
         }
         let mut results = Vec::with_capacity(inputs.len());
         for ((d, outcome), input) in dispatches.iter().zip(outcomes).zip(inputs) {
-            let result = final_entry(d, outcome, input.timestamp_ms)
-                .and_then(|entry| self.emitted(d, &entry));
+            let result = Attempt::start(false)
+                .step(Event::Called(outcome), d, input.timestamp_ms)
+                .map_err(ProcessError::Fatal)
+                .and_then(|state| match state {
+                    Attempt::Done(verdict) => self.emitted(d, verdict, input),
+                    other => Err(ProcessError::Fatal(format!(
+                        "an attempt without a ledger ended in {other:?}"
+                    ))),
+                });
             let failed = result.is_err();
             results.push(result);
             if failed {
                 return results;
             }
         }
-        results.extend(poison.map(Err));
+        results.extend(stopped.map(Err));
         results
     }
 }

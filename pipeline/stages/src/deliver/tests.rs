@@ -18,6 +18,22 @@ use herald_store_sqlite::SqliteStore;
 use tokio::sync::Notify;
 
 use super::DeliverProcessor;
+use super::retry::RetryPolicy;
+
+fn processor(
+    store: &Arc<dyn Store>,
+    connector: Arc<dyn Connector>,
+    policy: RetryPolicy,
+    clock: impl Clock + 'static,
+) -> DeliverProcessor {
+    DeliverProcessor::new(
+        Arc::clone(store),
+        connector,
+        Topics::new("t"),
+        policy,
+        Arc::new(clock),
+    )
+}
 
 fn dispatch(user: &str, n: u32) -> Dispatch {
     Dispatch {
@@ -34,6 +50,8 @@ fn dispatch(user: &str, n: u32) -> Dispatch {
         body: "body".into(),
         action_url: None,
         requested_at_ms: SystemClock.now_ms() - 60_000 + i64::from(n),
+        not_before_ms: None,
+        last_error: None,
     }
 }
 
@@ -91,7 +109,7 @@ async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
 async fn in_app_dispatches_are_written_together_and_answered_in_order_up_to_a_poison_one() {
     let (_dir, store) = store().await;
     let connector = Arc::new(InAppConnector::new(Arc::clone(&store)));
-    let mut deliver = DeliverProcessor::new(Arc::clone(&store), connector, Topics::new("t"));
+    let mut deliver = processor(&store, connector, RetryPolicy::default(), SystemClock);
     let mut batch = records(&[dispatch("ann", 1), dispatch("bob", 1), dispatch("ann", 2)]);
     batch.push((b"t/ann".to_vec(), b"not avro".to_vec()));
     batch.extend(records(&[dispatch("bob", 2)]));
@@ -150,7 +168,7 @@ async fn a_slow_call_for_one_recipient_does_not_hold_up_the_others_nor_reorder_i
         calls: Mutex::default(),
     });
     let connector: Arc<dyn Connector> = Arc::clone(&provider) as Arc<dyn Connector>;
-    let mut deliver = DeliverProcessor::new(Arc::clone(&store), connector, Topics::new("t"));
+    let mut deliver = processor(&store, connector, RetryPolicy::default(), SystemClock);
     // ann's first call waits for bob's: delivered one at a time, this would never finish.
     let batch = records(&[dispatch("ann", 1), dispatch("ann", 2), dispatch("bob", 1)]);
     let out = tokio::time::timeout(
@@ -176,4 +194,130 @@ async fn a_slow_call_for_one_recipient_does_not_hold_up_the_others_nor_reorder_i
         ["n-ann-1", "n-ann-2"],
         "ann's calls in order: {calls:?}"
     );
+}
+
+/// A provider answering from a script, one outcome per call.
+struct Scripted {
+    outcomes: Mutex<std::collections::VecDeque<Outcome>>,
+}
+
+impl Scripted {
+    fn new(outcomes: impl IntoIterator<Item = Outcome>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            outcomes: Mutex::new(outcomes.into_iter().collect()),
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for Scripted {
+    async fn send(&self, _d: &Dispatch) -> Outcome {
+        self.outcomes
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Outcome::Failed("the script ran out".into()))
+    }
+}
+
+fn sms(n: u32) -> Dispatch {
+    Dispatch {
+        channel: Channel::Sms,
+        address: "+15550100".into(),
+        ..dispatch("ann", n)
+    }
+}
+
+fn one(payload: &[u8], at_ms: i64) -> Input<'_> {
+    Input {
+        topic: "retry.sms",
+        partition: 0,
+        offset: 0,
+        key: Some(b"t/ann"),
+        payload,
+        timestamp_ms: at_ms,
+    }
+}
+
+#[tokio::test]
+async fn a_failure_for_now_is_retried_from_the_retry_topic_once_due_without_holding_the_partition()
+{
+    let (_dir, store) = store().await;
+    let now = SystemClock.now_ms();
+    let clock = herald_store::ManualClock::at(now);
+    let provider = Scripted::new([
+        Outcome::Retry {
+            reason: "503 Service Unavailable".into(),
+            after: Some(Duration::from_secs(60)),
+        },
+        Outcome::Delivered {
+            provider_message_id: Some("sm-1".into()),
+        },
+    ]);
+    let mut deliver = processor(&store, provider, RetryPolicy::default(), clock.clone());
+
+    // Attempt 1 fails for now: the next attempt goes to the retry topic, with a DEFERRED result.
+    let payload = encode(&sms(1)).unwrap();
+    let out = deliver.process(&one(&payload, now)).await.expect("handled");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].topic, Topics::new("t").retry(Channel::Sms));
+    let next: Dispatch = decode(&out[0].payload).unwrap();
+    assert_eq!(next.attempt, 2);
+    assert_eq!(next.last_error.as_deref(), Some("503 Service Unavailable"));
+    let due = next.not_before_ms.expect("a not-before time");
+    assert!(
+        due >= now + 60_000,
+        "the provider's Retry-After is honoured"
+    );
+    let deferred: DeliveryResult = decode(&out[1].payload).unwrap();
+    assert_eq!(deferred.state, DeliveryState::Deferred);
+    assert!(deferred.reason.unwrap().contains("503"));
+
+    // Read back before it is due: the runner is told to wait, and nothing is called.
+    let retry = out[0].payload.clone();
+    match deliver.process(&one(&retry, now + 1)).await {
+        Err(ProcessError::NotDue(wait)) => {
+            assert_eq!(wait, Duration::from_millis((due - now) as u64));
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.set(due);
+    let out = deliver
+        .process(&one(&retry, now + 1))
+        .await
+        .expect("delivered");
+    let delivered: DeliveryResult = decode(&out[0].payload).unwrap();
+    assert_eq!(
+        (delivered.state, delivered.delivery_id),
+        (DeliveryState::Delivered, Some(next.delivery_id))
+    );
+}
+
+#[tokio::test]
+async fn a_spent_budget_dead_letters_the_dispatch_and_fails_the_channel_with_the_last_error() {
+    let (_dir, store) = store().await;
+    let provider = Scripted::new([Outcome::retry("connection refused")]);
+    let policy = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    let mut deliver = processor(&store, provider, policy, SystemClock);
+    let payload = encode(&sms(1)).unwrap();
+    let out = deliver
+        .process(&one(&payload, SystemClock.now_ms()))
+        .await
+        .expect("handled");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].topic, Topics::new("t").dead_letter());
+    let letter: herald_schemas::DeadLetter = decode(&out[0].payload).unwrap();
+    assert_eq!(letter.value, payload, "the dispatch, whole");
+    assert!(
+        letter.error.contains("connection refused"),
+        "{}",
+        letter.error
+    );
+    assert_eq!((letter.stage.as_str(), letter.attempts), ("deliver", 1));
+    let failed: DeliveryResult = decode(&out[1].payload).unwrap();
+    assert_eq!(failed.state, DeliveryState::Failed);
+    assert!(failed.reason.unwrap().contains("connection refused"));
 }

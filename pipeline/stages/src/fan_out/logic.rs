@@ -44,6 +44,8 @@ pub fn fan_out(n: &NotificationAdmitted, now_ms: i64) -> FanOut {
             body: d.body.clone(),
             action_url: d.action_url.clone(),
             requested_at_ms: n.requested_at_ms,
+            not_before_ms: None,
+            last_error: None,
         });
         out.results.push(result_for(
             subject,
