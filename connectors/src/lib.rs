@@ -4,11 +4,14 @@
 //! - [`in_app`]: the in-app channel; delivering means writing the user's inbox.
 //! - [`recording`]: a provider that records every call in a SQLite file, for `make run` and the
 //!   tests (the crash tests count its rows to prove nothing was sent twice).
+//! - [`webhook`]: a signed HTTPS POST to the recipient's URL.
 //!
-//! Real providers (APNs, FCM, SMS, e-mail, webhook) are their own issue.
+//! APNs, FCM, SMS and e-mail providers are not built yet: their channels use the recording
+//! provider.
 
 pub mod in_app;
 pub mod recording;
+pub mod webhook;
 
 use async_trait::async_trait;
 use herald_schemas::Dispatch;

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod chaos;
 pub mod platform;
 pub mod proc;
+pub mod receiver;
 pub mod topic;
 
 pub use broker::{Broker, BrokerKind};

@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use herald_connectors::Connector;
 use herald_connectors::in_app::InAppConnector;
 use herald_connectors::recording::RecordingProvider;
+use herald_connectors::webhook::{Secret, WebhookConnector};
 use herald_runtime::runner::{self, Processor, RunnerSpec};
 use herald_runtime::topics::{Topics, ensure_topics};
 use herald_schemas::Channel;
@@ -248,8 +249,12 @@ async fn deliver(
     };
     let mut runners = tokio::task::JoinSet::new();
     for &channel in channels {
-        let connector: Arc<dyn Connector> = match channel {
-            Channel::InApp => Arc::new(InAppConnector::new(Arc::clone(&store))),
+        let connector: Arc<dyn Connector> = match (channel, &config.provider.webhook) {
+            (Channel::InApp, _) => Arc::new(InAppConnector::new(Arc::clone(&store))),
+            (Channel::Webhook, Some(webhook)) => {
+                let secret = Secret::load(webhook)?;
+                Arc::new(WebhookConnector::new(webhook, secret)?)
+            }
             _ => Arc::clone(&recording),
         };
         let p = DeliverProcessor::new(

@@ -198,18 +198,22 @@ impl Default for StoreConfig {
     }
 }
 
-/// The recording provider.
+/// The providers: the recording stand-in, and the real ones configured.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
-    /// SQLite file where every provider call is recorded.
+    /// SQLite file where every call to the stand-in provider is recorded.
     pub recording_path: PathBuf,
+    /// `[provider.webhook]`: the webhook channel posts signed requests to recipients' URLs;
+    /// without it, the stand-in records webhook deliveries.
+    pub webhook: Option<herald_connectors::webhook::WebhookConfig>,
 }
 
 impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
             recording_path: PathBuf::from("var/herald/deliveries.db"),
+            webhook: None,
         }
     }
 }

@@ -1,0 +1,164 @@
+//! The webhook channel: an HTTPS POST of a documented JSON body to the recipient's URL, signed
+//! with HMAC-SHA256 over timestamp and body, with the delivery id as `Idempotency-Key`
+//! ([`request`] builds it, [`classify`] reads the answer; this module does the I/O).
+
+pub mod classify;
+pub mod request;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use herald_schemas::Dispatch;
+use serde::Deserialize;
+
+use crate::{Connector, Outcome};
+
+/// `[provider.webhook]`: present, the webhook channel posts to the recipients' URLs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// The environment variable holding the signing secret…
+    pub secret_env: String,
+    /// …or a file holding it (trailing whitespace is ignored); the file wins when both are set.
+    pub secret_file: Option<PathBuf>,
+    /// How long one call may take, connecting included (milliseconds).
+    pub timeout_ms: u64,
+    /// A PEM file of CA certificates trusted besides the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            secret_env: "HERALD_WEBHOOK_SECRET".into(),
+            secret_file: None,
+            timeout_ms: 10_000,
+            ca_file: None,
+        }
+    }
+}
+
+/// Why the webhook connector cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// No secret where the config says.
+    #[error("webhook signing secret: {0}")]
+    Secret(String),
+    /// The CA file cannot be read or parsed.
+    #[error("webhook CA file {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The HTTP client cannot be built.
+    #[error("webhook HTTP client: {0}")]
+    Client(String),
+}
+
+/// The signing secret; never printed.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl Secret {
+    /// Reads the secret as `config` says.
+    pub fn load(config: &WebhookConfig) -> Result<Secret, WebhookError> {
+        let value = match &config.secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| WebhookError::Secret(format!("{}: {e}", path.display())))?,
+            None => std::env::var(&config.secret_env).map_err(|_| {
+                WebhookError::Secret(format!(
+                    "set {} (or [provider.webhook] secret_file)",
+                    config.secret_env
+                ))
+            })?,
+        };
+        let value = value.trim_end();
+        if value.len() < 16 {
+            return Err(WebhookError::Secret(
+                "shorter than 16 characters; use a long random value".into(),
+            ));
+        }
+        Ok(Secret(value.as_bytes().to_vec()))
+    }
+}
+
+/// Posts dispatches to webhook URLs.
+#[derive(Debug, Clone)]
+pub struct WebhookConnector {
+    client: reqwest::Client,
+    secret: Secret,
+}
+
+impl WebhookConnector {
+    /// A connector as `config` says, signing with `secret`.
+    pub fn new(config: &WebhookConfig, secret: Secret) -> Result<WebhookConnector, WebhookError> {
+        // rustls needs one process-wide crypto provider; a second install is refused, harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_file {
+            let ca = |reason: String| WebhookError::Ca {
+                path: path.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca("no certificate in it".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        Ok(WebhookConnector { client, secret })
+    }
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl Connector for WebhookConnector {
+    async fn send(&self, d: &Dispatch) -> Outcome {
+        if !d.address.starts_with("https://") {
+            return Outcome::InvalidToken(format!(
+                "the webhook address {:?} is not an https:// URL",
+                d.address
+            ));
+        }
+        let signed = request::build(d, &self.secret.0, unix_seconds());
+        let mut call = self.client.post(&signed.url).body(signed.body);
+        for (name, value) in signed.headers {
+            call = call.header(name, value);
+        }
+        match call.send().await {
+            Ok(answer) => {
+                let retry_after = answer
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                classify::classify(answer.status().as_u16(), retry_after)
+            }
+            // No answer (refused, reset, timed out): the receiver may come back.
+            Err(e) if e.is_builder() => Outcome::InvalidToken(format!("webhook address: {e}")),
+            Err(e) => Outcome::retry(format!("webhook call failed: {e}")),
+        }
+    }
+}
