@@ -14,7 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::scaffold::{Mode, Partition, Source, run_loop, subscribed};
+use super::position::Partition;
+use super::scaffold::{Mode, Source, run_loop, subscribed};
 use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 

@@ -30,7 +30,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::scaffold::{Mode, NotesAssignments, Partition, Source, run_loop, subscribed};
+use super::position::Partition;
+use super::scaffold::{Mode, NotesAssignments, Source, run_loop, subscribed};
 use super::txn_ids::TxnIds;
 use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};

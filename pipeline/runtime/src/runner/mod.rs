@@ -33,6 +33,7 @@ mod health;
 mod idle;
 pub mod lanes;
 mod parking;
+mod position;
 mod process;
 mod scaffold;
 mod store_error;

@@ -11,7 +11,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 
 use super::RunStats;
-use super::scaffold::Partition;
+use super::position::{Partition, seek};
 use crate::Result;
 
 /// How long the watermark query that wakes librdkafka's fetcher after a resume may take.
@@ -49,7 +49,7 @@ impl Parking {
         let mut list = TopicPartitionList::new();
         list.add_partition(&partition.0, partition.1);
         consumer.pause(&list)?;
-        super::scaffold::seek(consumer, HashMap::from([(partition.clone(), offset)]))?;
+        seek(consumer, HashMap::from([(partition.clone(), offset)]))?;
         stats.parked += 1;
         self.until.insert(partition, now + wait);
         Ok(())

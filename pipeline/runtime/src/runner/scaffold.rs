@@ -9,20 +9,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, ConsumerContext, MessageStream, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{Message, Offset};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Starvation, on_consumer_error};
 use super::idle::{self, IdleFetch};
 use super::parking::Parking;
+use super::position::{Partition, seek};
 use super::process::{DeadLetters, Handled, process_all};
 use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, Started, traceparent};
-use crate::{KafkaConfig, Result, RuntimeError};
-
-/// A topic and partition.
-pub(crate) type Partition = (String, i32);
+use crate::{KafkaConfig, Result};
 
 /// Where a record's outputs come from: its partition and offset.
 pub(crate) struct Source<'a> {
@@ -302,36 +300,6 @@ impl Reading {
         stats.rewinds += seek(consumer, offsets)?;
         Ok(())
     }
-}
-
-/// Seeks each partition this consumer still owns back to `offsets`. A partition it no longer
-/// owns is skipped (its next owner starts from the committed offset); a failed seek on one it
-/// owns is fatal, since reading on would skip the aborted batch. Returns how many it sought.
-pub(crate) fn seek<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    offsets: HashMap<Partition, i64>,
-) -> Result<u64> {
-    let assignment = consumer.assignment()?;
-    let mut sought = 0;
-    for ((topic, partition), offset) in offsets {
-        if assignment.find_partition(&topic, partition).is_none() {
-            continue;
-        }
-        sought += 1;
-        consumer
-            .seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-            .map_err(|e| {
-                RuntimeError::Fatal(format!(
-                    "could not rewind {topic}[{partition}] after an abort: {e}"
-                ))
-            })?;
-    }
-    Ok(sought)
 }
 
 /// When the open batch is due: `commit_interval_ms` after it began, or `max_batch_records`

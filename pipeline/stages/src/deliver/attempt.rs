@@ -131,27 +131,14 @@ impl Attempt {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, DeliveryState, Priority};
+    use herald_schemas::{Channel, DeliveryState};
 
     use super::*;
 
     fn dispatch() -> Dispatch {
         Dispatch {
             delivery_id: "d1".into(),
-            notification_id: "n1".into(),
-            attempt: 1,
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            channel: Channel::Email,
-            address: "u@example.com".into(),
-            title: "Hi".into(),
-            body: "there".into(),
-            action_url: None,
-            requested_at_ms: 1,
-            not_before_ms: None,
-            last_error: None,
+            ..crate::deliver::test_dispatch(Channel::Email, 1)
         }
     }
 

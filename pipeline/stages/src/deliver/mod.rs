@@ -27,6 +27,28 @@ pub mod retry;
 #[cfg(test)]
 mod tests;
 
+/// A dispatch for the deliver stage's tests.
+#[cfg(test)]
+pub(crate) fn test_dispatch(channel: herald_schemas::Channel, attempt: i32) -> Dispatch {
+    Dispatch {
+        delivery_id: herald_schemas::ids::delivery_id("n1", channel, attempt),
+        notification_id: "n1".into(),
+        attempt,
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        category: "news".into(),
+        priority: herald_schemas::Priority::Normal,
+        channel,
+        address: "+15550100".into(),
+        title: "Hi".into(),
+        body: "there".into(),
+        action_url: None,
+        requested_at_ms: 1,
+        not_before_ms: None,
+        last_error: None,
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -83,28 +83,12 @@ impl RetryPolicy {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
+    use herald_schemas::Channel;
 
     use super::*;
 
     fn dispatch(attempt: i32) -> Dispatch {
-        Dispatch {
-            delivery_id: ids::delivery_id("n1", Channel::Sms, attempt),
-            notification_id: "n1".into(),
-            attempt,
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            channel: Channel::Sms,
-            address: "+15550100".into(),
-            title: "Hi".into(),
-            body: "there".into(),
-            action_url: None,
-            requested_at_ms: 1,
-            not_before_ms: None,
-            last_error: None,
-        }
+        crate::deliver::test_dispatch(Channel::Sms, attempt)
     }
 
     fn later(after: Option<Duration>) -> Later {

@@ -8,6 +8,22 @@ mod limiter;
 mod relay;
 mod route;
 
+/// A notification for the rate-limit stage's tests.
+#[cfg(test)]
+pub(crate) fn test_enriched(deferrals: i32, defer_until_ms: Option<i64>) -> NotificationEnriched {
+    NotificationEnriched {
+        notification_id: "n1".into(),
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        category: "news".into(),
+        priority: herald_schemas::Priority::Normal,
+        requested_at_ms: 1,
+        deliveries: vec![],
+        deferrals,
+        defer_until_ms,
+    }
+}
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

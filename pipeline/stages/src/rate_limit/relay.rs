@@ -67,24 +67,13 @@ impl Processor for DeferredRelay {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Priority, codec};
+    use herald_schemas::codec;
     use herald_store::ManualClock;
 
     use super::*;
 
     fn parked(defer_until_ms: i64) -> Vec<u8> {
-        codec::encode(&NotificationEnriched {
-            notification_id: "n1".into(),
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            requested_at_ms: 1,
-            deliveries: vec![],
-            deferrals: 1,
-            defer_until_ms: Some(defer_until_ms),
-        })
-        .expect("encodes")
+        codec::encode(&super::super::test_enriched(1, Some(defer_until_ms))).expect("encodes")
     }
 
     fn input(payload: &[u8]) -> Input<'_> {

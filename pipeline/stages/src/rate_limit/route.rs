@@ -89,22 +89,10 @@ pub fn route(
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::Priority;
-
     use super::*;
 
     fn enriched(deferrals: i32) -> NotificationEnriched {
-        NotificationEnriched {
-            notification_id: "n1".into(),
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            requested_at_ms: 1,
-            deliveries: vec![],
-            deferrals,
-            defer_until_ms: None,
-        }
+        super::super::test_enriched(deferrals, None)
     }
 
     fn limited() -> Decision {
