@@ -143,8 +143,16 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", platform.log_tail()))?;
+    // Quiet is not drained either: the ingress may still be backing off before its replay.
     let store = herald_stores::open(&platform.store_url).await?;
-    let left = store.outbox_pending("ingress.outage", 10).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let left = loop {
+        let left = store.outbox_pending("ingress.outage", 10).await?;
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert!(left.is_empty(), "the outbox drained: {} left", left.len());
     let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
     // Quiet is not done: a stage can sit in a reconnect backoff after the outage for longer

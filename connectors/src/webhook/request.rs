@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn the_body_is_this_json() {
         assert_eq!(
-            String::from_utf8(body(&dispatch())).unwrap(),
+            String::from_utf8(body(&dispatch())).expect("utf-8"),
             r#"{"delivery_id":"0b6e3f5e-4d4a-5a52-9c39-2f0d5d6b8a11","notification_id":"n-1","attempt":2,"tenant":"acme","recipient_user_id":"ana","category":"billing","priority":"HIGH","title":"Invoice ready","body":"Your \"March\" invoice is ready","action_url":"https://example.com/i/3","requested_at_ms":1767225600000}"#
         );
     }

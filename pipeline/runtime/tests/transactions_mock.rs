@@ -282,7 +282,11 @@ async fn scenario_on(
     // what was fetched, partition by partition, so the first record processed twice does not
     // mean the whole redo is over. (A lost record never arrives: the scenario times out.)
     let finished = tokio::time::timeout(LIMIT, async {
-        while !handle.is_finished() && !(done(&rig) && rig.output_complete()) {
+        loop {
+            let finished = done(&rig) && rig.output_complete();
+            if handle.is_finished() || finished {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
