@@ -137,6 +137,25 @@ mod tests {
     }
 
     #[test]
+    fn the_jitter_spreads_deliveries_over_the_whole_range() {
+        let policy = RetryPolicy::default();
+        let waits: std::collections::BTreeSet<u128> = (0..200)
+            .map(|i| {
+                policy
+                    .backoff(
+                        2,
+                        &ids::delivery_id(&format!("n{i}"), Channel::Sms, 1),
+                        None,
+                    )
+                    .as_millis()
+            })
+            .collect();
+        assert!(waits.len() > 100, "{} distinct waits of 200", waits.len());
+        let (low, high) = (*waits.first().unwrap_or(&0), *waits.last().unwrap_or(&0));
+        assert!(low < 12_600 && high > 17_400, "spread {low}..{high} ms");
+    }
+
+    #[test]
     fn a_retry_after_longer_than_the_backoff_wins() {
         let policy = RetryPolicy::default();
         let long = Duration::from_secs(120);
