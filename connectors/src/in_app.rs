@@ -64,11 +64,7 @@ impl Connector for InAppConnector {
         if self.store.write_many(&writes).await.is_ok() {
             return dispatches.iter().map(|_| outcome(Ok(()))).collect();
         }
-        let mut outcomes = Vec::with_capacity(dispatches.len());
-        for d in dispatches {
-            outcomes.push(self.send(d).await);
-        }
-        outcomes
+        crate::send_each(self, dispatches).await
     }
 
     /// The inbox upsert is keyed by notification id: a repeat changes nothing.

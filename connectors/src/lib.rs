@@ -47,6 +47,18 @@ impl Outcome {
     }
 }
 
+/// Sends `dispatches` through `connector` one after another: an outcome per dispatch, in order.
+pub async fn send_each<C: Connector + ?Sized>(
+    connector: &C,
+    dispatches: &[Dispatch],
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(dispatches.len());
+    for dispatch in dispatches {
+        outcomes.push(connector.send(dispatch).await);
+    }
+    outcomes
+}
+
 /// A channel's provider.
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -59,11 +71,7 @@ pub trait Connector: Send + Sync {
     /// another; a connector that can deliver many in one call (the inbox: one store write)
     /// overrides it.
     async fn send_many(&self, dispatches: &[Dispatch]) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(dispatches.len());
-        for dispatch in dispatches {
-            outcomes.push(self.send(dispatch).await);
-        }
-        outcomes
+        send_each(self, dispatches).await
     }
 
     /// Whether sending the same dispatch twice has the effect of sending it once (an upsert

@@ -138,13 +138,6 @@ pub(crate) fn apply<C, X>(
         Action::Resume => {}
     }
     let result = consumer.assignment().and_then(|assigned| {
-        let Some(first) = assigned
-            .elements()
-            .first()
-            .map(|e| (e.topic().to_owned(), e.partition()))
-        else {
-            return Ok(());
-        };
         if action == Action::Pause {
             return consumer.pause(&assigned);
         }
@@ -154,14 +147,36 @@ pub(crate) fn apply<C, X>(
                 resumed.add_partition(e.topic(), e.partition());
             }
         }
-        consumer.resume(&resumed)?;
-        consumer
-            .fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT)
-            .map(|_| ())
+        resume_and_wake(consumer, &resumed)
     });
     if let Err(e) = result {
         tracing::debug!(error = %e, ?action, "idle pause or resume failed");
     }
+}
+
+/// Resumes `partitions` and wakes librdkafka's fetcher (see [`apply`]) with a watermark query
+/// of the first of them; nothing to do for an empty list. The wake-up is best effort (logged):
+/// without it the fetcher still resumes, later.
+pub(crate) fn resume_and_wake<C, X>(
+    consumer: &C,
+    partitions: &rdkafka::TopicPartitionList,
+) -> rdkafka::error::KafkaResult<()>
+where
+    C: rdkafka::consumer::Consumer<X>,
+    X: rdkafka::consumer::ConsumerContext,
+{
+    let Some(first) = partitions
+        .elements()
+        .first()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+    else {
+        return Ok(());
+    };
+    consumer.resume(partitions)?;
+    if let Err(e) = consumer.fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT) {
+        tracing::debug!(error = %e, "waking the fetcher after a resume failed");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,9 +14,6 @@ use super::RunStats;
 use super::position::{Partition, seek};
 use crate::Result;
 
-/// How long the watermark query that wakes librdkafka's fetcher after a resume may take.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The partitions set aside, and until when.
 #[derive(Debug, Default)]
 pub(crate) struct Parking {
@@ -78,14 +75,7 @@ impl Parking {
                 list.add_partition(&partition.0, partition.1);
             }
         }
-        if let Some(first) = list.elements().first() {
-            let (topic, partition) = (first.topic().to_owned(), first.partition());
-            consumer.resume(&list)?;
-            // librdkafka does not fetch at once after a resume; a broker round trip wakes it.
-            if let Err(e) = consumer.fetch_watermarks(&topic, partition, WAKE_TIMEOUT) {
-                tracing::debug!(error = %e, "waking the fetcher after a resume failed");
-            }
-        }
+        super::idle::resume_and_wake(consumer, &list)?;
         Ok(())
     }
 }

@@ -64,6 +64,7 @@ use attempt::{Attempt, Event, Verdict};
 pub use logic::{ledger_entry, result};
 use retry::{Plan, RetryPolicy};
 
+use crate::rate_limit::wait_for;
 use crate::wire::{decode, output};
 use crate::{Subject, attempt_result};
 
@@ -125,16 +126,20 @@ impl DeliverProcessor {
         )))
     }
 
-    /// The dispatch in `input`, if it is due.
+    /// The dispatch in `input`, if it is due. One due later than any retry is planned (a
+    /// corrupt record, a wrong clock) is poison: it must not hold its partition.
     fn due(&self, input: &Input<'_>) -> Result<Dispatch, ProcessError> {
         let d: Dispatch = decode(input.payload)?;
-        if let Some(not_before) = d.not_before_ms {
-            let wait = not_before.saturating_sub(self.clock.now_ms());
-            if wait > 0 {
-                return Err(ProcessError::NotDue(Duration::from_millis(
-                    wait.unsigned_abs(),
-                )));
-            }
+        let wait = wait_for(d.not_before_ms, self.clock.now_ms());
+        if wait > self.policy.longest_wait() {
+            return Err(ProcessError::Poison(format!(
+                "not before {:?} ms, {wait:?} from now: later than any retry waits ({:?})",
+                d.not_before_ms,
+                self.policy.longest_wait()
+            )));
+        }
+        if !wait.is_zero() {
+            return Err(ProcessError::NotDue(wait));
         }
         Ok(d)
     }

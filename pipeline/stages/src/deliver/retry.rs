@@ -42,9 +42,20 @@ pub enum Plan {
     GiveUp(String),
 }
 
+/// The longest Retry-After honoured: a provider asking for more is retried after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
 impl RetryPolicy {
+    /// The longest a planned attempt waits: the capped backoff with its jitter, or the longest
+    /// Retry-After honoured. A retry due later than this was not planned here (a corrupt record,
+    /// a wrong clock) and is dead-lettered rather than holding its partition.
+    pub fn longest_wait(&self) -> Duration {
+        Duration::from_millis(self.max_backoff_ms.saturating_mul(6) / 5).max(MAX_RETRY_AFTER)
+    }
+
     /// The wait before attempt `next` (2 for the first retry): doubling from the first backoff,
-    /// capped, scaled by a jitter of ±20 % derived from `delivery_id`, and at least `after`.
+    /// capped, scaled by a jitter of ±20 % derived from `delivery_id`, and at least `after`
+    /// (itself at most [`MAX_RETRY_AFTER`]).
     pub fn backoff(&self, next: i32, delivery_id: &str, after: Option<Duration>) -> Duration {
         let doublings = u32::try_from(next.saturating_sub(2)).unwrap_or(0).min(30);
         let base = self
@@ -57,7 +68,7 @@ impl RetryPolicy {
         });
         let per_mille = 800 + hash % 400;
         let jittered = Duration::from_millis(base.saturating_mul(per_mille) / 1_000);
-        after.map_or(jittered, |after| jittered.max(after))
+        after.map_or(jittered, |after| jittered.max(after.min(MAX_RETRY_AFTER)))
     }
 
     /// The plan for `d`, which failed as `later` says, at `now_ms`.
@@ -162,6 +173,12 @@ mod tests {
         assert_eq!(policy.backoff(2, "d", Some(long)), long);
         let short = Duration::from_millis(1);
         assert!(policy.backoff(2, "d", Some(short)) >= Duration::from_secs(12));
+        let huge = Duration::from_secs(30 * 24 * 3_600);
+        assert_eq!(policy.backoff(2, "d", Some(huge)), MAX_RETRY_AFTER);
+        for n in 2..=40 {
+            assert!(policy.backoff(n, "d", Some(huge)) <= policy.longest_wait());
+            assert!(policy.backoff(n, "d", None) <= policy.longest_wait());
+        }
     }
 
     #[test]

@@ -321,3 +321,39 @@ async fn a_spent_budget_dead_letters_the_dispatch_and_fails_the_channel_with_the
     assert_eq!(failed.state, DeliveryState::Failed);
     assert!(failed.reason.unwrap().contains("connection refused"));
 }
+
+#[tokio::test]
+async fn a_retry_due_later_than_any_retry_waits_is_poison_not_a_parked_partition() {
+    let (_dir, store) = store().await;
+    let provider = Scripted::new([]);
+    let mut deliver = processor(&store, provider, RetryPolicy::default(), SystemClock);
+    let now = SystemClock.now_ms();
+    let longest = RetryPolicy::default().longest_wait().as_millis() as i64;
+    for not_before in [
+        now + longest + 60_000,
+        now + 10 * 365 * 86_400_000,
+        i64::MAX,
+    ] {
+        let far = Dispatch {
+            attempt: 2,
+            not_before_ms: Some(not_before),
+            ..sms(1)
+        };
+        let payload = encode(&far).unwrap();
+        match deliver.process(&one(&payload, now)).await {
+            Err(ProcessError::Poison(reason)) => assert!(reason.contains("later than"), "{reason}"),
+            other => panic!("not before {not_before}: {other:?}"),
+        }
+    }
+    // The longest planned wait itself is only waited for.
+    let edge = Dispatch {
+        attempt: 2,
+        not_before_ms: Some(now + longest - 1_000),
+        ..sms(1)
+    };
+    let payload = encode(&edge).unwrap();
+    assert!(matches!(
+        deliver.process(&one(&payload, now)).await,
+        Err(ProcessError::NotDue(_))
+    ));
+}
