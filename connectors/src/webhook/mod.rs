@@ -162,3 +162,83 @@ impl Connector for WebhookConnector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use herald_schemas::{Channel, Priority};
+
+    use super::*;
+
+    fn dispatch(address: &str) -> Dispatch {
+        Dispatch {
+            delivery_id: "d1".into(),
+            notification_id: "n1".into(),
+            attempt: 1,
+            tenant: "t".into(),
+            recipient_user_id: "u".into(),
+            category: "news".into(),
+            priority: Priority::Normal,
+            channel: Channel::Webhook,
+            address: address.into(),
+            title: "Hi".into(),
+            body: "there".into(),
+            action_url: None,
+            requested_at_ms: 1,
+            not_before_ms: None,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_is_not_an_https_url_is_invalid_without_a_call() {
+        let secret = Secret(b"0123456789abcdef0123".to_vec());
+        let connector = WebhookConnector::new(&WebhookConfig::default(), secret).expect("a client");
+        let long = format!("https://{}", "a".repeat(100_000));
+        for address in [
+            "http://hooks.example.com/h",
+            "not a url",
+            "",
+            "https://",
+            &long,
+        ] {
+            let outcome = connector.send(&dispatch(address)).await;
+            assert!(
+                matches!(outcome, Outcome::InvalidToken(_) | Outcome::Retry { .. }),
+                "{:.60}: {outcome:?}",
+                address
+            );
+            if !address.starts_with("https://") {
+                assert!(
+                    matches!(outcome, Outcome::InvalidToken(_)),
+                    "{address}: {outcome:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_or_missing_secret_is_refused_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("herald-secret-{}", std::process::id()));
+        std::fs::write(&dir, "short\n").expect("write");
+        let config = WebhookConfig {
+            secret_file: Some(dir.clone()),
+            ..WebhookConfig::default()
+        };
+        assert!(matches!(
+            Secret::load(&config),
+            Err(WebhookError::Secret(_))
+        ));
+        std::fs::write(&dir, "a-secret-long-enough-to-use\n").expect("write");
+        let secret = Secret::load(&config).expect("loads");
+        assert_eq!(format!("{secret:?}"), "Secret(…)");
+        let missing = WebhookConfig {
+            secret_file: Some(dir.join("absent")),
+            ..WebhookConfig::default()
+        };
+        assert!(matches!(
+            Secret::load(&missing),
+            Err(WebhookError::Secret(_))
+        ));
+        let _ = std::fs::remove_file(&dir);
+    }
+}
