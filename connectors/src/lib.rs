@@ -5,12 +5,14 @@
 //! - [`recording`]: a provider that records every call in a SQLite file, for `make run` and the
 //!   tests (the crash tests count its rows to prove nothing was sent twice).
 //! - [`webhook`]: a signed HTTPS POST to the recipient's URL.
+//! - [`setup`]: what the HTTP connectors share when they start (client, credentials).
 //!
 //! APNs, FCM, SMS and e-mail providers are not built yet: their channels use the recording
 //! provider.
 
 pub mod in_app;
 pub mod recording;
+pub mod setup;
 pub mod webhook;
 
 use async_trait::async_trait;

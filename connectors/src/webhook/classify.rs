@@ -1,11 +1,6 @@
 //! What a webhook receiver's answer means, pure.
 
-use std::time::Duration;
-
 use crate::Outcome;
-
-/// The longest Retry-After honoured: a receiver asking for more is retried after this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 
 /// The outcome of an HTTP answer with `status` and the `Retry-After` header's value, if any.
 ///
@@ -20,20 +15,16 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Outcome {
         410 => Outcome::InvalidToken("the webhook endpoint answered 410 Gone".into()),
         408 | 425 | 429 | 500..=599 => Outcome::Retry {
             reason: format!("the webhook endpoint answered {status}"),
-            after: retry_after.and_then(seconds),
+            after: crate::setup::retry_after(retry_after),
         },
         _ => Outcome::Failed(format!("the webhook endpoint answered {status}")),
     }
 }
 
-/// A Retry-After given in seconds (an HTTP date is not honoured: the backoff applies).
-fn seconds(value: &str) -> Option<Duration> {
-    let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn retry(after: Option<u64>, status: u16) -> Outcome {

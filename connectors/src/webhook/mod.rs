@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use herald_schemas::Dispatch;
 use serde::Deserialize;
 
+use crate::setup::{Secret, SetupError, https_client};
 use crate::{Connector, Outcome};
 
 /// `[provider.webhook]`: present, the webhook channel posts to the recipients' URLs.
@@ -39,56 +40,19 @@ impl Default for WebhookConfig {
     }
 }
 
-/// Why the webhook connector cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    /// No secret where the config says.
-    #[error("webhook signing secret: {0}")]
-    Secret(String),
-    /// The CA file cannot be read or parsed.
-    #[error("webhook CA file {path}: {reason}")]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The HTTP client cannot be built.
-    #[error("webhook HTTP client: {0}")]
-    Client(String),
-}
-
-/// The signing secret; never printed.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
+/// The signing secret as `config` says: at least 16 characters.
+pub fn load_secret(config: &WebhookConfig) -> Result<Secret, SetupError> {
+    let secret = Secret::load(
+        "webhook signing secret",
+        &config.secret_env,
+        config.secret_file.as_deref(),
+    )?;
+    if secret.expose().len() < 16 {
+        return Err(SetupError::Credential(
+            "webhook signing secret: shorter than 16 characters; use a long random value".into(),
+        ));
     }
-}
-
-impl Secret {
-    /// Reads the secret as `config` says.
-    pub fn load(config: &WebhookConfig) -> Result<Secret, WebhookError> {
-        let value = match &config.secret_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| WebhookError::Secret(format!("{}: {e}", path.display())))?,
-            None => std::env::var(&config.secret_env).map_err(|_| {
-                WebhookError::Secret(format!(
-                    "set {} (or [provider.webhook] secret_file)",
-                    config.secret_env
-                ))
-            })?,
-        };
-        let value = value.trim_end();
-        if value.len() < 16 {
-            return Err(WebhookError::Secret(
-                "shorter than 16 characters; use a long random value".into(),
-            ));
-        }
-        Ok(Secret(value.as_bytes().to_vec()))
-    }
+    Ok(secret)
 }
 
 /// Posts dispatches to webhook URLs.
@@ -100,30 +64,11 @@ pub struct WebhookConnector {
 
 impl WebhookConnector {
     /// A connector as `config` says, signing with `secret`.
-    pub fn new(config: &WebhookConfig, secret: Secret) -> Result<WebhookConnector, WebhookError> {
-        // rustls needs one process-wide crypto provider; a second install is refused, harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .https_only(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_file {
-            let ca = |reason: String| WebhookError::Ca {
-                path: path.clone(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca("no certificate in it".into()));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| WebhookError::Client(e.to_string()))?;
+    pub fn new(config: &WebhookConfig, secret: Secret) -> Result<WebhookConnector, SetupError> {
+        let client = https_client(
+            Duration::from_millis(config.timeout_ms),
+            config.ca_file.as_deref(),
+        )?;
         Ok(WebhookConnector { client, secret })
     }
 }
@@ -143,7 +88,7 @@ impl Connector for WebhookConnector {
                 d.address
             ));
         }
-        let signed = request::build(d, &self.secret.0, unix_seconds());
+        let signed = request::build(d, self.secret.expose(), unix_seconds());
         let mut call = self.client.post(&signed.url).body(signed.body);
         for (name, value) in signed.headers {
             call = call.header(name, value);
@@ -191,7 +136,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_is_not_an_https_url_is_invalid_without_a_call() {
-        let secret = Secret(b"0123456789abcdef0123".to_vec());
+        let secret = Secret::new(*b"0123456789abcdef0123");
         let connector = WebhookConnector::new(&WebhookConfig::default(), secret).expect("a client");
         let long = format!("https://{}", "a".repeat(100_000));
         for address in [
@@ -225,19 +170,19 @@ mod tests {
             ..WebhookConfig::default()
         };
         assert!(matches!(
-            Secret::load(&config),
-            Err(WebhookError::Secret(_))
+            load_secret(&config),
+            Err(SetupError::Credential(_))
         ));
         std::fs::write(&dir, "a-secret-long-enough-to-use\n").expect("write");
-        let secret = Secret::load(&config).expect("loads");
+        let secret = load_secret(&config).expect("loads");
         assert_eq!(format!("{secret:?}"), "Secret(…)");
         let missing = WebhookConfig {
             secret_file: Some(dir.join("absent")),
             ..WebhookConfig::default()
         };
         assert!(matches!(
-            Secret::load(&missing),
-            Err(WebhookError::Secret(_))
+            load_secret(&missing),
+            Err(SetupError::Credential(_))
         ));
         let _ = std::fs::remove_file(&dir);
     }

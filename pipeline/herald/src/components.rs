@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use herald_connectors::Connector;
 use herald_connectors::in_app::InAppConnector;
 use herald_connectors::recording::RecordingProvider;
-use herald_connectors::webhook::{Secret, WebhookConnector};
+use herald_connectors::webhook::{self, WebhookConnector};
 use herald_runtime::runner::{self, Processor, RunnerSpec};
 use herald_runtime::topics::{Topics, ensure_topics};
 use herald_schemas::Channel;
@@ -252,7 +252,7 @@ async fn deliver(
         let connector: Arc<dyn Connector> = match (channel, &config.provider.webhook) {
             (Channel::InApp, _) => Arc::new(InAppConnector::new(Arc::clone(&store))),
             (Channel::Webhook, Some(webhook)) => {
-                let secret = Secret::load(webhook)?;
+                let secret = webhook::load_secret(webhook)?;
                 Arc::new(WebhookConnector::new(webhook, secret)?)
             }
             _ => Arc::clone(&recording),
