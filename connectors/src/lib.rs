@@ -5,14 +5,19 @@
 //! - [`recording`]: a provider that records every call in a SQLite file, for `make run` and the
 //!   tests (the crash tests count its rows to prove nothing was sent twice).
 //! - [`webhook`]: a signed HTTPS POST to the recipient's URL.
+//! - [`sms`]: SMS through a Twilio-compatible API or Vonage's.
+//! - [`failover`]: a channel's providers with a rate limit and a circuit breaker each, failing
+//!   over to the next while one's circuit is open.
 //! - [`setup`]: what the HTTP connectors share when they start (client, credentials).
 //!
-//! APNs, FCM, SMS and e-mail providers are not built yet: their channels use the recording
+//! APNs, FCM and e-mail providers are not built yet: their channels use the recording
 //! provider.
 
+pub mod failover;
 pub mod in_app;
 pub mod recording;
 pub mod setup;
+pub mod sms;
 pub mod webhook;
 
 use async_trait::async_trait;

@@ -97,6 +97,44 @@ pub fn https_client(
         .map_err(|e| SetupError::Client(e.to_string()))
 }
 
+/// A provider's answer, its body read up to a bound.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The body's first bytes (at most the bound given to [`call`]).
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and reads the answer's status, `Retry-After` and up to `max_body` bytes of
+/// its body (the rest is not read: a provider's answer is small, a huge one is not trusted).
+pub async fn call(request: reqwest::RequestBuilder, max_body: usize) -> reqwest::Result<Answer> {
+    let mut response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    while body.len() < max_body {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let room = max_body - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            None => break,
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
 /// The longest Retry-After honoured: a provider asking for more is retried after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 

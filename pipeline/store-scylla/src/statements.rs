@@ -53,6 +53,8 @@ pub(crate) struct TierStatements {
 #[allow(missing_docs)]
 pub(crate) struct HotStatements {
     pub insert_contact: PreparedStatement,
+    /// LWT: `DELETE … IF address = ?` (an address replaced since is kept).
+    pub delete_contact: PreparedStatement,
     pub select_contacts: PreparedStatement,
     pub insert_opt_out: PreparedStatement,
     pub delete_opt_out: PreparedStatement,
@@ -249,6 +251,12 @@ impl Preparer<'_> {
             insert_contact: p(
                 "INSERT INTO {hot}.contacts (tenant, user_id, channel, address) \
                  VALUES (?, ?, ?, ?)"
+                    .into(),
+            )
+            .await?,
+            delete_contact: p(
+                "DELETE FROM {hot}.contacts WHERE tenant = ? AND user_id = ? AND channel = ? \
+                 IF address = ?"
                     .into(),
             )
             .await?,

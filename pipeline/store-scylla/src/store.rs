@@ -230,6 +230,15 @@ impl Store for ScyllaStore {
         Ok(self.inner.put_contact(tenant, user_id, contact).await?)
     }
 
+    async fn disable_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact: &Contact,
+    ) -> StoreResult<bool> {
+        Ok(self.inner.disable_contact(tenant, user_id, contact).await?)
+    }
+
     async fn set_opt_out(
         &self,
         tenant: &str,

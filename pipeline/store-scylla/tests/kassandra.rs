@@ -8,7 +8,7 @@
 //!   `inbox_feed_follows_new_writes`: range slices and DESC clustering order;
 //! - `tenants_are_isolated`: `mark_all_read`, `inbox_feed` and `list_failures` use range
 //!   predicates (its point-read half runs below, in `tenants_are_isolated_for_point_reads`);
-//! - `idempotency_keys`, `ledger_keeps_the_first_outcome`,
+//! - `idempotency_keys`, `ledger_keeps_the_first_outcome`, `an_invalid_address_is_removed_unless_replaced`,
 //!   `outbox_leases_go_to_one_holder_until_they_expire`: lightweight transactions (below: they
 //!   fail loudly here rather than pretending);
 //! - `retention_keeps_a_year_and_refuses_older`: failures and inbox ranges, real TTLs.

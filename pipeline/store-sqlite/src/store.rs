@@ -214,6 +214,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn disable_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact: &Contact,
+    ) -> StoreResult<bool> {
+        let (tenant, user, contact) = (tenant.to_owned(), user_id.to_owned(), contact.clone());
+        self.with(move |inner| inner.disable_contact(&tenant, &user, &contact))
+            .await
+    }
+
     async fn set_opt_out(
         &self,
         tenant: &str,

@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
                 tenants_are_isolated
                 tenants_are_isolated_for_point_reads
                 contacts_preferences_templates
+                an_invalid_address_is_removed_unless_replaced
                 idempotency_keys
                 idempotency_key_claims_race
                 outbox_per_owner
@@ -789,6 +790,44 @@ pub async fn contacts_preferences_templates(store: &dyn Store, _clock: &ManualCl
             .unwrap()
             .is_none()
     );
+}
+
+/// A contact a provider refused is removed, once, and only while it is still the address;
+/// another channel's, another user's and another tenant's stay.
+pub async fn an_invalid_address_is_removed_unless_replaced(
+    store: &dyn Store,
+    _clock: &ManualClock,
+) {
+    let contact = |channel, address: &str| Contact {
+        channel,
+        address: address.into(),
+    };
+    let token = contact(Channel::PushApns, "aa11");
+    let email = contact(Channel::Email, "erin@example.com");
+    for (tenant, user) in [("t1", "erin"), ("t1", "frank"), ("t2", "erin")] {
+        store.put_contact(tenant, user, &token).await.unwrap();
+        store.put_contact(tenant, user, &email).await.unwrap();
+    }
+    assert!(store.disable_contact("t1", "erin", &token).await.unwrap());
+    assert!(!store.disable_contact("t1", "erin", &token).await.unwrap());
+    let contacts = |tenant: &'static str, user: &'static str| async move {
+        store
+            .recipient_profile(tenant, user)
+            .await
+            .unwrap()
+            .contacts
+    };
+    assert_eq!(contacts("t1", "erin").await, vec![email.clone()]);
+    assert_eq!(contacts("t1", "frank").await.len(), 2);
+    assert_eq!(contacts("t2", "erin").await.len(), 2);
+    // The app registered a new token before the refusal of the old one came back.
+    let new_token = contact(Channel::PushApns, "bb22");
+    store.put_contact("t1", "frank", &new_token).await.unwrap();
+    assert!(!store.disable_contact("t1", "frank", &token).await.unwrap());
+    assert!(contacts("t1", "frank").await.contains(&new_token));
+    // A disabled address registered again is used again.
+    store.put_contact("t1", "erin", &token).await.unwrap();
+    assert!(contacts("t1", "erin").await.contains(&token));
 }
 
 /// Isolation through the operations that read one partition by its full key (what every CQL

@@ -113,6 +113,11 @@ pub trait Store: Send + Sync + 'static {
     async fn recipient_profile(&self, tenant: &str, user_id: &str) -> Result<RecipientProfile>;
     /// Sets one contact address of a recipient.
     async fn put_contact(&self, tenant: &str, user_id: &str, contact: &Contact) -> Result<()>;
+    /// Removes `contact` from the recipient's addresses if it is still their address for its
+    /// channel (a provider said it is invalid: it is not tried again). An address registered
+    /// since is kept. Idempotent; `true` if this call removed it.
+    async fn disable_contact(&self, tenant: &str, user_id: &str, contact: &Contact)
+    -> Result<bool>;
     /// Opts a recipient out of (or back into) a category on a channel; category `*` means all.
     async fn set_opt_out(
         &self,

@@ -11,12 +11,18 @@
 //! ```
 //!
 //! Without it (an idempotent connector, for which a repeat is harmless): `Calling` goes straight
-//! to `Done(Report)` or `Done(Later)`. Any other event is a broken protocol.
+//! to `Done(Report)` or `Done(Later)`.
+//!
+//! An invalid address (`INVALID_TOKEN`) is removed from the recipient's contacts before it is
+//! reported: where the diagram says `Done(Report)` for such an entry, the attempt goes through
+//! `Disabling ──Disabled──► Done(Report)`. A replay that finds the outcome recorded removes it
+//! again (harmless: the removal is idempotent), so a crash between the two loses nothing.
+//! Any other event is a broken protocol.
 
 use std::time::Duration;
 
 use herald_connectors::Outcome;
-use herald_schemas::Dispatch;
+use herald_schemas::{DeliveryState, Dispatch};
 use herald_store::{LedgerBegin, LedgerEntry};
 
 use super::logic::ledger_entry;
@@ -37,6 +43,8 @@ pub enum Attempt {
     Finishing(LedgerEntry),
     /// Mark the begun attempt abandoned, so a later attempt starts fresh.
     Abandoning(Later),
+    /// Remove the address the provider refused from the recipient's contacts, then report.
+    Disabling(LedgerEntry),
     /// Nothing left to do.
     Done(Verdict),
 }
@@ -52,6 +60,8 @@ pub enum Event {
     Finished,
     /// The attempt is marked abandoned.
     Abandoned,
+    /// The refused address is removed.
+    Disabled,
 }
 
 /// How an attempt ended.
@@ -96,14 +106,12 @@ impl Attempt {
                 resend: true,
                 ledger: true,
             }),
-            (Attempt::Begin, Event::Begun(LedgerBegin::Done(entry))) => {
-                Ok(Attempt::Done(Verdict::Report(entry)))
-            }
+            (Attempt::Begin, Event::Begun(LedgerBegin::Done(entry))) => Ok(report(entry)),
             (Attempt::Calling { ledger, .. }, Event::Called(outcome)) => {
                 let entry = ledger_entry(d, &outcome, now_ms);
                 Ok(match (entry, outcome, ledger) {
                     (Some(entry), _, true) => Attempt::Finishing(entry),
-                    (Some(entry), _, false) => Attempt::Done(Verdict::Report(entry)),
+                    (Some(entry), _, false) => report(entry),
                     (None, Outcome::Retry { reason, after }, true) => {
                         Attempt::Abandoning(Later { reason, after })
                     }
@@ -115,7 +123,8 @@ impl Attempt {
                     }
                 })
             }
-            (Attempt::Finishing(entry), Event::Finished) => {
+            (Attempt::Finishing(entry), Event::Finished) => Ok(report(entry)),
+            (Attempt::Disabling(entry), Event::Disabled) => {
                 Ok(Attempt::Done(Verdict::Report(entry)))
             }
             (Attempt::Abandoning(later), Event::Abandoned) => {
@@ -129,9 +138,18 @@ impl Attempt {
     }
 }
 
+/// Report `entry`, once a refused address is removed.
+fn report(entry: LedgerEntry) -> Attempt {
+    if entry.state == DeliveryState::InvalidToken {
+        Attempt::Disabling(entry)
+    } else {
+        Attempt::Done(Verdict::Report(entry))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, DeliveryState};
+    use herald_schemas::Channel;
 
     use super::*;
 
@@ -234,6 +252,35 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_invalid_address_is_removed_before_it_is_reported() {
+        let invalid = entry(DeliveryState::InvalidToken, Some("410"), None);
+        let next = step(Attempt::Finishing(invalid.clone()), Event::Finished);
+        assert_eq!(next, Ok(Attempt::Disabling(invalid.clone())));
+        let done = step(Attempt::Disabling(invalid.clone()), Event::Disabled);
+        assert_eq!(done, Ok(Attempt::Done(Verdict::Report(invalid))));
+    }
+
+    #[test]
+    fn a_replayed_invalid_address_is_removed_again() {
+        let invalid = entry(DeliveryState::InvalidToken, Some("410"), None);
+        let next = step(
+            Attempt::Begin,
+            Event::Begun(LedgerBegin::Done(invalid.clone())),
+        );
+        assert_eq!(next, Ok(Attempt::Disabling(invalid)));
+    }
+
+    #[test]
+    fn without_a_ledger_an_invalid_address_is_removed_at_once() {
+        let next = step(
+            calling(false, false),
+            Event::Called(Outcome::InvalidToken("410".into())),
+        );
+        let invalid = entry(DeliveryState::InvalidToken, Some("410"), None);
+        assert_eq!(next, Ok(Attempt::Disabling(invalid)));
+    }
+
+    #[test]
     fn a_temporary_failure_abandons_the_attempt_then_asks_for_a_later_one() {
         let after = Some(Duration::from_secs(30));
         let next = step(calling(false, true), Event::Called(retry(after)));
@@ -261,7 +308,12 @@ mod tests {
             (calling(false, true), Event::Abandoned),
             (Attempt::Finishing(recorded.clone()), Event::Abandoned),
             (Attempt::Abandoning(later(None)), Event::Finished),
-            (Attempt::Done(Verdict::Report(recorded)), Event::Finished),
+            (
+                Attempt::Done(Verdict::Report(recorded.clone())),
+                Event::Finished,
+            ),
+            (Attempt::Disabling(recorded.clone()), Event::Finished),
+            (Attempt::Finishing(recorded), Event::Disabled),
         ] {
             assert!(
                 step(state.clone(), event.clone()).is_err(),

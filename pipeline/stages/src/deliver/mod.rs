@@ -11,6 +11,9 @@
 //! channel calls its provider for up to [`CONCURRENT_RECIPIENTS`] recipients at once, a crash
 //! can leave that many deliveries in the window.
 //!
+//! An address the provider refused (`INVALID_TOKEN`) is removed from the recipient's contacts,
+//! so the next notification does not try it; one registered since is kept.
+//!
 //! A delivery that fails for now never holds its partition: [`retry`] plans the next attempt,
 //! which goes to `retry.<channel>` with a not-before time (and a `DEFERRED` result), and the
 //! stage reads it back when due — the runner sets a retry partition aside until its head is
@@ -57,8 +60,8 @@ use herald_connectors::Connector;
 use herald_runtime::runner::{self, Failed, Input, Output, ProcessError, Processor, lanes};
 use herald_runtime::topics::Topics;
 use herald_schemas::{DeliveryState, Dispatch};
-use herald_store::{Clock, LedgerEntry, Store};
-use tracing::warn;
+use herald_store::{Clock, Contact, LedgerEntry, Store};
+use tracing::{info, warn};
 
 use attempt::{Attempt, Event, Verdict};
 pub use logic::{ledger_entry, result};
@@ -126,6 +129,22 @@ impl DeliverProcessor {
         )))
     }
 
+    /// Removes the address of `d`, which its provider refused, from the recipient's contacts.
+    async fn disable(&self, d: &Dispatch) -> Result<(), ProcessError> {
+        let contact = Contact {
+            channel: d.channel,
+            address: d.address.clone(),
+        };
+        let removed = self
+            .store
+            .disable_contact(&d.tenant, &d.recipient_user_id, &contact)
+            .await?;
+        if removed {
+            info!(tenant = %d.tenant, channel = %d.channel.as_str(), delivery_id = %d.delivery_id, "removed a contact its provider refused");
+        }
+        Ok(())
+    }
+
     /// The dispatch in `input`, if it is due. One due later than any retry is planned (a
     /// corrupt record, a wrong clock) is poison: it must not hold its partition.
     fn due(&self, input: &Input<'_>) -> Result<Dispatch, ProcessError> {
@@ -170,6 +189,10 @@ impl DeliverProcessor {
                 Attempt::Abandoning(_) => {
                     self.store.ledger_abandon(&d.delivery_id).await?;
                     Event::Abandoned
+                }
+                Attempt::Disabling(_) => {
+                    self.disable(&d).await?;
+                    Event::Disabled
                 }
             };
             state = state
@@ -280,13 +303,18 @@ impl DeliverProcessor {
         for ((d, outcome), input) in dispatches.iter().zip(outcomes).zip(inputs) {
             let result = Attempt::start(false)
                 .step(Event::Called(outcome), d, input.timestamp_ms)
-                .map_err(ProcessError::Fatal)
-                .and_then(|state| match state {
-                    Attempt::Done(verdict) => self.emitted(d, verdict, input),
-                    other => Err(ProcessError::Fatal(format!(
-                        "an attempt without a ledger ended in {other:?}"
-                    ))),
-                });
+                .map_err(ProcessError::Fatal);
+            let result = match result {
+                Ok(Attempt::Done(verdict)) => self.emitted(d, verdict, input),
+                Ok(Attempt::Disabling(entry)) => match self.disable(d).await {
+                    Ok(()) => self.emitted(d, Verdict::Report(entry), input),
+                    Err(e) => Err(e),
+                },
+                Ok(other) => Err(ProcessError::Fatal(format!(
+                    "an attempt without a ledger ended in {other:?}"
+                ))),
+                Err(e) => Err(e),
+            };
             let failed = result.is_err();
             results.push(result);
             if failed {

@@ -357,3 +357,41 @@ async fn a_retry_due_later_than_any_retry_waits_is_poison_not_a_parked_partition
         Err(ProcessError::NotDue(_))
     ));
 }
+
+#[tokio::test]
+async fn an_address_the_provider_refuses_is_removed_from_the_contacts_once_reported() {
+    let (_dir, store) = store().await;
+    let phone = herald_store::Contact {
+        channel: Channel::Sms,
+        address: "+15550100".into(),
+    };
+    let email = herald_store::Contact {
+        channel: Channel::Email,
+        address: "ann@example.com".into(),
+    };
+    store.put_contact("t", "ann", &phone).await.unwrap();
+    store.put_contact("t", "ann", &email).await.unwrap();
+    let provider = Scripted::new([Outcome::InvalidToken(
+        "twilio answered 400: 21211 Invalid 'To' Phone Number".into(),
+    )]);
+    let mut deliver = processor(&store, provider, RetryPolicy::default(), SystemClock);
+    let payload = encode(&sms(1)).unwrap();
+    let out = deliver.process(&one(&payload, 1)).await.expect("handled");
+    let result: DeliveryResult = decode(&out[0].payload).unwrap();
+    assert_eq!(result.state, DeliveryState::InvalidToken);
+    assert!(result.reason.unwrap().contains("21211"));
+    let profile = store.recipient_profile("t", "ann").await.unwrap();
+    assert_eq!(profile.contacts, vec![email.clone()]);
+
+    // A replay reports the recorded outcome again without a call; the number registered
+    // since then is kept.
+    let new_phone = herald_store::Contact {
+        address: "+15550199".into(),
+        ..phone
+    };
+    store.put_contact("t", "ann", &new_phone).await.unwrap();
+    let again = deliver.process(&one(&payload, 1)).await.expect("handled");
+    assert_eq!(again.len(), 1);
+    let profile = store.recipient_profile("t", "ann").await.unwrap();
+    assert_eq!(profile.contacts, vec![email, new_phone]);
+}

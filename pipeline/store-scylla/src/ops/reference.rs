@@ -5,7 +5,7 @@ use herald_store::{Contact, RecipientProfile, TemplateRecord};
 
 use crate::Result;
 use crate::codec;
-use crate::cql::{all, exec};
+use crate::cql::{all, exec, lwt};
 use crate::store::Inner;
 
 type TemplateRow = (String, String, String, String, String, Option<String>);
@@ -52,6 +52,23 @@ impl Inner {
             contact.address.as_str(),
         );
         exec(&self.session, &self.st.shared.insert_contact, values).await
+    }
+
+    pub(crate) async fn disable_contact(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        contact: &Contact,
+    ) -> Result<bool> {
+        let values = (
+            tenant,
+            user_id,
+            contact.channel.as_str(),
+            contact.address.as_str(),
+        );
+        Ok(lwt(&self.session, &self.st.shared.delete_contact, values)
+            .await?
+            .applied)
     }
 
     pub(crate) async fn set_opt_out(

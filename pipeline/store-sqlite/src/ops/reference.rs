@@ -51,6 +51,27 @@ impl Inner {
         Ok(())
     }
 
+    pub(crate) fn disable_contact(
+        &self,
+        tenant: &str,
+        user: &str,
+        contact: &Contact,
+    ) -> Result<bool> {
+        let removed = self
+            .main()?
+            .prepare_cached(
+                "DELETE FROM contacts
+                 WHERE tenant = ?1 AND user_id = ?2 AND channel = ?3 AND address = ?4",
+            )?
+            .execute(params![
+                tenant,
+                user,
+                contact.channel.as_str(),
+                contact.address
+            ])?;
+        Ok(removed > 0)
+    }
+
     pub(crate) fn set_opt_out(
         &self,
         tenant: &str,
