@@ -5,17 +5,26 @@
 //! - [`recording`]: a provider that records every call in a SQLite file, for `make run` and the
 //!   tests (the crash tests count its rows to prove nothing was sent twice).
 //! - [`webhook`]: a signed HTTPS POST to the recipient's URL.
+//! - [`email`]: e-mail over SMTP (STARTTLS or implicit TLS, AUTH), text and HTML, one-click
+//!   unsubscribe headers.
 //! - [`sms`]: SMS through a Twilio-compatible API or Vonage's.
+//! - [`fcm`]: Firebase Cloud Messaging (HTTP v1), authorised with a service-account key.
+//! - [`apns`]: Apple Push Notification service (HTTP/2), authorised with an ES256 provider
+//!   token signed with the team's `.p8` key.
 //! - [`failover`]: a channel's providers with a rate limit and a circuit breaker each, failing
 //!   over to the next while one's circuit is open.
+//! - [`registry`]: which providers serve each channel, built from `[provider]`.
 //! - [`setup`]: what the HTTP connectors share when they start (client, credentials).
 //!
-//! APNs, FCM and e-mail providers are not built yet: their channels use the recording
-//! provider.
+//! A channel with no provider configured uses the recording provider.
 
+pub mod apns;
+pub mod email;
 pub mod failover;
+pub mod fcm;
 pub mod in_app;
 pub mod recording;
+pub mod registry;
 pub mod setup;
 pub mod sms;
 pub mod webhook;

@@ -14,9 +14,11 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod chaos;
+pub mod https;
 pub mod platform;
 pub mod proc;
 pub mod receiver;
+pub mod sms;
 pub mod topic;
 
 pub use broker::{Broker, BrokerKind};

@@ -1,20 +1,13 @@
-//! A webhook receiver for the tests, speaking the real protocol: HTTPS with a certificate made
-//! here (signed by a CA made here, which the platform is told to trust), HTTP/1.1, answering by
-//! path — `/ok`: 200; `/flaky/<n>`: 503 with `Retry-After: 1` to the first `n` requests for each
-//! notification, then 200; `/down`: 503 always. It checks every request's signature with the
-//! secret and records every request. Dropping it stops it.
+//! A webhook receiver for the tests, speaking the real protocol (HTTPS on [`HttpsServer`]),
+//! answering by path — `/ok`: 200; `/flaky/<n>`: 503 with `Retry-After: 1` to the first `n`
+//! requests for each notification, then 200; `/down`: 503 always. It checks every request's
+//! signature with the secret and records every request. Dropping it stops it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use crate::https::{HttpsServer, Reply, Seen};
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +33,7 @@ pub struct Receiver {
     /// The CA certificate (PEM) that signed its certificate.
     pub ca_pem: String,
     requests: Arc<Mutex<Vec<Received>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: HttpsServer,
 }
 
 struct State {
@@ -58,38 +45,18 @@ struct State {
 impl Receiver {
     /// Starts a receiver on a free port of 127.0.0.1 checking signatures with `secret`.
     pub async fn start(secret: &[u8]) -> anyhow::Result<Receiver> {
-        let (ca_pem, server_config) = certificates()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
             secret: secret.to_vec(),
             requests: Arc::clone(&requests),
             seen: Mutex::default(),
         });
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, state) = (acceptor.clone(), Arc::clone(&state));
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, std::convert::Infallible>(answer(&state, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let server = HttpsServer::start(Arc::new(move |seen: &Seen| answer(&state, seen))).await?;
         Ok(Receiver {
-            addr,
-            ca_pem,
+            addr: server.addr,
+            ca_pem: server.ca_pem.clone(),
             requests,
-            task,
+            _server: server,
         })
     }
 
@@ -104,32 +71,21 @@ impl Receiver {
     }
 }
 
-async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_owned();
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
+fn answer(state: &State, request: &Seen) -> Reply {
+    let path = request.path.clone();
     let (key, timestamp, signature) = (
-        header("idempotency-key"),
-        header("herald-timestamp"),
-        header("herald-signature"),
+        request.header("idempotency-key").to_owned(),
+        request.header("herald-timestamp"),
+        request.header("herald-signature"),
     );
-    let body = match request.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let body = &request.body;
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let notification_id = json["notification_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     let signed = timestamp.parse::<i64>().is_ok_and(|ts| {
-        herald_connectors::webhook::request::signature(&state.secret, ts, &body) == signature
+        herald_connectors::webhook::request::signature(&state.secret, ts, body) == signature
     });
     let count = {
         let mut seen = state.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,35 +111,12 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             status,
         });
     }
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    let mut reply = Reply {
+        status,
+        ..Reply::default()
+    };
     if status == 503 {
-        response
-            .headers_mut()
-            .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+        reply.headers.push(("retry-after", "1".into()));
     }
-    response
-}
-
-/// A CA, and a server config with a certificate for 127.0.0.1 that it signed.
-fn certificates() -> anyhow::Result<(String, rustls::ServerConfig)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .context("the receiver's certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((ca.pem(), config))
+    reply
 }

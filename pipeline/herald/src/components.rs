@@ -6,9 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 use herald_connectors::Connector;
-use herald_connectors::in_app::InAppConnector;
 use herald_connectors::recording::RecordingProvider;
-use herald_connectors::webhook::{self, WebhookConnector};
+use herald_connectors::registry;
 use herald_runtime::runner::{self, Processor, RunnerSpec};
 use herald_runtime::topics::{Topics, ensure_topics};
 use herald_schemas::Channel;
@@ -247,16 +246,15 @@ async fn deliver(
     } else {
         channels
     };
+    let parts = registry::Parts {
+        store: Arc::clone(&store),
+        recording,
+        clock: Arc::new(herald_store::SystemClock),
+    };
     let mut runners = tokio::task::JoinSet::new();
     for &channel in channels {
-        let connector: Arc<dyn Connector> = match (channel, &config.provider.webhook) {
-            (Channel::InApp, _) => Arc::new(InAppConnector::new(Arc::clone(&store))),
-            (Channel::Webhook, Some(webhook)) => {
-                let secret = webhook::load_secret(webhook)?;
-                Arc::new(WebhookConnector::new(webhook, secret)?)
-            }
-            _ => Arc::clone(&recording),
-        };
+        let connector = registry::connector(&config.provider, channel, &parts)
+            .with_context(|| format!("the {} channel's provider", channel.as_str()))?;
         let p = DeliverProcessor::new(
             Arc::clone(&store),
             connector,

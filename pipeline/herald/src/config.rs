@@ -3,11 +3,12 @@
 //! (e.g. `HERALD__KAFKA__BOOTSTRAP_SERVERS=broker:9092`). Unknown keys are errors.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use herald_connectors::registry::ProvidersConfig;
 use herald_runtime::KafkaConfig;
 use herald_stages::deliver::retry::RetryPolicy;
 use serde::Deserialize;
@@ -24,8 +25,9 @@ pub struct Config {
     pub query: QueryConfig,
     /// Where Herald keeps its state.
     pub store: StoreConfig,
-    /// The local recording provider used for every channel but in-app.
-    pub provider: ProviderConfig,
+    /// `[provider]`: the providers of each channel (a channel without one records its
+    /// deliveries locally).
+    pub provider: ProvidersConfig,
     /// Limits applied by the rate-limit stage.
     pub rate_limit: herald_stages::rate_limit::LimitsConfig,
     /// The deliver stage.
@@ -194,26 +196,6 @@ impl Default for StoreConfig {
         StoreConfig {
             url: "sqlite://var/herald/store.db".into(),
             retention_every_s: 3_600,
-        }
-    }
-}
-
-/// The providers: the recording stand-in, and the real ones configured.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProviderConfig {
-    /// SQLite file where every call to the stand-in provider is recorded.
-    pub recording_path: PathBuf,
-    /// `[provider.webhook]`: the webhook channel posts signed requests to recipients' URLs;
-    /// without it, the stand-in records webhook deliveries.
-    pub webhook: Option<herald_connectors::webhook::WebhookConfig>,
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        ProviderConfig {
-            recording_path: PathBuf::from("var/herald/deliveries.db"),
-            webhook: None,
         }
     }
 }
