@@ -6,6 +6,8 @@
 //! - [`FILE_DESCRIPTOR_SET`] and [`standard_services`]: health, and gRPC reflection (v1 and
 //!   v1alpha, listing only the service a server serves) so `grpcurl` works.
 //! - [`server`]: the server settings both servers share (keepalive, timeouts, limits).
+//! - [`tls`]: TLS on both servers (certificate reloaded when its files change, optional mutual
+//!   TLS), or plaintext without it.
 //! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses.
 
 /// Generated code for the `herald.v1` package.
@@ -19,6 +21,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hera
 
 pub mod convert;
 pub mod server;
+pub mod tls;
 mod status;
 
 pub use status::store_status;

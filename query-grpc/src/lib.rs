@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_auth::{Authenticator, Principal, Scope};
 use herald_proto::convert::{channel_to_proto, priority_to_proto, state_to_proto};
 use herald_proto::store_status;
 use herald_proto::v1::query_service_server::{QueryService, QueryServiceServer};
@@ -122,16 +123,23 @@ impl Default for QueryOptions {
 /// The `QueryService` implementation.
 pub struct Query {
     store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
     options: QueryOptions,
     watchers: Watchers,
     shutdown: CancellationToken,
 }
 
 impl Query {
-    /// A query service reading `store`.
-    pub fn new(store: Arc<dyn Store>, options: QueryOptions, shutdown: CancellationToken) -> Query {
+    /// A query service reading `store`, its callers checked by `auth`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
+        options: QueryOptions,
+        shutdown: CancellationToken,
+    ) -> Query {
         Query {
             store,
+            auth,
             watchers: Watchers::new(options.watch_limits),
             options,
             shutdown,
@@ -147,21 +155,34 @@ impl QueryService for Query {
         &self,
         request: Request<GetNotificationRequest>,
     ) -> Result<Response<GetNotificationResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        let mut req = request.into_inner();
+        req.tenant = caller.tenant_for(&req.tenant)?;
+        if let Principal::Service { .. } = caller {
+            caller.service(Scope::Read)?;
+        }
         required("notification_id", &req.notification_id)?;
+        let not_found = || {
+            Status::not_found(format!(
+                "notification {:?} not found for tenant {:?} (it may still be on its way from \
+                 the ingress)",
+                req.notification_id, req.tenant
+            ))
+        };
         let Some((n, timeline)) = self
             .store
             .get_notification(&req.tenant, &req.notification_id)
             .await
             .map_err(|e| store_status(&e))?
         else {
-            return Err(Status::not_found(format!(
-                "notification {:?} not found for tenant {:?} (it may still be on its way from \
-                 the ingress)",
-                req.notification_id, req.tenant
-            )));
+            return Err(not_found());
         };
+        // A user sees only their own notifications; another's reads as absent.
+        if let Principal::User { user_id, .. } = &caller
+            && *user_id != n.recipient_user_id
+        {
+            return Err(not_found());
+        }
         let status = state_to_proto(overall_state(&timeline)) as i32;
         Ok(Response::new(GetNotificationResponse {
             notification: Some(Notification {
@@ -189,9 +210,11 @@ impl QueryService for Query {
         &self,
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
-        required("recipient_user_id", &req.recipient_user_id)?;
+        let metadata = request.metadata().clone();
+        let mut req = request.into_inner();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
         let before_ms = bounds::time("before_ms", req.before_ms, 0, SystemClock.now_ms())?;
         let page = self
             .store
@@ -216,8 +239,10 @@ impl QueryService for Query {
         &self,
         request: Request<ListFailuresRequest>,
     ) -> Result<Response<ListFailuresResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.service(Scope::Read)?;
+        let mut req = request.into_inner();
+        req.tenant = caller.tenant_for(&req.tenant)?;
         let (from_ms, to_ms) = bounds::failure_range(req.from_ms, req.to_ms, SystemClock.now_ms())?;
         let page = self
             .store
@@ -252,9 +277,11 @@ impl QueryService for Query {
         &self,
         request: Request<UnreadCountRequest>,
     ) -> Result<Response<UnreadCountResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
-        required("recipient_user_id", &req.recipient_user_id)?;
+        let metadata = request.metadata().clone();
+        let mut req = request.into_inner();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
         // Count one past the cap to tell "exactly the cap" from "more".
         let n = self
             .store
@@ -271,9 +298,11 @@ impl QueryService for Query {
         &self,
         request: Request<MarkReadRequest>,
     ) -> Result<Response<MarkReadResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
-        required("recipient_user_id", &req.recipient_user_id)?;
+        let metadata = request.metadata().clone();
+        let mut req = request.into_inner();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
         if req.notification_ids.is_empty() || req.notification_ids.len() > MAX_MARK_READ {
             return Err(Status::invalid_argument(format!(
                 "notification_ids: give 1 to {MAX_MARK_READ} ids"
@@ -302,9 +331,11 @@ impl QueryService for Query {
         &self,
         request: Request<MarkAllReadRequest>,
     ) -> Result<Response<MarkAllReadResponse>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
-        required("recipient_user_id", &req.recipient_user_id)?;
+        let metadata = request.metadata().clone();
+        let mut req = request.into_inner();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
         let now = SystemClock.now_ms();
         let up_to_ms = bounds::time("up_to_ms", req.up_to_ms, now, now)?;
         // In batches, each stored and its events emitted before the next: memory stays bounded
@@ -339,9 +370,11 @@ impl QueryService for Query {
         &self,
         request: Request<WatchInboxRequest>,
     ) -> Result<Response<Self::WatchInboxStream>, Status> {
-        let req = request.into_inner();
-        required("tenant", &req.tenant)?;
-        required("recipient_user_id", &req.recipient_user_id)?;
+        let metadata = request.metadata().clone();
+        let mut req = request.into_inner();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
         let slot = self
             .watchers
             .take(&req.tenant, &req.recipient_user_id)
@@ -379,6 +412,19 @@ impl QueryService for Query {
 }
 
 impl Query {
+    /// The (tenant, user) of an inbox call, as its credential allows.
+    async fn inbox_caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        tenant: &str,
+        user: &str,
+    ) -> Result<(String, String), Status> {
+        let caller = self.auth.authenticate(metadata).await?;
+        let (tenant, user) = caller.inbox_of(tenant, user)?;
+        required("recipient_user_id", &user)?;
+        Ok((tenant, user))
+    }
+
     /// Emits READ events for entries this call marked read. The read state is already stored;
     /// an event Kafka cannot take waits in the outbox.
     async fn emit_read(&self, newly: &[InboxEntryRecord]) -> Result<(), Status> {
@@ -400,6 +446,7 @@ impl Query {
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
     options: QueryOptions,
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
@@ -422,6 +469,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(QueryServiceServer::new(Query::new(
             store,
+            auth,
             options,
             stop.clone(),
         )))

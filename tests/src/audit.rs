@@ -8,18 +8,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use herald_proto::v1::ListInboxRequest;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_schemas::codec::decode;
 use herald_schemas::{
     Channel, DeliveryResult, DeliveryState, Dispatch, NotificationAdmitted, NotificationEnriched,
     NotificationRequested,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tonic::transport::Channel as GrpcChannel;
 
 use herald_connectors::recording::RecordedCall;
 
 use crate::chaos::Kill;
+use crate::clients::QueryClient;
 use crate::topic::read_records;
 
 /// The sum of every topic's high watermark under `prefix` (records written so far, markers
@@ -137,9 +136,10 @@ pub const IN_FLIGHT: usize = herald_stages::deliver::CONCURRENT_RECIPIENTS;
 /// The deliver stage's name in the kill log.
 const DELIVER: &str = "stage deliver";
 
-/// Every notification id in a user's inbox, one element per entry, following page tokens.
+/// Every notification id in a user's inbox, one element per entry, following page tokens
+/// (`query` calls as `tenant`).
 pub async fn inbox_ids(
-    query: &mut QueryServiceClient<GrpcChannel>,
+    query: &mut QueryClient,
     tenant: &str,
     user: &str,
 ) -> anyhow::Result<Vec<String>> {

@@ -4,6 +4,7 @@
 //!   own data dir, or the real cluster at `HERALD_TEST_KAFKA`.
 //! - [`platform`]: `herald run` (every component as a process) against that broker, with a
 //!   random topic prefix, free ports and a store in a temporary directory.
+//! - [`clients`]: gRPC clients calling with a tenant's API key.
 //! - [`proc`]: the processes tests start; [`topic`]: reading what a topic holds.
 //!
 //! Everything started is killed on drop; processes started here also exit when the test process
@@ -14,6 +15,7 @@ pub mod audit;
 pub mod bench;
 pub mod broker;
 pub mod chaos;
+pub mod clients;
 pub mod https;
 pub mod platform;
 pub mod proc;

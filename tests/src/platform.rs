@@ -27,6 +27,8 @@ pub struct Platform {
     pub prefix: String,
     supervisor: Option<Proc>,
     dir: tempfile::TempDir,
+    /// API keys made for tenants so far ([`Platform::api_key`]).
+    pub(crate) keys: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Platform {
@@ -77,10 +79,12 @@ impl Platform {
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
              {mode}{watchdog}{extra}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
-             [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n",
+             [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n\
+             [auth]\ndevelopment_key_file = \"{}\"\n",
             broker.bootstrap,
             store.display(),
-            recording.display()
+            recording.display(),
+            dir.path().join("dev-api-key").display()
         );
         std::fs::write(dir.path().join("herald.toml"), config)?;
         Ok(Platform {
@@ -91,6 +95,7 @@ impl Platform {
             prefix,
             supervisor: None,
             dir,
+            keys: std::sync::Mutex::default(),
         })
     }
 

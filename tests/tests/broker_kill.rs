@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_schemas::{Channel, DeliveryState, ids};
 use herald_tests::audit::{ProviderAudit, inbox_ids};
+use herald_tests::clients::{IngressClient, ingress_on};
 use herald_tests::{Broker, BrokerKind, Platform, inline_request};
 use tonic::transport::Channel as GrpcChannel;
 
@@ -36,15 +35,14 @@ async fn every_accepted_notification_is_delivered_once_after_a_broker_sigkill() 
     .unwrap();
 }
 
-/// Sends until `stop`, retrying each request (same idempotency key) until it is answered;
-/// returns the accepted notification ids.
+/// Sends through `client` (calling as tenant acme) until `stop`, retrying each request (same
+/// idempotency key) until it is answered; returns the accepted notification ids.
 async fn sender(
-    channel: GrpcChannel,
+    mut client: IngressClient,
     worker: usize,
     stop: Instant,
     retries: Arc<AtomicU64>,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let mut client = NotificationServiceClient::new(channel);
     let mut accepted = Vec::new();
     let mut n = 0;
     while Instant::now() < stop {
@@ -81,11 +79,12 @@ async fn broker_kill(kind: BrokerKind) -> anyhow::Result<()> {
     let platform = platform.start().await?;
     let store = herald_stores::open(&platform.store_url).await?;
     let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?.connect_lazy();
+    let acme = ingress_on(channel, &platform.api_key("acme").await?)?;
     let retries = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + BEFORE + DOWN + AFTER;
     let mut senders = tokio::task::JoinSet::new();
     for worker in 0..SENDERS {
-        senders.spawn(sender(channel.clone(), worker, stop, Arc::clone(&retries)));
+        senders.spawn(sender(acme.clone(), worker, stop, Arc::clone(&retries)));
     }
     tokio::time::sleep(BEFORE).await;
     broker.kill().await?;
@@ -129,7 +128,7 @@ async fn broker_kill(kind: BrokerKind) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let provider = ProviderAudit::read(&platform.recording, &[])?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     let mut in_inbox = HashSet::new();
     let mut twice = Vec::new();
     for u in 0..USERS {

@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{InlineContent, SendNotificationRequest};
 use herald_schemas::{Channel, DeliveryState, ids};
 use herald_tests::audit::{ProviderAudit, TopicCounts, inbox_ids, wait_quiet};
 use herald_tests::chaos::{self, ChaosPlan, VICTIMS};
+use herald_tests::clients::{IngressClient, ingress_on};
 use herald_tests::{Broker, Platform};
 use rand::Rng;
 use tonic::transport::Channel as GrpcChannel;
@@ -90,15 +89,15 @@ fn request(i: usize) -> SendNotificationRequest {
     }
 }
 
-/// Sends every notification, retrying each (same idempotency key) until the ingress accepts it;
-/// returns the notification id of each request, by request number.
-async fn send_all(channel: GrpcChannel, retries: Arc<AtomicU64>) -> anyhow::Result<Vec<String>> {
+/// Sends every notification through `acme` (a client calling as tenant acme), retrying each
+/// (same idempotency key) until the ingress accepts it; returns the notification id of each
+/// request, by request number.
+async fn send_all(acme: IngressClient, retries: Arc<AtomicU64>) -> anyhow::Result<Vec<String>> {
     let mut ids = vec![String::new(); NOTIFICATIONS];
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..SENDERS {
-        let (channel, retries) = (channel.clone(), Arc::clone(&retries));
+        let (mut client, retries) = (acme.clone(), Arc::clone(&retries));
         tasks.spawn(async move {
-            let mut client = NotificationServiceClient::new(channel);
             let mut out = Vec::new();
             for i in (worker..NOTIFICATIONS).step_by(SENDERS) {
                 tokio::time::sleep(PACE).await;
@@ -235,6 +234,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
         broker.name()
     );
 
+    let key = platform.api_key("acme").await?;
     let sent = Arc::new(AtomicBool::new(false));
     let chaos_task = tokio::spawn(chaos::run(
         Arc::clone(&platform),
@@ -244,7 +244,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
     ));
     let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?.connect_lazy();
     let retries = Arc::new(AtomicU64::new(0));
-    let ids = send_all(channel, Arc::clone(&retries)).await?;
+    let ids = send_all(ingress_on(channel, &key)?, Arc::clone(&retries)).await?;
     sent.store(true, Ordering::Release);
     let sent_in = started.elapsed();
 
@@ -292,7 +292,7 @@ async fn crash(broker: &Broker, exactly_once: bool) -> anyhow::Result<()> {
         .filter(|(_, o)| o.in_app)
         .map(|(id, _)| *id)
         .collect();
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     let mut inbox_problems = Vec::new();
     let users: HashSet<String> = (0..NOTIFICATIONS).map(user).collect();
     let owner: HashMap<&String, String> = ids

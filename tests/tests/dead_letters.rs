@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_runtime::topics::Topics;
 use herald_schemas::codec::{MAGIC, decode};
 use herald_schemas::{Channel, DeadLetter, DeliveryState};
@@ -184,7 +183,7 @@ async fn dead_letters() -> anyhow::Result<()> {
     }
 
     // The stages went on: a notification sent now is delivered, and so was the v1 record.
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
     let id = ingress
         .send_notification(inline_request("acme", "after", "general", "still flowing"))
         .await?

@@ -6,27 +6,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{
     Channel, DeliveryState, GetNotificationRequest, GetNotificationResponse, ListInboxRequest,
     SendNotificationRequest, TemplateRef,
 };
 use herald_store::{Contact, TemplateRecord};
+use herald_tests::clients::{IngressClient as Ingress, QueryClient as Query, ingress_on};
 use herald_tests::{Broker, Platform, eventually, inline_request, settled};
 use tonic::Code;
 use tonic::transport::Channel as GrpcChannel;
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
-type Ingress = NotificationServiceClient<GrpcChannel>;
-type Query = QueryServiceClient<GrpcChannel>;
-
-async fn clients(p: &Platform) -> anyhow::Result<(Ingress, Query)> {
+/// Both services, as `tenant`'s backend.
+async fn clients(p: &Platform, tenant: &str) -> anyhow::Result<(Ingress, Query)> {
     Ok((
-        NotificationServiceClient::connect(Platform::url(p.ingress)).await?,
-        QueryServiceClient::connect(Platform::url(p.query)).await?,
+        p.ingress_client(tenant).await?,
+        p.query_client(tenant).await?,
     ))
 }
 
@@ -177,7 +174,7 @@ async fn hundred() -> anyhow::Result<()> {
         }
     }
     let platform = platform.start().await?;
-    let (mut ingress, query) = clients(&platform).await?;
+    let (mut ingress, query) = clients(&platform, "acme").await?;
 
     let mut sent: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for i in 0..100 {
@@ -310,7 +307,7 @@ async fn edge_cases() -> anyhow::Result<()> {
             .await?;
     }
     let platform = platform.start().await?;
-    let (mut ingress, mut query) = clients(&platform).await?;
+    let (mut ingress, mut query) = clients(&platform, "acme").await?;
 
     // Health is served for both services (and reflection is registered beside it).
     for addr in [platform.ingress, platform.query] {
@@ -354,13 +351,6 @@ async fn edge_cases() -> anyhow::Result<()> {
     let bad = [
         (
             SendNotificationRequest {
-                tenant: String::new(),
-                ..inline("acme", "u", "t")
-            },
-            "tenant",
-        ),
-        (
-            SendNotificationRequest {
                 recipient_user_id: String::new(),
                 ..inline("acme", "u", "t")
             },
@@ -393,6 +383,20 @@ async fn edge_cases() -> anyhow::Result<()> {
             status.message()
         );
     }
+    // The tenant is the key's: a body naming another is refused, an empty one means the key's.
+    let status = ingress
+        .send_notification(inline("other", "u", "t"))
+        .await
+        .expect_err("another tenant than the key's");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    send(
+        &mut ingress,
+        SendNotificationRequest {
+            tenant: String::new(),
+            ..inline("acme", "u", "t")
+        },
+    )
+    .await?;
     let status = query
         .list_inbox(ListInboxRequest {
             tenant: "acme".into(),
@@ -497,9 +501,10 @@ async fn edge_cases() -> anyhow::Result<()> {
     assert_eq!(titles[&welcome], "Welcome, Ana");
     assert_eq!(titles[&first_retry], "Welcome, value of name");
 
-    // Another tenant sees nothing of acme's.
-    assert!(whole_inbox(&mut query, "other", "ana").await?.is_empty());
-    let status = query
+    // Another tenant, with its own key, sees nothing of acme's.
+    let mut other = platform.query_client("other").await?;
+    assert!(whole_inbox(&mut other, "other", "ana").await?.is_empty());
+    let status = other
         .get_notification(GetNotificationRequest {
             tenant: "other".into(),
             notification_id: first.clone(),
@@ -507,6 +512,15 @@ async fn edge_cases() -> anyhow::Result<()> {
         .await
         .expect_err("other tenant");
     assert_eq!(status.code(), Code::NotFound);
+    // And acme's key cannot ask as another tenant.
+    let status = query
+        .get_notification(GetNotificationRequest {
+            tenant: "other".into(),
+            notification_id: first.clone(),
+        })
+        .await
+        .expect_err("acme's key naming another tenant");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     Ok(())
 }
 
@@ -535,7 +549,7 @@ async fn over_limit() -> anyhow::Result<()> {
             .with_extra_config(&limits(mode))?
             .start()
             .await?;
-        let (mut ingress, query) = clients(&platform).await?;
+        let (mut ingress, query) = clients(&platform, "acme").await?;
         let mut ids = Vec::new();
         for i in 0..5 {
             ids.push(send(&mut ingress, inline("acme", "busy", &format!("n{i}"))).await?);
@@ -628,9 +642,10 @@ async fn overload() -> anyhow::Result<()> {
     let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?
         .connect()
         .await?;
+    let acme = ingress_on(channel, &platform.api_key("acme").await?)?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
-        let mut client = NotificationServiceClient::new(channel.clone());
+        let mut client = acme.clone();
         tasks.spawn(async move {
             client
                 .send_notification(inline("acme", "u", &format!("n{i}")))
@@ -650,7 +665,7 @@ async fn overload() -> anyhow::Result<()> {
     }
     assert!(ok >= 1 && shed >= 1, "accepted {ok}, shed {shed}");
     // Once the burst is over, the ingress serves again.
-    let mut client = NotificationServiceClient::new(channel);
+    let mut client = acme;
     send(&mut client, inline("acme", "u", "after")).await?;
     Ok(())
 }
@@ -673,12 +688,14 @@ async fn tenant_quota() -> anyhow::Result<()> {
     let _ingress = platform
         .spawn_component(&["ingress"], Some(platform.ingress))
         .await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    // Each tenant calls with its own key.
+    let mut tiny = platform.ingress_client("tiny").await?;
+    let mut acme = platform.ingress_client("acme").await?;
     let (mut accepted, mut refused) = (0, 0);
     let started = std::time::Instant::now();
     for i in 0..10 {
         let request = inline_request("tiny", "u", "news", &format!("t{i}"));
-        match ingress.send_notification(request).await {
+        match tiny.send_notification(request).await {
             Ok(_) => accepted += 1,
             Err(s) if s.code() == Code::ResourceExhausted => {
                 assert!(
@@ -691,7 +708,7 @@ async fn tenant_quota() -> anyhow::Result<()> {
             Err(s) => return Err(s.into()),
         }
         let other = inline_request("acme", "u", "news", &format!("a{i}"));
-        ingress.send_notification(other).await?;
+        acme.send_notification(other).await?;
     }
     // A burst of 2, then 2 a second: however slow this machine, no more got through.
     let allowed = 2 + (2.0 * started.elapsed().as_secs_f64()).ceil() as u32;

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_proto::v1::DeliveryState;
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_tests::audit::{inbox_ids, wait_quiet};
+use herald_tests::clients::{IngressClient, ingress_on};
 use herald_tests::{Broker, Platform, eventually, inline_request};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel as GrpcChannel;
@@ -55,8 +54,9 @@ enum Answer {
     Refused(tonic::Code),
 }
 
-/// Offers `RATE_PER_S` requests per second (open loop, at most 512 in flight) until `stop`.
-async fn offer(channel: GrpcChannel, stop: Instant) -> Vec<(String, Answer)> {
+/// Offers `RATE_PER_S` requests per second (open loop, at most 512 in flight) until `stop`,
+/// through `acme` (a client calling as tenant acme).
+async fn offer(acme: IngressClient, stop: Instant) -> Vec<(String, Answer)> {
     let in_flight = Arc::new(Semaphore::new(512));
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_S));
@@ -66,7 +66,7 @@ async fn offer(channel: GrpcChannel, stop: Instant) -> Vec<(String, Answer)> {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
-        let mut client = NotificationServiceClient::new(channel.clone());
+        let mut client = acme.clone();
         let user = format!("user-{}", n % USERS);
         let mut request = inline_request("acme", &user, "news", &format!("n{n}"));
         request.idempotency_key = format!("outage-{n}");
@@ -101,8 +101,9 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
         .start()
         .await?;
     let channel = GrpcChannel::from_shared(Platform::url(platform.ingress))?.connect_lazy();
+    let acme = ingress_on(channel, &platform.api_key("acme").await?)?;
     let started = Instant::now();
-    let sender = tokio::spawn(offer(channel, started + BEFORE + OUTAGE + AFTER));
+    let sender = tokio::spawn(offer(acme, started + BEFORE + OUTAGE + AFTER));
 
     tokio::time::sleep(BEFORE).await;
     match kind {
@@ -154,7 +155,7 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert!(left.is_empty(), "the outbox drained: {} left", left.len());
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     // Quiet is not done: a stage can sit in a reconnect backoff after the outage for longer
     // than the quiet spell. Read the inboxes until every accepted notification is there, or
     // for two minutes — what is lost never arrives, so the count below still fails.
@@ -228,7 +229,8 @@ async fn killed_with_records_in_its_outbox(comes_back_as: &str) -> anyhow::Resul
     let old_pod = platform
         .spawn_component(&["ingress"], Some(platform.ingress))
         .await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    // The key is made (in the store) before the outage; checking it needs no broker.
+    let mut ingress = platform.ingress_client("acme").await?;
     broker.pause()?;
     let mut kept = HashMap::new();
     for i in 0..5 {
@@ -250,7 +252,7 @@ async fn killed_with_records_in_its_outbox(comes_back_as: &str) -> anyhow::Resul
     let platform = platform.start().await?;
     // The new pod first waits out the old pod's outbox lease; wait for the
     // condition, then for quiet (so a late duplicate would be counted), then compare exactly.
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     let seen = eventually(
         Duration::from_secs(150),
         "the kept requests in the inbox",

@@ -6,8 +6,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::{
     Channel, DeliveryState, GetNotificationRequest, ListFailuresRequest, ListInboxRequest,
     ListInboxResponse, MarkAllReadRequest, MarkReadRequest, SendNotificationRequest,
@@ -15,15 +13,12 @@ use herald_proto::v1::{
 };
 use herald_schemas::{Engagement, EngagementKind};
 use herald_store::{Clock, SystemClock};
+use herald_tests::clients::{IngressClient as Ingress, QueryClient as Query};
 use herald_tests::{Broker, Platform, eventually, inline_request, read_topic, settled};
-use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Streaming};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 const DAY_MS: i64 = 86_400_000;
-
-type Ingress = NotificationServiceClient<GrpcChannel>;
-type Query = QueryServiceClient<GrpcChannel>;
 
 async fn send(ingress: &mut Ingress, req: SendNotificationRequest) -> anyhow::Result<String> {
     Ok(ingress
@@ -96,8 +91,8 @@ async fn inbox_read_state_watch_and_failures_through_the_pipeline() {
 async fn query_api() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let platform = Platform::configure(&broker, "")?.start().await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
+    let mut query = platform.query_client("acme").await?;
 
     // A watcher connected before anything is sent.
     let mut watch = query
@@ -117,8 +112,9 @@ async fn query_api() -> anyhow::Result<()> {
             .await?,
         );
     }
+    // Tenant "other" sends with its own key.
     let other_tenant = send(
-        &mut ingress,
+        &mut platform.ingress_client("other").await?,
         inline_request("other", "ana", "news", "theirs"),
     )
     .await?;
@@ -266,15 +262,16 @@ async fn query_api() -> anyhow::Result<()> {
     assert_eq!(f.state, DeliveryState::Suppressed as i32);
     assert!(!f.reason.is_empty());
 
-    // Another tenant's data is never visible, whatever the ids.
-    let theirs = query.list_inbox(inbox("other", "ana")).await?.into_inner();
+    // Another tenant's data is never visible to it (calling with its own key), whatever the ids.
+    let mut other = platform.query_client("other").await?;
+    let theirs = other.list_inbox(inbox("other", "ana")).await?.into_inner();
     assert!(
         theirs
             .entries
             .iter()
             .all(|e| e.notification_id == other_tenant)
     );
-    let err = query
+    let err = other
         .get_notification(GetNotificationRequest {
             tenant: "other".into(),
             notification_id: sent[2].clone(),
@@ -282,7 +279,7 @@ async fn query_api() -> anyhow::Result<()> {
         .await
         .expect_err("another tenant's notification");
     assert_eq!(err.code(), Code::NotFound);
-    let r = query
+    let r = other
         .mark_read(MarkReadRequest {
             tenant: "other".into(),
             recipient_user_id: "ana".into(),
@@ -291,7 +288,7 @@ async fn query_api() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(r.newly_read.is_empty());
-    let r = query
+    let r = other
         .list_failures(ListFailuresRequest {
             tenant: "other".into(),
             ..Default::default()
@@ -299,6 +296,15 @@ async fn query_api() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(r.failures.is_empty());
+    // And acme's key cannot ask as another tenant.
+    let err = query
+        .get_notification(GetNotificationRequest {
+            tenant: "other".into(),
+            notification_id: other_tenant.clone(),
+        })
+        .await
+        .expect_err("acme's key naming another tenant");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
     // Older than 365 days: a clear error, not an empty success.
     let long_ago = SystemClock.now_ms() - 400 * DAY_MS;
@@ -443,8 +449,8 @@ async fn a_watch_resumes_across_a_query_service_restart() {
 async fn resume_across_restart() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let platform = Platform::configure(&broker, "")?.start().await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
+    let mut query = platform.query_client("acme").await?;
     let mut watch = query
         .watch_inbox(watch_request("cleo", ""))
         .await?
@@ -479,7 +485,7 @@ async fn resume_across_restart() -> anyhow::Result<()> {
         "the restarted query service",
     )
     .await?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     let mut resumed = query
         .watch_inbox(watch_request("cleo", &token))
         .await?
@@ -545,7 +551,7 @@ async fn watch_caps() -> anyhow::Result<()> {
     let _query = platform
         .spawn_component(&["query"], Some(platform.query))
         .await?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut query = platform.query_client("acme").await?;
     let mut open = Vec::new();
     for _ in 0..per_user {
         open.push(

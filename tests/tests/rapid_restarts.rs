@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_schemas::{Channel, DeliveryState};
 use herald_tests::{Broker, Platform, inline_request};
 
@@ -33,7 +32,7 @@ async fn rapid_restarts() -> anyhow::Result<()> {
         .start()
         .await?;
     let store = herald_stores::open(&platform.store_url).await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
     let mut ids = Vec::new();
     let mut killed = 0;
     for i in 0..NOTIFICATIONS {

@@ -8,19 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::{UnreadCountRequest, WatchInboxRequest};
+use herald_tests::clients::QueryClient as Query;
 use herald_tests::{Broker, Platform, eventually, inline_request, settled};
-use tonic::transport::Channel as GrpcChannel;
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 /// Users the notifications go to (few per user, far below the per-recipient rate limit).
 const USERS: usize = 40;
 /// Notifications sent while the passes run.
 const SENT: usize = 120;
-
-type Query = QueryServiceClient<GrpcChannel>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_passes_every_second_drop_only_what_expired_while_serving() {
@@ -58,8 +54,8 @@ async fn retention_while_serving() -> anyhow::Result<()> {
     let platform = Platform::configure(&broker, "")?;
     platform.set_config("retention_every_s", "1")?;
     let platform = platform.start().await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
-    let mut query = QueryServiceClient::connect(Platform::url(platform.query)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
+    let mut query = platform.query_client("acme").await?;
 
     // The first delivery creates the current month's file; a copy named two years back is a
     // month past the 365-day archive tier.

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_schemas::{Channel, DeliveryState};
 use herald_store::Contact;
 use herald_tests::sms::{Api, INVALID_NUMBER, Provider};
@@ -65,7 +64,7 @@ async fn failover() -> anyhow::Result<()> {
         store.put_contact("acme", "bad", &bad).await?;
     }
     let platform = platform.start().await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
     let mut sent = BTreeMap::new();
     for user in (0..USERS)
         .map(|u| format!("u{u}"))

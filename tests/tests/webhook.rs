@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_schemas::codec::decode;
 use herald_schemas::{Channel, DeadLetter, DeliveryState};
 use herald_store::Contact;
@@ -61,7 +60,7 @@ async fn webhooks() -> anyhow::Result<()> {
         store.put_contact("acme", "gone", &down).await?;
     }
     let platform = platform.start().await?;
-    let mut ingress = NotificationServiceClient::connect(Platform::url(platform.ingress)).await?;
+    let mut ingress = platform.ingress_client("acme").await?;
     let mut sent = BTreeMap::new();
     for user in (0..FLAKY)
         .map(|u| format!("flaky-{u}"))

@@ -71,6 +71,18 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
+/// `message` with `authorization: Bearer <key>`, if a key is given.
+fn authorized<T>(key: &Option<String>, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        let value = format!("Bearer {key}")
+            .parse()
+            .context("the API key is not a valid header value")?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
 fn endpoint(addr: &str) -> String {
     format!("http://{addr}")
 }
@@ -84,7 +96,7 @@ fn channel_name(value: i32) -> &'static str {
 }
 
 /// Sends one notification and prints its id.
-pub async fn send(addr: &str, a: SendArgs) -> anyhow::Result<String> {
+pub async fn send(addr: &str, key: &Option<String>, a: SendArgs) -> anyhow::Result<String> {
     let mut client = NotificationServiceClient::connect(endpoint(addr))
         .await
         .with_context(|| format!("connecting to the ingress at {addr}"))?;
@@ -101,19 +113,22 @@ pub async fn send(addr: &str, a: SendArgs) -> anyhow::Result<String> {
         }),
     };
     let response = client
-        .send_notification(SendNotificationRequest {
-            tenant: a.tenant,
-            idempotency_key: a.key,
-            recipient_user_id: a.user,
-            category: a.category,
-            priority: priority_to_proto(a.priority) as i32,
-            channels: a
-                .channels
-                .into_iter()
-                .map(|c| channel_to_proto(c) as i32)
-                .collect(),
-            content: Some(content),
-        })
+        .send_notification(authorized(
+            key,
+            SendNotificationRequest {
+                tenant: a.tenant,
+                idempotency_key: a.key,
+                recipient_user_id: a.user,
+                category: a.category,
+                priority: priority_to_proto(a.priority) as i32,
+                channels: a
+                    .channels
+                    .into_iter()
+                    .map(|c| channel_to_proto(c) as i32)
+                    .collect(),
+                content: Some(content),
+            },
+        )?)
         .await
         .map_err(status_error)?
         .into_inner();
@@ -127,6 +142,7 @@ pub async fn send(addr: &str, a: SendArgs) -> anyhow::Result<String> {
 /// Lists a page of an inbox.
 pub async fn inbox(
     addr: &str,
+    key: &Option<String>,
     tenant: String,
     user: String,
     page_size: u32,
@@ -136,13 +152,16 @@ pub async fn inbox(
         .await
         .with_context(|| format!("connecting to the query service at {addr}"))?;
     let page = client
-        .list_inbox(ListInboxRequest {
-            tenant,
-            recipient_user_id: user,
-            page_size,
-            page_token,
-            ..Default::default()
-        })
+        .list_inbox(authorized(
+            key,
+            ListInboxRequest {
+                tenant,
+                recipient_user_id: user,
+                page_size,
+                page_token,
+                ..Default::default()
+            },
+        )?)
         .await
         .map_err(status_error)?
         .into_inner();
@@ -167,15 +186,23 @@ pub async fn inbox(
 }
 
 /// Shows a notification's status and timeline.
-pub async fn get(addr: &str, tenant: String, id: String) -> anyhow::Result<String> {
+pub async fn get(
+    addr: &str,
+    key: &Option<String>,
+    tenant: String,
+    id: String,
+) -> anyhow::Result<String> {
     let mut client = QueryServiceClient::connect(endpoint(addr))
         .await
         .with_context(|| format!("connecting to the query service at {addr}"))?;
     let r = client
-        .get_notification(GetNotificationRequest {
-            tenant,
-            notification_id: id,
-        })
+        .get_notification(authorized(
+            key,
+            GetNotificationRequest {
+                tenant,
+                notification_id: id,
+            },
+        )?)
         .await
         .map_err(status_error)?
         .into_inner();

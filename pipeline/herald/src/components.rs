@@ -85,6 +85,20 @@ fn inputs(topics: &Topics, name: &str) -> anyhow::Result<Vec<String>> {
         .with_context(|| format!("no runner named {name}"))
 }
 
+/// The credential checker of the gRPC servers, as `[auth]` says.
+fn authenticator(
+    config: &Config,
+    store: &Arc<dyn herald_store::Store>,
+) -> anyhow::Result<Arc<herald_auth::Authenticator>> {
+    let auth = herald_auth::Authenticator::new(
+        &config.auth,
+        Arc::clone(store),
+        Arc::new(herald_store::SystemClock),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(auth))
+}
+
 /// Runs the ingress until `shutdown`.
 pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.ingress.addr()?;
@@ -95,6 +109,7 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     herald_ingress::serve(
         listener,
         &config.kafka,
+        authenticator(config, &store)?,
         config.ingress.limits(),
         config.ingress.policy(),
         store,
@@ -118,7 +133,8 @@ pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         engagement: Some(engagement),
         ..herald_query::QueryOptions::default()
     };
-    herald_query::serve(listener, store, options, shutdown).await?;
+    let auth = authenticator(config, &store)?;
+    herald_query::serve(listener, store, auth, options, shutdown).await?;
     Ok(())
 }
 

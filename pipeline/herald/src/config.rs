@@ -28,6 +28,8 @@ pub struct Config {
     /// `[provider]`: the providers of each channel (a channel without one records its
     /// deliveries locally).
     pub provider: ProvidersConfig,
+    /// `[auth]`: how API keys and user tokens are checked.
+    pub auth: herald_auth::AuthConfig,
     /// Limits applied by the rate-limit stage.
     pub rate_limit: herald_stages::rate_limit::LimitsConfig,
     /// The deliver stage.

@@ -5,6 +5,7 @@
 mod client;
 mod components;
 mod config;
+mod keys;
 mod lag;
 mod shutdown;
 mod store;
@@ -29,6 +30,10 @@ struct Cli {
     /// TOML config file; `HERALD__SECTION__FIELD` environment variables override it.
     #[arg(long, global = true, env = "HERALD_CONFIG_FILE")]
     config: Option<PathBuf>,
+    /// The API key (or user token) `send`, `inbox` and `get` call with; default: the
+    /// development key `herald run` made.
+    #[arg(long, global = true, env = "HERALD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,6 +85,20 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// API keys of calling backends: create, list, rotate, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Print a user token for USER of TENANT, signed with the tenant's HS256 secret of
+    /// `[auth.user_tokens.<tenant>]` (what the tenant's backend does for its app).
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3_600)]
+        ttl_s: u64,
+    },
 }
 
 fn main() {
@@ -114,6 +133,7 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
+    let key = keys::client_key(cli.api_key.clone(), &config);
     let output = match cli.command {
         Command::Run => {
             supervisor::run(&config, cli.config.clone(), shutdown::token()?).await?;
@@ -146,14 +166,32 @@ async fn run() -> anyhow::Result<()> {
             .await?;
             None
         }
-        Command::Send(args) => Some(client::send(&config.ingress.listen, args).await?),
+        Command::Send(args) => Some(client::send(&config.ingress.listen, &key, args).await?),
         Command::Inbox {
             tenant,
             user,
             page_size,
             page_token,
-        } => Some(client::inbox(&config.query.listen, tenant, user, page_size, page_token).await?),
-        Command::Get { tenant, id } => Some(client::get(&config.query.listen, tenant, id).await?),
+        } => Some(
+            client::inbox(
+                &config.query.listen,
+                &key,
+                tenant,
+                user,
+                page_size,
+                page_token,
+            )
+            .await?,
+        ),
+        Command::Get { tenant, id } => {
+            Some(client::get(&config.query.listen, &key, tenant, id).await?)
+        }
+        Command::Keys(command) => Some(keys::run(&config, command).await?),
+        Command::Token {
+            tenant,
+            user,
+            ttl_s,
+        } => Some(keys::user_token(&config, &tenant, &user, ttl_s)?),
     };
     if let Some(text) = output {
         #[allow(clippy::print_stdout)]

@@ -91,7 +91,7 @@ async fn topics_with_retry(config: &Config, shutdown: &CancellationToken) -> any
     }
 }
 
-fn print_banner(config: &Config, exe: &Path) {
+fn print_banner(config: &Config, exe: &Path, dev_key: &str) {
     let exe = exe.display();
     let banner = format!(
         "\nHerald is running. Ctrl-C stops everything.\n\
@@ -100,23 +100,27 @@ fn print_banner(config: &Config, exe: &Path) {
          \n  kafka    {kafka} (topics {prefix}.*)\
          \n  store    {store}\
          \n  provider {provider} (every non-in-app delivery is recorded here)\n\
+         \nA development API key (tenant acme, every scope; `herald keys --help` makes others):\
+         \n  {dev_key}\
+         \n  (in {key_file}; `herald send`/`inbox`/`get` use it when given no --api-key)\n\
          \nTry it from another terminal:\n\
          \n  {exe} send --tenant acme --user alice --title 'Hello' --body 'Your first notification'\
          \n  {exe} inbox --tenant acme --user alice\
          \n  {exe} get --tenant acme --id <notification id printed by send>\n\
          \nor with grpcurl (reflection is on):\n\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\",\"category\":\"general\",\"inline\":{{\"title\":\"Hi\",\"body\":\"there\"}}}}' {ingress} herald.v1.NotificationService/SendNotification\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/ListInbox\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/WatchInbox\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/UnreadCount\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/MarkAllRead\
-         \n  grpcurl -plaintext -d '{{\"tenant\":\"acme\"}}' {query} herald.v1.QueryService/ListFailures\n",
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\",\"category\":\"general\",\"inline\":{{\"title\":\"Hi\",\"body\":\"there\"}}}}' {ingress} herald.v1.NotificationService/SendNotification\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/ListInbox\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/WatchInbox\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/UnreadCount\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\",\"recipient_user_id\":\"alice\"}}' {query} herald.v1.QueryService/MarkAllRead\
+         \n  grpcurl -plaintext -H \"authorization: Bearer $(cat {key_file})\" -d '{{\"tenant\":\"acme\"}}' {query} herald.v1.QueryService/ListFailures\n",
         ingress = config.ingress.listen,
         query = config.query.listen,
         kafka = config.kafka.bootstrap_servers,
         prefix = config.kafka.topic_prefix,
         store = config.store.url,
         provider = config.provider.recording_path.display(),
+        key_file = config.auth.development_key_file.display(),
     );
     // The banner is the point of `herald run`: it goes to stdout, not the log.
     #[allow(clippy::print_stdout)]
@@ -133,13 +137,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the herald executable")?;
     topics_with_retry(config, &shutdown).await?;
-    if !config.store.url.starts_with("scylla://") {
-        // Opened once here first: a store that cannot be opened (a wrong path, a layout this
-        // Herald does not read) stops `herald run` at once with its reason, instead of every
-        // component failing and being restarted. (Several components creating a fresh store at
-        // once is safe: the store's own open handles it.)
-        drop(crate::store::open(config).await?);
-    }
+    // Opened once here first: a store that cannot be opened (a wrong path, a layout this
+    // Herald does not read) stops `herald run` at once with its reason, instead of every
+    // component failing and being restarted. (Several components creating a fresh store at
+    // once is safe: the store's own open handles it.) It also keeps the development key.
+    let dev_key = {
+        let store = crate::store::open(config).await?;
+        crate::keys::development_key(&*store, &config.auth.development_key_file).await?
+    };
     let mut children = Vec::new();
     for args in COMPONENTS {
         children.push(spawn(&exe, config_file.as_deref(), args)?);
@@ -152,7 +157,7 @@ pub async fn run(
             let ready =
                 wait_for_port(ingress, &shutdown).await && wait_for_port(query, &shutdown).await;
             if ready {
-                print_banner(&config, &exe);
+                print_banner(&config, &exe, &dev_key);
             } else if !shutdown.is_cancelled() {
                 error!(
                     "ingress or query service did not start listening within 60 s; see the log above"

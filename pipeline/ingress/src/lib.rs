@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use herald_auth::{Authenticator, Scope};
 use herald_proto::store_status;
 use herald_proto::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
@@ -83,6 +84,7 @@ impl Default for IngressLimits {
 /// The `NotificationService` implementation.
 pub struct Ingress {
     outbox: Outbox,
+    auth: Arc<Authenticator>,
     policy: validate::Policy,
     store: Arc<dyn Store>,
     topic: String,
@@ -92,9 +94,10 @@ pub struct Ingress {
 
 impl Ingress {
     /// An ingress writing to the `requested` topic under `kafka.topic_prefix`, keeping what
-    /// Kafka cannot take in `store`'s outbox.
+    /// Kafka cannot take in `store`'s outbox, its callers checked by `auth`.
     pub fn new(
         kafka: &KafkaConfig,
+        auth: Arc<Authenticator>,
         limits: IngressLimits,
         policy: validate::Policy,
         store: Arc<dyn Store>,
@@ -115,6 +118,7 @@ impl Ingress {
         )?;
         Ok(Ingress {
             outbox,
+            auth,
             policy,
             store,
             topic: Topics::new(&kafka.topic_prefix).requested(),
@@ -187,7 +191,12 @@ impl NotificationService for Ingress {
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let event = validate::to_event_with(request.into_inner(), now_ms(), &self.policy)
+        // The tenant is the credential's: a body naming another is refused.
+        let caller = self.auth.authenticate(request.metadata()).await?;
+        caller.service(Scope::Send)?;
+        let mut body = request.into_inner();
+        body.tenant = caller.tenant_for(&body.tenant)?;
+        let event = validate::to_event_with(body, now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
         let _tenant = self
             .quotas
@@ -236,8 +245,7 @@ impl NotificationService for Ingress {
     }
 }
 
-/// Forgets, every second, the rate state of tenants that sent nothing lately: tenants are
-/// named by requests, so a flood of made-up names holds at most a second's worth of entries.
+/// Forgets, every second, the rate state of tenants that sent nothing lately.
 async fn forget_idle_tenants(quotas: Arc<quota::Quotas>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -251,12 +259,13 @@ async fn forget_idle_tenants(quotas: Arc<quota::Quotas>, shutdown: CancellationT
 pub async fn serve(
     listener: TcpListener,
     kafka: &KafkaConfig,
+    auth: Arc<Authenticator>,
     limits: IngressLimits,
     policy: validate::Policy,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let ingress = Ingress::new(kafka, limits, policy, store)?;
+    let ingress = Ingress::new(kafka, auth, limits, policy, store)?;
     let outbox = ingress.outbox.clone();
     tokio::spawn(forget_idle_tenants(
         Arc::clone(&ingress.quotas),

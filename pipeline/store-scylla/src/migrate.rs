@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_archive_time_series.cql"),
     migration!(4, "0004_reference_and_delivery.cql"),
     migration!(5, "0005_outbox_leases.cql"),
+    migration!(6, "0006_api_keys.cql"),
 ];
 
 /// Runs before any migration: the hot keyspace (which 0001 also creates) and the record of

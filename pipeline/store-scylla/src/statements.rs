@@ -49,6 +49,10 @@ pub(crate) struct TierStatements {
     pub select_feed_since: PreparedStatement,
 }
 
+/// The columns of `api_keys`, in the order [`crate::ops`] binds and reads them.
+pub(crate) const API_KEY_COLUMNS: &str =
+    "key_id, tenant, name, scopes, secret_hash, created_at_ms, expires_at_ms, revoked_at_ms";
+
 /// What lives only in the hot keyspace.
 #[allow(missing_docs)]
 pub(crate) struct HotStatements {
@@ -69,6 +73,10 @@ pub(crate) struct HotStatements {
     pub select_outbox_by_id: PreparedStatement,
     /// Every owner that ever kept a record.
     pub select_outbox_owners: PreparedStatement,
+    pub insert_api_key: PreparedStatement,
+    pub insert_api_key_by_tenant: PreparedStatement,
+    pub select_api_key: PreparedStatement,
+    pub select_api_keys_of_tenant: PreparedStatement,
     /// Notes an owner that keeps a record.
     pub insert_outbox_owner: PreparedStatement,
     /// LWT: a first lease on an outbox.
@@ -313,6 +321,22 @@ impl Preparer<'_> {
             )
             .await?,
             select_outbox_owners: p("SELECT owner FROM {hot}.outbox_owners".into()).await?,
+            insert_api_key: p(format!(
+                "INSERT INTO {{hot}}.api_keys ({API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            insert_api_key_by_tenant: p(
+                "INSERT INTO {hot}.api_keys_by_tenant (tenant, key_id) VALUES (?, ?)".into(),
+            )
+            .await?,
+            select_api_key: p(format!(
+                "SELECT {API_KEY_COLUMNS} FROM {{hot}}.api_keys WHERE key_id = ?"
+            ))
+            .await?,
+            select_api_keys_of_tenant: p(
+                "SELECT key_id FROM {hot}.api_keys_by_tenant WHERE tenant = ?".into(),
+            )
+            .await?,
             insert_outbox_owner: p("INSERT INTO {hot}.outbox_owners (owner) VALUES (?)".into())
                 .await?,
             take_fresh_lease: p(

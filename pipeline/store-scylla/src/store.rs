@@ -6,10 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
-    IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
-    LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile, Retention, RetentionReport,
-    Store, SystemClock, TemplateRecord,
+    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor,
+    FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery,
+    LedgerBegin, LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
+    RetentionReport, Store, SystemClock, TemplateRecord,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -264,6 +264,18 @@ impl Store for ScyllaStore {
 
     async fn put_template(&self, t: &TemplateRecord) -> StoreResult<()> {
         Ok(self.inner.put_template(t).await?)
+    }
+
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        Ok(self.inner.put_api_key(key).await?)
+    }
+
+    async fn api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        Ok(self.inner.api_key(key_id).await?)
+    }
+
+    async fn api_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        Ok(self.inner.api_keys(tenant).await?)
     }
 
     async fn claim_idempotency_key(&self, r: &IdempotencyRecord) -> StoreResult<IdempotencyClaim> {

@@ -45,3 +45,17 @@ CREATE TABLE IF NOT EXISTS outbox_leases (
     holder   TEXT    NOT NULL,
     until_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- API keys of calling backends: the secret's SHA-256 only (the secret is shown once, when made).
+-- Rows are kept when revoked or expired, so `herald keys list` shows what happened to each.
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id        TEXT    NOT NULL PRIMARY KEY,
+    tenant        TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    scopes        TEXT    NOT NULL, -- comma-separated
+    secret_hash   TEXT    NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    revoked_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant, created_at_ms, key_id);

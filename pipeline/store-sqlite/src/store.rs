@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor, FeedPage,
-    IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery, LedgerBegin,
-    LedgerEntry, Month, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
+    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor,
+    FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery,
+    LedgerBegin, LedgerEntry, Month, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
     RetentionReport, Store, StoreError, SystemClock, TemplateRecord, Write,
 };
 use rusqlite::Connection;
@@ -253,6 +253,21 @@ impl Store for SqliteStore {
     async fn put_template(&self, t: &TemplateRecord) -> StoreResult<()> {
         let t = t.clone();
         self.with(move |inner| inner.put_template(&t)).await
+    }
+
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.with(move |inner| inner.put_api_key(&key)).await
+    }
+
+    async fn api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let key_id = key_id.to_owned();
+        self.with(move |inner| inner.api_key(&key_id)).await
+    }
+
+    async fn api_keys(&self, tenant: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        let tenant = tenant.to_owned();
+        self.with(move |inner| inner.api_keys(&tenant)).await
     }
 
     async fn claim_idempotency_key(&self, r: &IdempotencyRecord) -> StoreResult<IdempotencyClaim> {

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
                 tenants_are_isolated_for_point_reads
                 contacts_preferences_templates
                 an_invalid_address_is_removed_unless_replaced
+                api_keys_by_id_and_by_tenant
                 idempotency_keys
                 idempotency_key_claims_race
                 outbox_per_owner
@@ -828,6 +829,46 @@ pub async fn an_invalid_address_is_removed_unless_replaced(
     // A disabled address registered again is used again.
     store.put_contact("t1", "erin", &token).await.unwrap();
     assert!(contacts("t1", "erin").await.contains(&token));
+}
+
+/// API keys are read back by id, listed per tenant oldest first, and replaced whole (a
+/// revocation or an expiry is a replacement).
+pub async fn api_keys_by_id_and_by_tenant(store: &dyn Store, _clock: &ManualClock) {
+    let key = |id: &str, tenant: &str, at: i64| ApiKeyRecord {
+        key_id: id.into(),
+        tenant: tenant.into(),
+        name: format!("{id} backend"),
+        scopes: vec!["send".into(), "read".into()],
+        secret_hash: format!("{id:0>64}"),
+        created_at_ms: at,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+    };
+    assert_eq!(store.api_key("k1").await.unwrap(), None);
+    assert!(store.api_keys("t1").await.unwrap().is_empty());
+    let (k2, k1, other) = (
+        key("k2", "t1", NOW),
+        key("k1", "t1", NOW + 1),
+        key("k3", "t2", NOW),
+    );
+    for k in [&k1, &k2, &other] {
+        store.put_api_key(k).await.unwrap();
+    }
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(k1.clone()));
+    assert_eq!(
+        store.api_keys("t1").await.unwrap(),
+        vec![k2.clone(), k1.clone()]
+    );
+    assert_eq!(store.api_keys("t2").await.unwrap(), vec![other]);
+    let revoked = ApiKeyRecord {
+        revoked_at_ms: Some(NOW + 5),
+        expires_at_ms: Some(NOW + 10),
+        scopes: Vec::new(),
+        ..k1
+    };
+    store.put_api_key(&revoked).await.unwrap();
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(revoked.clone()));
+    assert_eq!(store.api_keys("t1").await.unwrap(), vec![k2, revoked]);
 }
 
 /// Isolation through the operations that read one partition by its full key (what every CQL

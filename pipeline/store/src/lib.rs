@@ -138,6 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces a template for one locale.
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
 
+    // Callers: API keys.
+
+    /// Creates or replaces an API key (replacing one records its expiry or revocation).
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// The API key with this id, if there is one.
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// Every API key of `tenant`, revoked and expired ones included, oldest first.
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>>;
+
     // The ingress: idempotency keys and the outbox.
 
     /// Claims an idempotency key for a request, or returns its first use. Atomic: of two

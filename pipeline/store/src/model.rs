@@ -253,6 +253,28 @@ pub struct IdempotencyRecord {
     pub at_ms: i64,
 }
 
+/// An API key as stored: its public id, whom it serves, and a hash of its secret (the secret
+/// itself is shown once, when the key is made, and never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The key's public id (the part of the key before its secret).
+    pub key_id: String,
+    /// The one tenant the key acts for.
+    pub tenant: String,
+    /// A label for people (`billing backend`).
+    pub name: String,
+    /// The operations it may call (`send`, `read`, `manage`).
+    pub scopes: Vec<String>,
+    /// Hex SHA-256 of the secret.
+    pub secret_hash: String,
+    /// When it was made.
+    pub created_at_ms: i64,
+    /// When it stops working (a rotated key's overlap ends), if ever.
+    pub expires_at_ms: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// What [`crate::Store::claim_idempotency_key`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {

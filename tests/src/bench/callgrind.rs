@@ -53,7 +53,8 @@ async fn ingress_total(platform: &Platform, requests: u64) -> anyhow::Result<u64
         "ingress under callgrind",
     )
     .await?;
-    let served = count(&Platform::url(platform.ingress), IN_FLIGHT, requests).await?;
+    let key = platform.api_key("bench").await?;
+    let served = count(&Platform::url(platform.ingress), &key, IN_FLIGHT, requests).await?;
     if served != requests {
         bail!("the ingress under callgrind answered {served} of {requests} requests");
     }

@@ -3,7 +3,7 @@
 //! produce baseline and for the ingress alike, with the same arguments, and reads one JSON line
 //! back: the [`Run`] it measured.
 //!
-//! `herald-load ingress <url> | raw <bootstrap> <topic> <bytes>` then
+//! `herald-load ingress <url> <api key> | raw <bootstrap> <topic> <bytes>` then
 //! `closed <workers> <seconds>`, `open <rate> <seconds>` or `count <workers> <n>` (the warm-up request
 //! not counted).
 
@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use super::produce::{futures_like::BoxFuture, ingress_send, raw_send};
 use super::stats::{Run, closed_loop, closed_loop_count, open_loop};
+use crate::clients::ingress_on;
 
 /// The longest one `herald-load` run may take.
 const GENERATOR_LIMIT: Duration = Duration::from_secs(300);
@@ -83,10 +84,10 @@ async fn measure_with(target: &[String], shape: &[String], pin: bool) -> anyhow:
     })
 }
 
-/// Sends exactly `n` requests to the ingress at `url`, `workers` at a time, from a `herald-load`
-/// process (not pinned); how many succeeded.
-pub async fn count(url: &str, workers: usize, n: u64) -> anyhow::Result<u64> {
-    let target = ["ingress".to_owned(), url.to_owned()];
+/// Sends exactly `n` requests to the ingress at `url`, calling with API `key` (of tenant
+/// `bench`), `workers` at a time, from a `herald-load` process (not pinned); how many succeeded.
+pub async fn count(url: &str, key: &str, workers: usize, n: u64) -> anyhow::Result<u64> {
+    let target = ["ingress".to_owned(), url.to_owned(), key.to_owned()];
     let shape = ["count".to_owned(), workers.to_string(), n.to_string()];
     Ok(measure_with(&target, &shape, false).await?.achieved as u64)
 }
@@ -105,9 +106,9 @@ pub(crate) fn which(program: &str) -> bool {
 /// the load and prints the JSON line.
 pub async fn generator(args: &[String]) -> anyhow::Result<Value> {
     let (send, rest): (Box<dyn Fn(u64) -> BoxFuture + Send + Sync>, &[String]) = match args {
-        [kind, url, rest @ ..] if kind == "ingress" => {
+        [kind, url, key, rest @ ..] if kind == "ingress" => {
             let channel = Channel::from_shared(url.clone())?.connect().await?;
-            let send = ingress_send(channel);
+            let send = ingress_send(ingress_on(channel, key)?);
             (Box::new(send), rest)
         }
         [kind, bootstrap, topic, bytes, rest @ ..] if kind == "raw" => {
@@ -116,7 +117,9 @@ pub async fn generator(args: &[String]) -> anyhow::Result<Value> {
             let send = raw_send(producer, Arc::from(topic.as_str()), bytes.parse()?);
             (Box::new(send), rest)
         }
-        _ => bail!("usage: herald-load ingress <url> | raw <bootstrap> <topic> <bytes> …"),
+        _ => {
+            bail!("usage: herald-load ingress <url> <api key> | raw <bootstrap> <topic> <bytes> …")
+        }
     };
     let send: Arc<dyn Fn(u64) -> BoxFuture + Send + Sync> = Arc::from(send);
     if !send(u64::MAX).await {

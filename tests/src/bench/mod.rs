@@ -96,7 +96,8 @@ pub async fn main() -> anyhow::Result<()> {
     herald_runtime::topics::ensure_topics(&kafka).await?;
     let raw_topic = format!("{}.raw", platform.prefix);
     bare::create_topics(&broker.bootstrap, std::slice::from_ref(&raw_topic)).await?;
-    let produce = produce::run(&kafka, &raw_topic, &Platform::url(platform.ingress)).await?;
+    let key = platform.api_key("bench").await?;
+    let produce = produce::run(&kafka, &raw_topic, &Platform::url(platform.ingress), &key).await?;
     let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
     // Gone, not dying: the next ingress listens on the same port.
     ingress_proc.kill().await;
@@ -442,6 +443,7 @@ async fn pipeline_section(
     let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
         .connect()
         .await?;
+    let ingress = crate::clients::ingress_on(ingress, &platform.api_key("bench").await?)?;
 
     eprintln!("bench: Herald end to end, a burst of {BURST}…");
     let mut procs: Vec<(String, i32)> = platform

@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{InlineContent, SendNotificationRequest};
 use herald_runtime::KafkaConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use super::load::measure;
 use super::stats::Run;
 use super::{LEVEL_SECONDS, WORKERS};
+use crate::clients::IngressClient;
 
 /// The request every ingress benchmark sends (a new notification id each time).
 pub fn request(i: u64) -> SendNotificationRequest {
@@ -86,10 +85,12 @@ pub(crate) fn raw_send(
     }
 }
 
-/// Sends one SendNotification through `channel`.
-pub(crate) fn ingress_send(channel: Channel) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
+/// Sends one SendNotification through `client` (which calls as tenant `bench`).
+pub(crate) fn ingress_send(
+    client: IngressClient,
+) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
     move |i| {
-        let mut client = NotificationServiceClient::new(channel.clone());
+        let mut client = client.clone();
         Box::pin(async move { client.send_notification(request(i)).await.is_ok() })
     }
 }
@@ -116,7 +117,8 @@ pub struct ProduceResults {
 const HALF_SECONDS: u64 = LEVEL_SECONDS.div_ceil(2);
 
 /// Runs both sections, each load from a `herald-load` process ([`super::load`]). `kafka`
-/// points at the broker, `topic` is the raw baseline's topic, `ingress` the ingress's URL.
+/// points at the broker, `topic` is the raw baseline's topic, `ingress` the ingress's URL and
+/// `key` an API key of tenant `bench`.
 ///
 /// Every comparison runs in ABBA order — raw, ingress, ingress, raw, each for half the level's
 /// time — and pools each side's halves: noida-db slows down as it fills (it saves its whole
@@ -126,13 +128,14 @@ pub async fn run(
     kafka: &KafkaConfig,
     topic: &str,
     ingress: &str,
+    key: &str,
 ) -> anyhow::Result<ProduceResults> {
     let size = record_size();
     // The raw baseline's producer shares no Herald code or setting (crate `bare-kafka`).
     let raw: Vec<String> = ["raw", &kafka.bootstrap_servers, topic, &size.to_string()]
         .map(str::to_owned)
         .to_vec();
-    let ingress: Vec<String> = vec!["ingress".into(), ingress.to_owned()];
+    let ingress: Vec<String> = vec!["ingress".into(), ingress.to_owned(), key.to_owned()];
     let half = HALF_SECONDS.to_string();
     let closed = ["closed".to_owned(), WORKERS.to_string(), half.clone()];
     let open =

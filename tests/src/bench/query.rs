@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_proto::v1::ListInboxRequest;
-use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_store::{InboxEntryRecord, InboxQuery, Store};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::stats::{Run, closed_loop};
 use super::{LEVEL_SECONDS, peak_rss_mib};
+use crate::clients::{QueryClient, query_on};
 use crate::{Broker, Platform};
 
 const USERS: u64 = 200;
@@ -93,13 +93,14 @@ async fn write_load(store: Arc<dyn Store>, stop: tokio_util::sync::CancellationT
     written
 }
 
-/// ListInbox through gRPC, then the same reads straight from the store.
-async fn measure(channel: &Channel, store: &Arc<dyn Store>, label: &str) -> (Run, Run) {
+/// ListInbox through gRPC (`client` calls as tenant `bench`), then the same reads straight
+/// from the store.
+async fn measure(client: &QueryClient, store: &Arc<dyn Store>, label: &str) -> (Run, Run) {
     let seconds = Duration::from_secs(LEVEL_SECONDS);
     eprintln!("bench: ListInbox, {CLIENTS} clients{label}…");
-    let channel = channel.clone();
+    let client = client.clone();
     let grpc = closed_loop(CLIENTS, seconds, move |i| {
-        let mut client = QueryServiceClient::new(channel.clone());
+        let mut client = client.clone();
         async move {
             let q = query(i);
             let r = client
@@ -147,14 +148,15 @@ pub async fn run(broker: &Broker) -> anyhow::Result<QueryResults> {
     let channel = Channel::from_shared(Platform::url(platform.query))?
         .connect()
         .await?;
-    let (grpc, raw) = measure(&channel, &store, "").await;
+    let client = query_on(channel, &platform.api_key("bench").await?)?;
+    let (grpc, raw) = measure(&client, &store, "").await;
 
     let writer_store = herald_stores::open(&platform.store_url).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let started = std::time::Instant::now();
     let writer = tokio::spawn(write_load(writer_store, stop.clone()));
     let label = format!(" while writing {WRITES_PER_SECOND} entries/s");
-    let (grpc_loaded, raw_loaded) = measure(&channel, &store, &label).await;
+    let (grpc_loaded, raw_loaded) = measure(&client, &store, &label).await;
     stop.cancel();
     let written = writer.await?;
     let writes_per_second = written as f64 / started.elapsed().as_secs_f64();

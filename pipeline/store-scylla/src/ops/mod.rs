@@ -3,6 +3,7 @@
 
 pub(crate) mod inbox;
 mod ingress;
+mod keys;
 mod ledger;
 mod notifications;
 pub(crate) mod read_state;

@@ -4,6 +4,7 @@
 mod batch;
 mod inbox;
 mod ingress;
+mod keys;
 mod ledger;
 mod notifications;
 mod read_state;

@@ -1,0 +1,90 @@
+//! gRPC clients that call as a tenant's backend would: with an API key of that tenant (every
+//! scope), made in the platform's store the first time a tenant is named.
+
+use herald_auth::{Scope, keys};
+use herald_proto::v1::notification_service_client::NotificationServiceClient;
+use herald_proto::v1::query_service_client::QueryServiceClient;
+use herald_store::{Clock, SystemClock};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::Platform;
+
+/// Adds `authorization: Bearer <credential>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    /// For `credential` (an API key or a user token).
+    pub fn new(credential: &str) -> anyhow::Result<Bearer> {
+        Ok(Bearer(format!("Bearer {credential}").parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry a credential.
+pub type Authed = InterceptedService<Channel, Bearer>;
+/// The ingress, as one tenant.
+pub type IngressClient = NotificationServiceClient<Authed>;
+/// The query service, as one tenant (or one user).
+pub type QueryClient = QueryServiceClient<Authed>;
+
+/// An ingress client on `channel` calling with `credential`.
+pub fn ingress_on(channel: Channel, credential: &str) -> anyhow::Result<IngressClient> {
+    Ok(NotificationServiceClient::with_interceptor(
+        channel,
+        Bearer::new(credential)?,
+    ))
+}
+
+/// A query client on `channel` calling with `credential`.
+pub fn query_on(channel: Channel, credential: &str) -> anyhow::Result<QueryClient> {
+    Ok(QueryServiceClient::with_interceptor(
+        channel,
+        Bearer::new(credential)?,
+    ))
+}
+
+impl Platform {
+    /// An API key of `tenant` with every scope, made (in the platform's store) on first use.
+    pub async fn api_key(&self, tenant: &str) -> anyhow::Result<String> {
+        if let Some(key) = self.keys.lock().ok().and_then(|k| k.get(tenant).cloned()) {
+            return Ok(key);
+        }
+        let new = keys::make(tenant, &Scope::ALL, "test", SystemClock.now_ms(), None);
+        let store = herald_stores::open(&self.store_url).await?;
+        store.put_api_key(&new.record).await?;
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(tenant.to_owned(), new.key.clone());
+        }
+        Ok(new.key)
+    }
+
+    /// The ingress, as `tenant`'s backend.
+    pub async fn ingress_client(&self, tenant: &str) -> anyhow::Result<IngressClient> {
+        let channel = Channel::from_shared(Platform::url(self.ingress))?
+            .connect()
+            .await?;
+        ingress_on(channel, &self.api_key(tenant).await?)
+    }
+
+    /// The query service, as `tenant`'s backend.
+    pub async fn query_client(&self, tenant: &str) -> anyhow::Result<QueryClient> {
+        let channel = Channel::from_shared(Platform::url(self.query))?
+            .connect()
+            .await?;
+        query_on(channel, &self.api_key(tenant).await?)
+    }
+}
