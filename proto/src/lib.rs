@@ -21,8 +21,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hera
 
 pub mod convert;
 pub mod server;
-pub mod tls;
 mod status;
+pub mod tls;
 
 pub use status::store_status;
 

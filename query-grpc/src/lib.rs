@@ -442,9 +442,10 @@ impl Query {
 }
 
 /// Serves the query service (plus health and reflection) on `listener` until `shutdown`, and
-/// replays the engagement outbox meanwhile.
+/// replays the engagement outbox meanwhile; over TLS with `tls`, in plaintext without.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<herald_proto::tls::ServerTls>>,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
     options: QueryOptions,
@@ -463,7 +464,7 @@ pub async fn serve(
     let (health, reflection, reflection_v1alpha) =
         herald_proto::standard_services("herald.v1.QueryService").await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
-    herald_proto::server::builder()
+    let router = herald_proto::server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -472,12 +473,8 @@ pub async fn serve(
             auth,
             options,
             stop.clone(),
-        )))
-        .serve_with_incoming_shutdown(
-            herald_proto::server::incoming(listener, herald_proto::server::MAX_CONNECTIONS),
-            stop.cancelled_owned(),
-        )
-        .await?;
+        )));
+    herald_proto::tls::serve(router, listener, tls, stop.cancelled_owned()).await?;
     match sink.and_then(|s| s.failure()) {
         Some(reason) => Err(QueryError::ProducerFailed(reason)),
         None => Ok(()),

@@ -1,4 +1,4 @@
-//! The webhook channel over its real protocol, with retries through `<p>.retry.webhook`: a
+//! The webhook channel over its real protocol, with retries through `<p>.retry.webhook.30s`: a
 //! receiver (HTTPS, a certificate made by the test) that answers 503 with `Retry-After` twice
 //! per notification gets each one three times — signed, with a new idempotency key per
 //! attempt — and accepts it the third time; the timeline says DEFERRED, DEFERRED, DELIVERED.
@@ -172,7 +172,7 @@ async fn webhooks() -> anyhow::Result<()> {
     assert_eq!(letters[0].stage, "deliver");
     assert_eq!(
         letters[0].source_topic,
-        format!("{}.retry.webhook", platform.prefix)
+        format!("{}.retry.webhook.30s", platform.prefix)
     );
     Ok(())
 }

@@ -71,20 +71,58 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-/// `message` with `authorization: Bearer <key>`, if a key is given.
-fn authorized<T>(key: &Option<String>, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    if let Some(key) = key {
-        let value = format!("Bearer {key}")
-            .parse()
-            .context("the API key is not a valid header value")?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
+/// How the client commands reach a server: with which credential, and over TLS when given
+/// the CA that signed the server's certificate.
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// The API key or user token.
+    pub key: Option<String>,
+    /// A PEM file of the CA that signed the server's certificate: then `https://`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
-fn endpoint(addr: &str) -> String {
-    format!("http://{addr}")
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl Caller {
+    /// `message` with `authorization: Bearer <key>`, if a key is given.
+    fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        if let Some(key) = &self.key {
+            let value = format!("Bearer {key}")
+                .parse()
+                .context("the API key is not a valid header value")?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+
+    /// A connection to `addr`.
+    async fn channel(&self, addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+        let endpoint = match &self.ca_file {
+            None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                    .domain_name(host.trim_matches(['[', ']']));
+                tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+                    .tls_config(tls)?
+            }
+        };
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {addr}"))
+    }
 }
 
 fn state_name(value: i32) -> &'static str {
@@ -96,10 +134,8 @@ fn channel_name(value: i32) -> &'static str {
 }
 
 /// Sends one notification and prints its id.
-pub async fn send(addr: &str, key: &Option<String>, a: SendArgs) -> anyhow::Result<String> {
-    let mut client = NotificationServiceClient::connect(endpoint(addr))
-        .await
-        .with_context(|| format!("connecting to the ingress at {addr}"))?;
+pub async fn send(addr: &str, caller: &Caller, a: SendArgs) -> anyhow::Result<String> {
+    let mut client = NotificationServiceClient::new(caller.channel(addr).await?);
     let content = match a.template {
         Some(template_id) => Content::Template(TemplateRef {
             template_id,
@@ -113,9 +149,8 @@ pub async fn send(addr: &str, key: &Option<String>, a: SendArgs) -> anyhow::Resu
         }),
     };
     let response = client
-        .send_notification(authorized(
-            key,
-            SendNotificationRequest {
+        .send_notification(
+            caller.request(SendNotificationRequest {
                 tenant: a.tenant,
                 idempotency_key: a.key,
                 recipient_user_id: a.user,
@@ -127,8 +162,8 @@ pub async fn send(addr: &str, key: &Option<String>, a: SendArgs) -> anyhow::Resu
                     .map(|c| channel_to_proto(c) as i32)
                     .collect(),
                 content: Some(content),
-            },
-        )?)
+            })?,
+        )
         .await
         .map_err(status_error)?
         .into_inner();
@@ -142,26 +177,21 @@ pub async fn send(addr: &str, key: &Option<String>, a: SendArgs) -> anyhow::Resu
 /// Lists a page of an inbox.
 pub async fn inbox(
     addr: &str,
-    key: &Option<String>,
+    caller: &Caller,
     tenant: String,
     user: String,
     page_size: u32,
     page_token: String,
 ) -> anyhow::Result<String> {
-    let mut client = QueryServiceClient::connect(endpoint(addr))
-        .await
-        .with_context(|| format!("connecting to the query service at {addr}"))?;
+    let mut client = QueryServiceClient::new(caller.channel(addr).await?);
     let page = client
-        .list_inbox(authorized(
-            key,
-            ListInboxRequest {
-                tenant,
-                recipient_user_id: user,
-                page_size,
-                page_token,
-                ..Default::default()
-            },
-        )?)
+        .list_inbox(caller.request(ListInboxRequest {
+            tenant,
+            recipient_user_id: user,
+            page_size,
+            page_token,
+            ..Default::default()
+        })?)
         .await
         .map_err(status_error)?
         .into_inner();
@@ -188,21 +218,16 @@ pub async fn inbox(
 /// Shows a notification's status and timeline.
 pub async fn get(
     addr: &str,
-    key: &Option<String>,
+    caller: &Caller,
     tenant: String,
     id: String,
 ) -> anyhow::Result<String> {
-    let mut client = QueryServiceClient::connect(endpoint(addr))
-        .await
-        .with_context(|| format!("connecting to the query service at {addr}"))?;
+    let mut client = QueryServiceClient::new(caller.channel(addr).await?);
     let r = client
-        .get_notification(authorized(
-            key,
-            GetNotificationRequest {
-                tenant,
-                notification_id: id,
-            },
-        )?)
+        .get_notification(caller.request(GetNotificationRequest {
+            tenant,
+            notification_id: id,
+        })?)
         .await
         .map_err(status_error)?
         .into_inner();

@@ -66,7 +66,9 @@ pub fn runners(topics: &Topics) -> Vec<(String, Vec<String>)> {
     for channel in Channel::ALL {
         all.push((
             deliver_runner(channel),
-            vec![topics.dispatch(channel), topics.retry(channel)],
+            std::iter::once(topics.dispatch(channel))
+                .chain(topics.retries(channel))
+                .collect(),
         ));
     }
     all
@@ -102,12 +104,14 @@ fn authenticator(
 /// Runs the ingress until `shutdown`.
 pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.ingress.addr()?;
+    let tls = server_tls(config.ingress.tls.as_ref()).context("[ingress.tls]")?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("ingress cannot listen on {addr}"))?;
     let store = crate::store::open(config).await?;
     herald_ingress::serve(
         listener,
+        tls,
         &config.kafka,
         authenticator(config, &store)?,
         config.ingress.limits(),
@@ -122,6 +126,7 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
 /// Runs the query service until `shutdown`.
 pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.query.addr()?;
+    let tls = server_tls(config.query.tls.as_ref()).context("[query.tls]")?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("query service cannot listen on {addr}"))?;
@@ -134,8 +139,17 @@ pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         ..herald_query::QueryOptions::default()
     };
     let auth = authenticator(config, &store)?;
-    herald_query::serve(listener, store, auth, options, shutdown).await?;
+    herald_query::serve(listener, tls, store, auth, options, shutdown).await?;
     Ok(())
+}
+
+/// A server's TLS side as its `tls` section says, or `None` (plaintext) without one.
+fn server_tls(
+    config: Option<&herald_proto::tls::TlsConfig>,
+) -> Result<Option<Arc<herald_proto::tls::ServerTls>>, herald_proto::tls::TlsError> {
+    config
+        .map(|tls| herald_proto::tls::ServerTls::load(tls).map(Arc::new))
+        .transpose()
 }
 
 /// Creates every topic that is missing.

@@ -113,6 +113,9 @@ pub struct IngressConfig {
     /// Tenants with their own quota: `[ingress.tenant_quotas.acme]` with
     /// `requests_per_second` and `in_flight`.
     pub tenant_quotas: std::collections::BTreeMap<String, herald_ingress::quota::TenantQuota>,
+    /// `[ingress.tls]`: serve over TLS (certificate and key files, reloaded when they change;
+    /// `client_ca_file` for mutual TLS). Unset: plaintext (the `make run` default).
+    pub tls: Option<herald_proto::tls::TlsConfig>,
 }
 
 impl Default for IngressConfig {
@@ -127,6 +130,7 @@ impl Default for IngressConfig {
             link_schemes: herald_ingress::validate::Policy::default().link_schemes,
             tenant_quota: limits.tenant_quota,
             tenant_quotas: limits.tenant_quotas,
+            tls: None,
         }
     }
 }
@@ -163,12 +167,16 @@ impl IngressConfig {
 pub struct QueryConfig {
     /// `host:port` to listen on (and for the CLI to connect to).
     pub listen: String,
+    /// `[query.tls]`: serve over TLS (certificate and key files, reloaded when they change;
+    /// `client_ca_file` for mutual TLS). Unset: plaintext (the `make run` default).
+    pub tls: Option<herald_proto::tls::TlsConfig>,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             listen: "127.0.0.1:50052".into(),
+            tls: None,
         }
     }
 }

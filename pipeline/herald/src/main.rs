@@ -34,6 +34,10 @@ struct Cli {
     /// development key `herald run` made.
     #[arg(long, global = true, env = "HERALD_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// The CA (PEM) that signed the servers' certificates, for `send`, `inbox` and `get`
+    /// against servers with `[ingress.tls]` / `[query.tls]`.
+    #[arg(long, global = true, env = "HERALD_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,7 +137,10 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    let key = keys::client_key(cli.api_key.clone(), &config);
+    let caller = client::Caller {
+        key: keys::client_key(cli.api_key.clone(), &config),
+        ca_file: cli.ca_file.clone(),
+    };
     let output = match cli.command {
         Command::Run => {
             supervisor::run(&config, cli.config.clone(), shutdown::token()?).await?;
@@ -166,7 +173,7 @@ async fn run() -> anyhow::Result<()> {
             .await?;
             None
         }
-        Command::Send(args) => Some(client::send(&config.ingress.listen, &key, args).await?),
+        Command::Send(args) => Some(client::send(&config.ingress.listen, &caller, args).await?),
         Command::Inbox {
             tenant,
             user,
@@ -175,7 +182,7 @@ async fn run() -> anyhow::Result<()> {
         } => Some(
             client::inbox(
                 &config.query.listen,
-                &key,
+                &caller,
                 tenant,
                 user,
                 page_size,
@@ -184,7 +191,7 @@ async fn run() -> anyhow::Result<()> {
             .await?,
         ),
         Command::Get { tenant, id } => {
-            Some(client::get(&config.query.listen, &key, tenant, id).await?)
+            Some(client::get(&config.query.listen, &caller, tenant, id).await?)
         }
         Command::Keys(command) => Some(keys::run(&config, command).await?),
         Command::Token {

@@ -255,9 +255,12 @@ async fn forget_idle_tenants(quotas: Arc<quota::Quotas>, shutdown: CancellationT
     }
 }
 
-/// Serves the ingress (plus health and reflection) on `listener` until `shutdown`.
+/// Serves the ingress (plus health and reflection) on `listener` until `shutdown`: over TLS
+/// with `tls`, in plaintext without.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<herald_proto::tls::ServerTls>>,
     kafka: &KafkaConfig,
     auth: Arc<Authenticator>,
     limits: IngressLimits,
@@ -277,16 +280,12 @@ pub async fn serve(
         herald_proto::standard_services("herald.v1.NotificationService").await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "ingress listening");
-    herald_proto::server::builder()
+    let router = herald_proto::server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(NotificationServiceServer::new(ingress))
-        .serve_with_incoming_shutdown(
-            herald_proto::server::incoming(listener, herald_proto::server::MAX_CONNECTIONS),
-            stop.cancelled_owned(),
-        )
-        .await?;
+        .add_service(NotificationServiceServer::new(ingress));
+    herald_proto::tls::serve(router, listener, tls, stop.cancelled_owned()).await?;
     match outbox.failure() {
         Some(reason) => Err(IngressError::ProducerFailed(reason)),
         None => Ok(()),

@@ -10,6 +10,14 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{KafkaConfig, Result, RuntimeError};
 
+/// The retry tiers, by the longest wait each takes: `retry.<channel>.30s`, `.5m` and `.1h`
+/// (which also takes anything longer).
+pub const RETRY_TIERS: [(&str, Duration); 3] = [
+    ("30s", Duration::from_secs(30)),
+    ("5m", Duration::from_secs(300)),
+    ("1h", Duration::from_secs(3_600)),
+];
+
 /// The names of every topic, derived from the prefix.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -48,10 +56,25 @@ impl Topics {
     pub fn dispatch(&self, channel: Channel) -> String {
         self.name(&format!("dispatch.{}", channel.as_str()))
     }
-    /// Deliveries of `channel` to try again later (a dispatch with a not-before time); read by
-    /// the channel's deliver stage along with its dispatches.
-    pub fn retry(&self, channel: Channel) -> String {
-        self.name(&format!("retry.{}", channel.as_str()))
+    /// The retry topic of `channel` for a delivery to try again after `wait`: the first tier of
+    /// [`RETRY_TIERS`] whose bound is at least the wait (the last takes any longer wait). Read
+    /// by the channel's deliver stage along with its dispatches, a tier's partition waiting for
+    /// its head to be due: a retry waits behind others of its own tier only, so at most that
+    /// tier's bound past its own time.
+    pub fn retry(&self, channel: Channel, wait: Duration) -> String {
+        let (tier, _) = RETRY_TIERS
+            .iter()
+            .find(|(_, bound)| wait <= *bound)
+            .unwrap_or(&RETRY_TIERS[RETRY_TIERS.len() - 1]);
+        self.name(&format!("retry.{}.{tier}", channel.as_str()))
+    }
+
+    /// Every retry topic of `channel`, shortest tier first.
+    pub fn retries(&self, channel: Channel) -> Vec<String> {
+        RETRY_TIERS
+            .iter()
+            .map(|(tier, _)| self.name(&format!("retry.{}.{tier}", channel.as_str())))
+            .collect()
     }
     /// Every state change; read by the store writer and analysts.
     pub fn delivery_result(&self) -> String {
@@ -95,7 +118,7 @@ impl Topics {
             self.admitted(),
         ];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
-        all.extend(Channel::ALL.map(|c| self.retry(c)));
+        all.extend(Channel::ALL.into_iter().flat_map(|c| self.retries(c)));
         all.extend([
             self.delivery_result(),
             self.engagement(),
@@ -171,4 +194,33 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_goes_to_the_shortest_tier_that_takes_its_wait() {
+        let t = Topics::new("p");
+        let at = |s: u64| t.retry(Channel::Sms, Duration::from_secs(s));
+        assert_eq!(at(0), "p.retry.sms.30s");
+        assert_eq!(at(30), "p.retry.sms.30s");
+        assert_eq!(at(31), "p.retry.sms.5m");
+        assert_eq!(at(300), "p.retry.sms.5m");
+        assert_eq!(at(301), "p.retry.sms.1h");
+        assert_eq!(at(86_400), "p.retry.sms.1h");
+        assert_eq!(
+            t.retries(Channel::Webhook),
+            [
+                "p.retry.webhook.30s",
+                "p.retry.webhook.5m",
+                "p.retry.webhook.1h"
+            ]
+        );
+        let all = t.all();
+        for c in Channel::ALL {
+            assert!(t.retries(c).iter().all(|r| all.contains(r)));
+        }
+    }
 }

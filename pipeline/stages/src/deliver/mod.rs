@@ -15,9 +15,10 @@
 //! so the next notification does not try it; one registered since is kept.
 //!
 //! A delivery that fails for now never holds its partition: [`retry`] plans the next attempt,
-//! which goes to `retry.<channel>` with a not-before time (and a `DEFERRED` result), and the
-//! stage reads it back when due — the runner sets a retry partition aside until its head is
-//! due. When the channel's budget is spent, the dispatch goes to the dead-letter topic with
+//! which goes to a retry topic of its channel with a not-before time (and a `DEFERRED`
+//! result), and the stage reads it back when due — the runner sets a retry partition aside
+//! until its head is due. The retry topics are tiered by wait (`retry.<channel>.30s`, `.5m`,
+//! `.1h`), so a retry waits behind others of its own tier only. When the channel's budget is spent, the dispatch goes to the dead-letter topic with
 //! the last error and the channel's result is `FAILED` with that reason.
 //!
 //! A batch of dispatches goes to an idempotent connector (the inbox) in one call, written in one
@@ -244,9 +245,10 @@ impl DeliverProcessor {
                     next.not_before_ms.unwrap_or_default()
                 );
                 let deferred = result_of(DeliveryState::Deferred, reason);
+                let wait = wait_for(next.not_before_ms, input.timestamp_ms);
                 Ok(vec![
                     output(
-                        self.topics.retry(d.channel),
+                        self.topics.retry(d.channel, wait),
                         &next.tenant,
                         &next.recipient_user_id,
                         &*next,

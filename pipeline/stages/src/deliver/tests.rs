@@ -230,7 +230,7 @@ fn sms(n: u32) -> Dispatch {
 
 fn one(payload: &[u8], at_ms: i64) -> Input<'_> {
     Input {
-        topic: "retry.sms",
+        topic: "t.retry.sms.5m",
         partition: 0,
         offset: 0,
         key: Some(b"t/ann"),
@@ -260,7 +260,8 @@ async fn a_failure_for_now_is_retried_from_the_retry_topic_once_due_without_hold
     let payload = encode(&sms(1)).unwrap();
     let out = deliver.process(&one(&payload, now)).await.expect("handled");
     assert_eq!(out.len(), 2, "{out:?}");
-    assert_eq!(out[0].topic, Topics::new("t").retry(Channel::Sms));
+    // A wait of a minute or so goes to the 5-minute tier.
+    assert_eq!(out[0].topic, "t.retry.sms.5m");
     let next: Dispatch = decode(&out[0].payload).unwrap();
     assert_eq!(next.attempt, 2);
     assert_eq!(next.last_error.as_deref(), Some("503 Service Unavailable"));
