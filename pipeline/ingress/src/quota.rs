@@ -1,7 +1,7 @@
 //! Per-tenant quotas: requests per second and requests in flight, from config per tenant with a
 //! default for the rest. A request over either is answered RESOURCE_EXHAUSTED naming the quota,
-//! so one tenant's burst cannot take the ingress from the others. (Until callers authenticate,
-//! the tenant is the one the request names.)
+//! so one tenant's burst cannot take the ingress from the others. The tenant is the caller's
+//! API key's (checked before the quota).
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
