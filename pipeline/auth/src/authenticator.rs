@@ -42,7 +42,7 @@ impl Default for AuthConfig {
 }
 
 struct Cached {
-    record: Option<ApiKeyRecord>,
+    record: Option<Arc<ApiKeyRecord>>,
     read_at_ms: i64,
 }
 
@@ -121,23 +121,32 @@ impl Authenticator {
         })?;
         let scopes = keys::check(&record, secret, now_ms)?;
         Ok(Principal::Service {
-            tenant: record.tenant,
-            key_id: record.key_id,
+            tenant: record.tenant.clone(),
+            key_id: record.key_id.clone(),
             scopes,
         })
     }
 
     /// The record of `key_id`, from the cache while fresh, else from the store.
-    async fn record(&self, key_id: &str, now_ms: i64) -> Result<Option<ApiKeyRecord>, AuthError> {
+    async fn record(
+        &self,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Arc<ApiKeyRecord>>, AuthError> {
         if let Some(cached) = self.lock().get(key_id)
             && now_ms.saturating_sub(cached.read_at_ms) < self.cache_ms
         {
             return Ok(cached.record.clone());
         }
-        let record = self.store.api_key(key_id).await.map_err(|e| {
-            warn!(error = %e, "reading an API key failed");
-            AuthError::Unavailable("the credential cannot be checked now; retry".into())
-        })?;
+        let record = self
+            .store
+            .api_key(key_id)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, "reading an API key failed");
+                AuthError::Unavailable("the credential cannot be checked now; retry".into())
+            })?
+            .map(Arc::new);
         let mut cache = self.lock();
         if cache.len() >= self.cache_entries {
             cache.clear();

@@ -35,7 +35,13 @@ impl std::fmt::Debug for NewKey {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The hex SHA-256 of `secret`.
@@ -234,6 +240,16 @@ mod tests {
                 .expires_at_ms,
             Some(2_000)
         );
+    }
+
+    #[test]
+    fn hashes_are_lowercase_hex_sha256() {
+        // `printf abc | sha256sum`
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 
     #[test]
