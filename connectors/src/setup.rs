@@ -111,28 +111,34 @@ pub struct Answer {
 /// Sends `request` and reads the answer's status, `Retry-After` and up to `max_body` bytes of
 /// its body (the rest is not read: a provider's answer is small, a huge one is not trusted).
 pub async fn call(request: reqwest::RequestBuilder, max_body: usize) -> reqwest::Result<Answer> {
-    let mut response = request.send().await?;
+    let response = request.send().await?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut body = Vec::new();
-    while body.len() < max_body {
-        match response.chunk().await? {
-            Some(chunk) => {
-                let room = max_body - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            None => break,
-        }
-    }
+    let body = read_capped(response, max_body).await;
     Ok(Answer {
         status,
         retry_after,
         body,
     })
+}
+
+/// The first `cap` bytes of `answer`'s body: fewer if it ends sooner or breaks off.
+pub async fn read_capped(mut answer: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 /// The longest Retry-After honoured: a provider asking for more is retried after this.

@@ -192,21 +192,6 @@ fn base_url(value: &str) -> Result<String, SetupError> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
-/// Reads up to `max` bytes of `answer`'s body; what cannot be read is left out.
-async fn read_capped(mut answer: reqwest::Response, max: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < max {
-        match answer.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = max - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body
-}
-
 #[async_trait]
 impl Connector for ApnsConnector {
     async fn send(&self, d: &Dispatch) -> Outcome {
@@ -243,7 +228,7 @@ impl Connector for ApnsConnector {
         let reason = if status == 200 {
             None
         } else {
-            classify::reason(&read_capped(answer, MAX_ANSWER).await)
+            classify::reason(&crate::setup::read_capped(answer, MAX_ANSWER).await)
         };
         if classify::token_expired(status, reason.as_deref()) {
             self.token.expire(&jwt);

@@ -134,21 +134,6 @@ impl FcmConnector {
     }
 }
 
-/// The first `cap` bytes of `answer`'s body: fewer if it ends sooner or breaks off.
-pub(crate) async fn read_capped(mut answer: reqwest::Response, cap: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < cap {
-        match answer.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = cap - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    body
-}
-
 #[async_trait]
 impl Connector for FcmConnector {
     async fn send(&self, d: &Dispatch) -> Outcome {
@@ -174,7 +159,7 @@ impl Connector for FcmConnector {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let body = read_capped(answer, MAX_ANSWER_BYTES).await;
+                let body = crate::setup::read_capped(answer, MAX_ANSWER_BYTES).await;
                 if classify::access_token_refused(status, &body) {
                     self.tokens.forget(&token).await;
                 }

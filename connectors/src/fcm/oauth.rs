@@ -365,7 +365,7 @@ impl AccessTokens {
             .await
             .map_err(|e| TokenError(format!("the token endpoint did not answer: {e}")))?;
         let status = answer.status().as_u16();
-        let body = super::read_capped(answer, MAX_ANSWER_BYTES).await;
+        let body = crate::setup::read_capped(answer, MAX_ANSWER_BYTES).await;
         read_grant(status, &body)
     }
 }
