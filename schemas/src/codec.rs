@@ -11,7 +11,7 @@
 //! Decoding never allocates more than [`MAX_ALLOCATION_BYTES`] for one string, byte array or
 //! collection, so a tiny record that claims a huge array is an error, not an abort.
 
-use apache_avro::{Schema, rabin::Rabin};
+use apache_avro::Schema;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The two marker bytes that open every single-object encoded value.
@@ -48,8 +48,72 @@ impl SchemaError {
 pub struct EventSchema {
     /// The parsed schema.
     pub schema: Schema,
-    /// CRC-64-AVRO fingerprint of the schema's parsing canonical form, as it appears on the wire.
+    /// CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form, as it appears on the
+    /// wire (little-endian): what any Avro library computes from the `.avsc`.
     pub fingerprint: [u8; 8],
+    /// The fingerprint Herald wrote before 2026-11-30, over apache-avro's canonical form (which
+    /// keeps a primitive with a logical type as `{"type":"long"}` where the specification
+    /// says `"long"`): still read, never written.
+    pub legacy_fingerprint: [u8; 8],
+}
+
+/// The schema's Parsing Canonical Form as the Avro specification defines it: apache-avro's,
+/// with primitives it leaves wrapped (`{"type":"long"}`, from a field with a logical type)
+/// written as the bare name.
+pub fn parsing_canonical_form(schema: &Schema) -> String {
+    let mut form = schema.canonical_form();
+    for primitive in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
+        form = form.replace(
+            &format!("{{\"type\":\"{primitive}\"}}"),
+            &format!("\"{primitive}\""),
+        );
+    }
+    form
+}
+
+/// The CRC-64-AVRO (Rabin) fingerprint of `data`, little-endian, as the specification defines it.
+pub fn crc64_avro(data: &[u8]) -> [u8; 8] {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    const TABLE: [u64; 256] = {
+        let mut table = [0u64; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut fp = i as u64;
+            let mut j = 0;
+            while j < 8 {
+                fp = (fp >> 1) ^ (EMPTY & 0u64.wrapping_sub(fp & 1));
+                j += 1;
+            }
+            table[i] = fp;
+            i += 1;
+        }
+        table
+    };
+    let mut fp = EMPTY;
+    for &b in data {
+        fp = (fp >> 8) ^ TABLE[((fp ^ u64::from(b)) & 0xff) as usize];
+    }
+    fp.to_le_bytes()
+}
+
+impl EventSchema {
+    /// `schema` with its fingerprints.
+    fn of(schema: Schema) -> EventSchema {
+        let fingerprint = crc64_avro(parsing_canonical_form(&schema).as_bytes());
+        let legacy_fingerprint = crc64_avro(schema.canonical_form().as_bytes());
+        EventSchema {
+            schema,
+            fingerprint,
+            legacy_fingerprint,
+        }
+    }
+
+    /// Whether a record carrying `fingerprint` was written with this schema.
+    pub fn wrote(&self, fingerprint: &[u8]) -> bool {
+        fingerprint == self.fingerprint || fingerprint == self.legacy_fingerprint
+    }
 }
 
 impl EventSchema {
@@ -57,15 +121,7 @@ impl EventSchema {
     /// by the tests, so a failure here is a build defect, not a runtime condition.
     #[allow(clippy::expect_used)]
     pub(crate) fn parse_or_abort(json: &str) -> EventSchema {
-        let schema = Schema::parse_str(json).expect("embedded Avro schema must parse");
-        let bytes = schema.fingerprint::<Rabin>().bytes;
-        let fingerprint = bytes
-            .try_into()
-            .expect("a Rabin fingerprint is eight bytes");
-        EventSchema {
-            schema,
-            fingerprint,
-        }
+        EventSchema::of(Schema::parse_str(json).expect("embedded Avro schema must parse"))
     }
 }
 
@@ -112,10 +168,10 @@ pub fn decode_with<E: Event>(bytes: &[u8], known: &[EventSchema]) -> Result<E, S
     let reader = E::schema();
     let fingerprint = &bytes[2..HEADER_LEN];
     let mut body = &bytes[HEADER_LEN..];
-    let value = if fingerprint == reader.fingerprint {
+    let value = if reader.wrote(fingerprint) {
         apache_avro::from_avro_datum(&reader.schema, &mut body, None)?
     } else {
-        let Some(writer) = known.iter().find(|s| s.fingerprint == fingerprint) else {
+        let Some(writer) = known.iter().find(|s| s.wrote(fingerprint)) else {
             let mut raw = [0u8; 8];
             raw.copy_from_slice(fingerprint);
             return Err(SchemaError::UnknownWriterSchema(u64::from_le_bytes(raw)));
@@ -127,13 +183,7 @@ pub fn decode_with<E: Event>(bytes: &[u8], known: &[EventSchema]) -> Result<E, S
 
 /// Parses a schema given at run time (tests; future schema versions).
 pub fn parse_schema(json: &str) -> Result<EventSchema, SchemaError> {
-    let schema = Schema::parse_str(json)?;
-    let mut fingerprint = [0u8; 8];
-    fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
-    Ok(EventSchema {
-        schema,
-        fingerprint,
-    })
+    Ok(EventSchema::of(Schema::parse_str(json)?))
 }
 
 /// Frames an Avro `value` written with `writer` (tests: records of older or newer producers).

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use base64::Engine;
 
@@ -37,6 +38,8 @@ struct State {
     down: AtomicBool,
     calls: AtomicU64,
     sent: Mutex<Vec<Sent>>,
+    /// When each message in `sent` was accepted.
+    accepted_at: Mutex<Vec<Instant>>,
 }
 
 /// A running stand-in; stops when dropped.
@@ -57,6 +60,7 @@ impl Provider {
             down: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             sent: Mutex::default(),
+            accepted_at: Mutex::default(),
         });
         let handler = Arc::clone(&state);
         let server =
@@ -81,6 +85,20 @@ impl Provider {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// When each accepted message was accepted, in order (as [`Provider::sent`]).
+    pub fn accepted_at(&self) -> Vec<Instant> {
+        self.state
+            .accepted_at
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many messages were accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted_at.lock().map(|a| a.len()).unwrap_or(0)
     }
 
     /// The `[provider.<api>]` table pointing at this stand-in, the secret in `secret_file`
@@ -114,6 +132,16 @@ fn answer(state: &State, seen: &Seen) -> Reply {
     }
 }
 
+/// Records `message` as accepted now; returns how many were accepted so far.
+fn accept(state: &State, message: Sent) -> usize {
+    let mut sent = state.sent.lock().unwrap_or_else(|e| e.into_inner());
+    sent.push(message);
+    if let Ok(mut at) = state.accepted_at.lock() {
+        at.push(Instant::now());
+    }
+    sent.len()
+}
+
 fn twilio(state: &State, seen: &Seen) -> Reply {
     let basic =
         base64::engine::general_purpose::STANDARD.encode(format!("ACtest:{}", Provider::SECRET));
@@ -137,15 +165,14 @@ fn twilio(state: &State, seen: &Seen) -> Reply {
             r#"{"code":21211,"message":"Invalid 'To' Phone Number"}"#,
         );
     }
-    let mut sent = state.sent.lock().unwrap_or_else(|e| e.into_inner());
-    sent.push(Sent {
-        to,
-        text: field("Body"),
-    });
-    Reply::json(
-        201,
-        format!(r#"{{"sid":"SM{}","status":"queued"}}"#, sent.len()),
-    )
+    let n = accept(
+        state,
+        Sent {
+            to,
+            text: field("Body"),
+        },
+    );
+    Reply::json(201, format!(r#"{{"sid":"SM{n}","status":"queued"}}"#))
 }
 
 fn vonage(state: &State, seen: &Seen) -> Reply {
@@ -169,16 +196,15 @@ fn vonage(state: &State, seen: &Seen) -> Reply {
     if format!("+{to}") == INVALID_NUMBER {
         return status("7", "Number barred");
     }
-    let mut sent = state.sent.lock().unwrap_or_else(|e| e.into_inner());
-    sent.push(Sent {
-        to,
-        text: field("text"),
-    });
+    let n = accept(
+        state,
+        Sent {
+            to,
+            text: field("text"),
+        },
+    );
     Reply::json(
         200,
-        format!(
-            r#"{{"message-count":"1","messages":[{{"status":"0","message-id":"v{}"}}]}}"#,
-            sent.len()
-        ),
+        format!(r#"{{"message-count":"1","messages":[{{"status":"0","message-id":"v{n}"}}]}}"#),
     )
 }

@@ -39,11 +39,17 @@ fn round_trip<E: Event + PartialEq + std::fmt::Debug>(event: E) {
     let bytes = encode(&event).expect("encode");
     assert_eq!(bytes[..2], MAGIC);
     assert_eq!(decode::<E>(&bytes).expect("decode"), event);
-    // The framing is the spec's, not ours: apache-avro's own single-object reader agrees.
-    let reader = GenericSingleObjectReader::new(E::schema().schema.clone()).expect("reader");
-    reader
-        .read_value(&mut bytes.as_slice())
-        .expect("apache-avro reads our single-object framing");
+    // The framing is the spec's, not ours: apache-avro's own single-object reader agrees — where
+    // its canonical form is the specification's (a schema with a logical type on a primitive
+    // gets another fingerprint from it; `fingerprints_are_the_specifications` checks ours
+    // against fastavro's).
+    let schema = E::schema();
+    if schema.fingerprint == schema.legacy_fingerprint {
+        let reader = GenericSingleObjectReader::new(schema.schema.clone()).expect("reader");
+        reader
+            .read_value(&mut bytes.as_slice())
+            .expect("apache-avro reads our single-object framing");
+    }
 }
 
 #[test]
@@ -390,4 +396,70 @@ fn a_value_with_a_whole_header_is_read_past_it() {
         decode::<NotificationRequested>(&value[..HEADER_LEN - 1]),
         Err(SchemaError::NotSingleObject(_))
     ));
+}
+
+/// The fingerprints any Avro library computes from the `.avsc` files (these from Python's
+/// fastavro: `fastavro.schema.fingerprint(to_parsing_canonical_form(parse_schema(...)),
+/// "CRC-64-AVRO")`, the little-endian bytes in hex), and the specification's own example.
+#[test]
+fn fingerprints_are_the_specifications() {
+    let hex = |f: [u8; 8]| f.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        u64::from_le_bytes(super::crc64_avro(b"\"null\"")),
+        7_195_948_357_588_979_594
+    );
+    for (fingerprint, expected) in [
+        (DeliveryResult::schema().fingerprint, "3059ebba77ce74b6"),
+        (Engagement::schema().fingerprint, "6f4c0e103a0d7f4c"),
+        (DeadLetter::schema().fingerprint, "c138f08e8e0c4a11"),
+        (Dispatch::schema().fingerprint, "3a04df4bba294a26"),
+        (Dispatch::history()[0].fingerprint, "7652fe400e26f589"),
+        (
+            NotificationAdmitted::schema().fingerprint,
+            "1767a7693504a1e3",
+        ),
+        (
+            NotificationEnriched::schema().fingerprint,
+            "dc445ae36550bf88",
+        ),
+        (
+            NotificationEnriched::history()[0].fingerprint,
+            "6afe4055cb759d78",
+        ),
+        (
+            NotificationRequested::schema().fingerprint,
+            "86fa415b7275ba15",
+        ),
+    ] {
+        assert_eq!(hex(fingerprint), expected);
+    }
+}
+
+/// Records written before the fingerprint followed the specification are still read.
+#[test]
+fn a_record_with_the_legacy_fingerprint_is_read() {
+    let schema = DeliveryResult::schema();
+    assert_ne!(schema.fingerprint, schema.legacy_fingerprint);
+    // What apache-avro's own fingerprint gave for this schema, on the wire until 2026-11-30.
+    assert_eq!(
+        schema.legacy_fingerprint,
+        [12, 144, 160, 204, 250, 255, 147, 173]
+    );
+    let event = DeliveryResult {
+        result_id: "r".into(),
+        notification_id: "n".into(),
+        delivery_id: None,
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        category: "c".into(),
+        channel: None,
+        state: crate::DeliveryState::Accepted,
+        reason: None,
+        provider_message_id: None,
+        at_ms: 1,
+    };
+    let mut bytes = encode(&event).expect("encodes");
+    assert_eq!(bytes[2..10], schema.fingerprint);
+    bytes[2..10].copy_from_slice(&schema.legacy_fingerprint);
+    assert_eq!(decode::<DeliveryResult>(&bytes).expect("decodes"), event);
 }

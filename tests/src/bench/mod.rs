@@ -5,8 +5,9 @@
 //! Sections: [`produce`] (raw rdkafka produce vs the ingress, closed loop and open loop at
 //! 25/50/75/100 % of the ingress maximum, and at twice it), [`pipeline`] (a pass-through chain
 //! with Herald's number of hops vs Herald end to end), [`query`] (ListInbox vs raw store reads),
-//! [`outbox`] (the outbox's drain after an outage vs raw produce), and the peak RSS of every
-//! Herald process.
+//! [`outbox`] (the outbox's drain after an outage vs raw produce), [`providers`] (each
+//! connector vs a bare client, and one channel's rate while another's provider answers 503),
+//! and the peak RSS of every Herald process.
 
 pub mod bare;
 pub mod callgrind;
@@ -15,6 +16,7 @@ pub mod load;
 pub mod outbox;
 pub mod pipeline;
 pub mod produce;
+pub mod providers;
 pub mod query;
 pub mod stats;
 
@@ -126,6 +128,10 @@ pub async fn main() -> anyhow::Result<()> {
     // 4: queries.
     let query = query::run(&broker).await?;
     report.insert("query".into(), query.json());
+
+    // 5: the providers: connectors vs bare clients, and one channel while another's is down.
+    let providers = providers::run(&broker).await?;
+    report.insert("providers".into(), providers.json());
 
     #[allow(clippy::print_stdout)]
     {
@@ -294,6 +300,7 @@ pub async fn main() -> anyhow::Result<()> {
             "-",
         ),
     ]);
+    table.extend(providers.rows());
     let rows: Vec<Value> = table
         .iter()
         .map(|(name, herald, baseline, unit, goal)| row(name, *herald, *baseline, unit, goal))
