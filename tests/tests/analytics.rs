@@ -1,7 +1,8 @@
 //! What analysts read, read as they would: `scripts/read_topic.py` (fastavro and confluent-kafka
 //! from PyPI, none of Herald's code) decodes `<p>.delivery-result` and `<p>.engagement` from the
 //! broker with only the `.avsc` files of `schemas/`, and finds every state of the notifications
-//! sent and the READ events of the ones marked read — the snippet docs/ANALYTICS.md shows.
+//! sent and the READ events of the ones marked read — the snippet docs/ANALYTICS.md shows; and
+//! `herald tail` shows operators the same records as JSON lines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -132,5 +133,62 @@ async fn analytics() -> anyhow::Result<()> {
         .filter_map(|e| e["notification_id"].as_str())
         .collect();
     assert_eq!(read_ids, ids.iter().map(String::as_str).collect());
+
+    // The operators' view of the same topic: `herald tail` decodes it to JSON lines.
+    let tailed = platform
+        .run_command(&[
+            "tail",
+            "delivery-result",
+            "--from-beginning",
+            "--idle-s",
+            "3",
+        ])
+        .await?;
+    let lines: Vec<serde_json::Value> = tailed
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        lines.len(),
+        results.len(),
+        "as many records as fastavro read"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["error"].is_null() && l["offset"].is_i64())
+    );
+    for id in &ids {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["event"]["notification_id"] == id.as_str()
+                    && l["event"]["state"] == "DELIVERED"
+                    && l["key"] == "acme/ana"),
+            "{id} delivered, in herald tail"
+        );
+    }
+    let future = (std::time::SystemTime::now() + Duration::from_secs(3_600))
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        .to_string();
+    let none = platform
+        .run_command(&["tail", "engagement", "--since-ms", &future, "--idle-s", "2"])
+        .await?;
+    assert!(
+        none.trim().is_empty(),
+        "nothing written after a time to come: {none}"
+    );
+    let max = platform
+        .run_command(&["tail", "engagement", "--from-beginning", "--max", "2"])
+        .await?;
+    assert_eq!(max.lines().count(), 2);
+    assert!(
+        platform
+            .run_command(&["tail", "txn-probe", "--from-beginning", "--idle-s", "1"])
+            .await
+            .is_err(),
+        "a topic that carries no events is refused"
+    );
     Ok(())
 }

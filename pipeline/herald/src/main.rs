@@ -1,5 +1,6 @@
 //! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), a
-//! small client (`send`, `inbox`, `get`) and `lag` for operators. See README.md for the two
+//! small client (`send`, `inbox`, `get`), `keys` and `token` for callers, and `lag` and `tail`
+//! for operators. See README.md for the two
 //! commands that matter.
 
 mod client;
@@ -10,6 +11,7 @@ mod lag;
 mod shutdown;
 mod store;
 mod supervisor;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -89,6 +91,9 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// A topic's records as JSON lines (`delivery-result`, `dispatch.sms`, `dead-letter`, …):
+    /// new ones until Ctrl-C, or from the beginning, an offset or a time.
+    Tail(tail::TailArgs),
     /// API keys of calling backends: create, list, rotate, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -194,6 +199,10 @@ async fn run() -> anyhow::Result<()> {
             Some(client::get(&config.query.listen, &caller, tenant, id).await?)
         }
         Command::Keys(command) => Some(keys::run(&config, command).await?),
+        Command::Tail(args) => {
+            tail::run(&config, args, shutdown::token()?).await?;
+            None
+        }
         Command::Token {
             tenant,
             user,
