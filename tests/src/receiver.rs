@@ -1,6 +1,6 @@
 //! A webhook receiver for the tests, speaking the real protocol (HTTPS on [`HttpsServer`]),
 //! answering by path — `/ok`: 200; `/flaky/<n>`: 503 with `Retry-After: 1` to the first `n`
-//! requests for each notification, then 200; `/down`: 503 always. It checks every request's
+//! requests for each notification, then 200; `/down`: 503 until [`Receiver::heal`]. It checks every request's
 //! signature with the secret and records every request. Dropping it stops it.
 
 use std::collections::HashMap;
@@ -33,11 +33,14 @@ pub struct Receiver {
     /// The CA certificate (PEM) that signed its certificate.
     pub ca_pem: String,
     requests: Arc<Mutex<Vec<Received>>>,
+    state: Arc<State>,
     _server: HttpsServer,
 }
 
 struct State {
     secret: Vec<u8>,
+    /// `/down` answers 200 once healed.
+    healed: std::sync::atomic::AtomicBool,
     requests: Arc<Mutex<Vec<Received>>>,
     seen: Mutex<HashMap<String, u32>>,
 }
@@ -48,16 +51,27 @@ impl Receiver {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
             secret: secret.to_vec(),
+            healed: std::sync::atomic::AtomicBool::new(false),
             requests: Arc::clone(&requests),
             seen: Mutex::default(),
         });
-        let server = HttpsServer::start(Arc::new(move |seen: &Seen| answer(&state, seen))).await?;
+        let handler = Arc::clone(&state);
+        let server =
+            HttpsServer::start(Arc::new(move |seen: &Seen| answer(&handler, seen))).await?;
         Ok(Receiver {
             addr: server.addr,
             ca_pem: server.ca_pem.clone(),
             requests,
+            state,
             _server: server,
         })
+    }
+
+    /// From now on `/down` answers 200: the receiver's owner fixed it.
+    pub fn heal(&self) {
+        self.state
+            .healed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The URL of `path` on this receiver.
@@ -95,7 +109,8 @@ fn answer(state: &State, request: &Seen) -> Reply {
     };
     let status = match path.split('/').collect::<Vec<_>>()[..] {
         ["", "ok"] => 200,
-        ["", "down"] => 503,
+        ["", "down"] if !state.healed.load(std::sync::atomic::Ordering::SeqCst) => 503,
+        ["", "down"] => 200,
         ["", "flaky", n] if n.parse::<u32>().is_ok_and(|n| count <= n) => 503,
         ["", "flaky", _] => 200,
         _ => 404,

@@ -4,7 +4,8 @@
 //! attempt — and accepts it the third time; the timeline says DEFERRED, DEFERRED, DELIVERED.
 //! A receiver that is down gets each notification `max_attempts` times; then the dispatch is in
 //! the dead-letter topic and the channel FAILED with the last error. The in-app channel of the
-//! same notifications is delivered meanwhile, and nothing is delivered twice.
+//! same notifications is delivered meanwhile, and nothing is delivered twice. Once the receiver
+//! is fixed, `herald replay` re-drives the dead letter: delivered, once, after two replays.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -173,6 +174,58 @@ async fn webhooks() -> anyhow::Result<()> {
     assert_eq!(
         letters[0].source_topic,
         format!("{}.retry.webhook.30s", platform.prefix)
+    );
+
+    // The receiver is fixed; `herald replay` re-drives the dead letter and it is delivered —
+    // once, however many times it is replayed.
+    receiver.heal();
+    let dry = platform
+        .run_command(&["replay", "--stage", "deliver", "--dry-run"])
+        .await?;
+    assert!(dry.contains("1 of 1 dead letters selected"), "{dry}");
+    let gone_id = sent
+        .iter()
+        .find(|(_, user)| *user == "gone")
+        .map(|(id, _)| id.clone())
+        .expect("the dead one");
+    let delivered = |calls: &[herald_tests::receiver::Received]| {
+        calls
+            .iter()
+            .filter(|r| r.notification_id == gone_id && r.status == 200)
+            .count()
+    };
+    for _ in 0..2 {
+        let out = platform
+            .run_command(&[
+                "replay",
+                "--stage",
+                "deliver",
+                "--source",
+                "retry.webhook.30s",
+            ])
+            .await?;
+        assert!(out.contains("replayed 1 of 1"), "{out}");
+        settled(Duration::from_secs(60), "the replayed delivery", || {
+            let calls = receiver.requests();
+            async move { Ok((delivered(&calls) >= 1).then_some(delivered(&calls))) }
+        })
+        .await?;
+    }
+    assert_eq!(
+        delivered(&receiver.requests()),
+        1,
+        "delivered once after two replays"
+    );
+    let timeline = store
+        .get_notification("acme", &gone_id)
+        .await?
+        .expect("known");
+    assert!(
+        timeline
+            .1
+            .iter()
+            .any(|e| e.channel == Some(Channel::Webhook) && e.state == DeliveryState::Delivered),
+        "{timeline:?}"
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ mod components;
 mod config;
 mod keys;
 mod lag;
+mod replay;
 mod shutdown;
 mod store;
 mod supervisor;
@@ -94,6 +95,9 @@ enum Command {
     /// A topic's records as JSON lines (`delivery-result`, `dispatch.sms`, `dead-letter`, …):
     /// new ones until Ctrl-C, or from the beginning, an offset or a time.
     Tail(tail::TailArgs),
+    /// Re-drive dead letters to the topics they came from, once their cause is fixed (safe to
+    /// run twice: records carry stable ids).
+    Replay(replay::ReplayArgs),
     /// API keys of calling backends: create, list, rotate, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -199,6 +203,7 @@ async fn run() -> anyhow::Result<()> {
             Some(client::get(&config.query.listen, &caller, tenant, id).await?)
         }
         Command::Keys(command) => Some(keys::run(&config, command).await?),
+        Command::Replay(args) => Some(replay::run(&config, args).await?),
         Command::Tail(args) => {
             tail::run(&config, args, shutdown::token()?).await?;
             None
