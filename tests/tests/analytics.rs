@@ -134,6 +134,18 @@ async fn analytics() -> anyhow::Result<()> {
         .collect();
     assert_eq!(read_ids, ids.iter().map(String::as_str).collect());
 
+    // A notification's path, as an operator asks for it.
+    let first = ids.iter().next().expect("an id");
+    let trace = platform
+        .run_command(&["trace", first, "--tenant", "acme"])
+        .await?;
+    for step in ["ACCEPTED", "DISPATCHED", "DELIVERED"] {
+        assert!(
+            trace.lines().any(|l| l.contains(step) && l.contains(" ms")),
+            "{step} in\n{trace}"
+        );
+    }
+
     // The operators' view of the same topic: `herald tail` decodes it to JSON lines.
     let tailed = platform
         .run_command(&[

@@ -1,6 +1,6 @@
 //! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), a
-//! small client (`send`, `inbox`, `get`), `keys` and `token` for callers, and `lag` and `tail`
-//! for operators. See README.md for the two
+//! small client (`send`, `inbox`, `get`), `keys` and `token` for callers, and `lag`, `tail`,
+//! `replay` and `trace` for operators. See README.md for the two
 //! commands that matter.
 
 mod client;
@@ -13,6 +13,7 @@ mod shutdown;
 mod store;
 mod supervisor;
 mod tail;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,13 @@ enum Command {
     /// A topic's records as JSON lines (`delivery-result`, `dispatch.sms`, `dead-letter`, …):
     /// new ones until Ctrl-C, or from the beginning, an offset or a time.
     Tail(tail::TailArgs),
+    /// Where a notification went and how long each step took (from the store's timeline).
+    Trace {
+        /// The notification id.
+        id: String,
+        #[arg(long)]
+        tenant: String,
+    },
     /// Re-drive dead letters to the topics they came from, once their cause is fixed (safe to
     /// run twice: records carry stable ids).
     Replay(replay::ReplayArgs),
@@ -204,6 +212,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Keys(command) => Some(keys::run(&config, command).await?),
         Command::Replay(args) => Some(replay::run(&config, args).await?),
+        Command::Trace { id, tenant } => Some(trace::run(&config, &tenant, &id).await?),
         Command::Tail(args) => {
             tail::run(&config, args, shutdown::token()?).await?;
             None
