@@ -84,6 +84,10 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// …and at the latest after this many input records.
     pub max_batch_records: u64,
+    /// The most records handed to a stage at once (of those already fetched): a smaller
+    /// hand-over lets results leave sooner within one transaction batch (a shorter tail),
+    /// a larger one gives the stage more to work on at once.
+    pub max_handover_records: u64,
     /// librdkafka's `fetch.wait.max.ms` for stage consumers: the longest a fetch waits for data.
     /// Each hop can add up to this much latency on brokers that hold fetches for the full wait
     /// (tansu does), so it is lower than librdkafka's 500 ms default.
@@ -143,6 +147,7 @@ impl Default for KafkaConfig {
             transaction_timeout_ms: 60_000,
             commit_interval_ms: 100,
             max_batch_records: 1_000,
+            max_handover_records: 250,
             fetch_wait_max_ms: 50,
             idle_pause_ms: 0,
             message_timeout_ms: 10_000,

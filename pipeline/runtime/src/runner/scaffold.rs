@@ -307,6 +307,7 @@ impl Reading {
 pub(crate) struct BatchClock {
     interval: Duration,
     max_records: u64,
+    handover: u64,
     began: std::time::Instant,
     began_at_record: u64,
 }
@@ -316,6 +317,7 @@ impl BatchClock {
         BatchClock {
             interval: Duration::from_millis(kafka.commit_interval_ms.max(1)),
             max_records: kafka.max_batch_records,
+            handover: kafka.max_handover_records.max(1),
             began: std::time::Instant::now(),
             began_at_record: 0,
         }
@@ -328,10 +330,16 @@ impl BatchClock {
             .map_or(self.interval, |d| d.min(self.interval))
     }
 
-    /// How many more records the open batch takes (at least one).
+    /// How many records to hand over now: what the open batch still takes (at least one), at
+    /// most `max_handover_records`.
     pub(crate) fn room(&self, stats: &RunStats) -> usize {
         let taken = stats.consumed - self.began_at_record;
-        usize::try_from(self.max_records.saturating_sub(taken).max(1)).unwrap_or(usize::MAX)
+        let room = self
+            .max_records
+            .saturating_sub(taken)
+            .max(1)
+            .min(self.handover);
+        usize::try_from(room).unwrap_or(usize::MAX)
     }
 
     pub(crate) fn due(&self, stats: &RunStats) -> bool {
@@ -381,5 +389,35 @@ impl Progress {
         );
         self.last = *stats;
         self.at = std::time::Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_over_is_what_the_batch_still_takes_at_most_its_cap() {
+        let kafka = KafkaConfig {
+            max_batch_records: 1_000,
+            max_handover_records: 250,
+            ..KafkaConfig::default()
+        };
+        let clock = BatchClock::new(&kafka);
+        let mut stats = RunStats::default();
+        assert_eq!(clock.room(&stats), 250);
+        stats.consumed = 900;
+        assert_eq!(clock.room(&stats), 100);
+        stats.consumed = 1_200;
+        assert_eq!(clock.room(&stats), 1, "a full batch still takes one");
+        let uncapped = BatchClock::new(&KafkaConfig {
+            max_handover_records: 0,
+            ..kafka
+        });
+        assert_eq!(
+            uncapped.room(&RunStats::default()),
+            1,
+            "a zero cap hands over one"
+        );
     }
 }
