@@ -63,6 +63,28 @@ impl Outcome {
     }
 }
 
+/// A dispatch to `address` on `channel`, for the connectors' tests.
+#[cfg(test)]
+pub(crate) fn test_dispatch(channel: herald_schemas::Channel, address: &str) -> Dispatch {
+    Dispatch {
+        delivery_id: "0b6e3f5e-4d4a-5a52-9c39-2f0d5d6b8a11".into(),
+        notification_id: "n1".into(),
+        attempt: 1,
+        tenant: "t".into(),
+        recipient_user_id: "u".into(),
+        category: "news".into(),
+        priority: herald_schemas::Priority::Normal,
+        channel,
+        address: address.into(),
+        title: "Hi".into(),
+        body: "there".into(),
+        action_url: None,
+        requested_at_ms: 1,
+        not_before_ms: None,
+        last_error: None,
+    }
+}
+
 /// Sends `dispatches` through `connector` one after another: an outcome per dispatch, in order.
 pub async fn send_each<C: Connector + ?Sized>(
     connector: &C,

@@ -244,7 +244,7 @@ impl Connector for ApnsConnector {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
+    use herald_schemas::Channel;
 
     use super::*;
 
@@ -263,23 +263,7 @@ mod tests {
     }
 
     fn dispatch(address: &str) -> Dispatch {
-        Dispatch {
-            delivery_id: "0b6e3f5e-4d4a-5a52-9c39-2f0d5d6b8a11".into(),
-            notification_id: "n1".into(),
-            attempt: 1,
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            channel: Channel::PushApns,
-            address: address.into(),
-            title: "Hi".into(),
-            body: "there".into(),
-            action_url: None,
-            requested_at_ms: 1,
-            not_before_ms: None,
-            last_error: None,
-        }
+        crate::test_dispatch(Channel::PushApns, address)
     }
 
     #[test]

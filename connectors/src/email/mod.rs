@@ -133,28 +133,12 @@ impl Connector for EmailConnector {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
+    use herald_schemas::Channel;
 
     use super::*;
 
     fn dispatch(address: &str) -> Dispatch {
-        Dispatch {
-            delivery_id: "d1".into(),
-            notification_id: "n1".into(),
-            attempt: 1,
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            channel: Channel::Email,
-            address: address.into(),
-            title: "Hi".into(),
-            body: "there".into(),
-            action_url: None,
-            requested_at_ms: 1,
-            not_before_ms: None,
-            last_error: None,
-        }
+        crate::test_dispatch(Channel::Email, address)
     }
 
     fn config() -> EmailConfig {
