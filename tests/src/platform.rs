@@ -108,6 +108,14 @@ impl Platform {
         Ok(self)
     }
 
+    /// Writes `contents` to the file `name` in the platform's directory (a secret, a CA for the
+    /// config to name) and returns its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents)?;
+        Ok(path)
+    }
+
     /// The config file path.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("herald.toml")

@@ -168,10 +168,10 @@ async fn matrix() -> anyhow::Result<()> {
     let broker = Broker::transactional().await?;
     let platform = Platform::configure(&broker, "")?;
     let dir = platform.config_path().parent().unwrap().to_owned();
-    std::fs::write(dir.join("acme-users.secret"), USER_SECRET)?;
+    let secret = platform.write_file("acme-users.secret", USER_SECRET)?;
     let platform = platform.with_extra_config(&format!(
         "[auth.user_tokens.acme]\nsecret_file = \"{}\"\nmax_lifetime_s = 7200\n",
-        dir.join("acme-users.secret").display()
+        secret.display()
     ))?;
     // The keys, made in the store before anything reads them (revocation is then not cached).
     let store = herald_stores::open(&platform.store_url).await?;

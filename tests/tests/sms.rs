@@ -34,12 +34,9 @@ async fn failover() -> anyhow::Result<()> {
     let vonage = Provider::start(Api::Vonage).await?;
     twilio.set_down(true);
     let platform = Platform::configure(&broker, "")?;
-    let dir = platform.config_path().parent().unwrap().to_owned();
-    let secret = dir.join("sms.secret");
-    std::fs::write(&secret, format!("{}\n", Provider::SECRET))?;
-    let (twilio_ca, vonage_ca) = (dir.join("twilio.pem"), dir.join("vonage.pem"));
-    std::fs::write(&twilio_ca, &twilio.server.ca_pem)?;
-    std::fs::write(&vonage_ca, &vonage.server.ca_pem)?;
+    let secret = platform.write_file("sms.secret", &format!("{}\n", Provider::SECRET))?;
+    let twilio_ca = platform.write_file("twilio.pem", &twilio.server.ca_pem)?;
+    let vonage_ca = platform.write_file("vonage.pem", &vonage.server.ca_pem)?;
     let platform = platform.with_extra_config(&format!(
         "{}{}[provider.routes]\nsms = [\"twilio\", \"vonage\"]\n\
          [provider.limits.twilio.breaker]\nwindow = 4\nmin_calls = 2\nfailure_ratio = 1.0\n\

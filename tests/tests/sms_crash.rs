@@ -33,10 +33,8 @@ async fn crash() -> anyhow::Result<()> {
     let broker = Broker::transactional().await?;
     let twilio = Provider::start(Api::Twilio).await?;
     let platform = Platform::configure(&broker, "")?;
-    let dir = platform.config_path().parent().unwrap().to_owned();
-    let (secret, ca) = (dir.join("sms.secret"), dir.join("twilio.pem"));
-    std::fs::write(&secret, Provider::SECRET)?;
-    std::fs::write(&ca, &twilio.server.ca_pem)?;
+    let secret = platform.write_file("sms.secret", Provider::SECRET)?;
+    let ca = platform.write_file("twilio.pem", &twilio.server.ca_pem)?;
     let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\n\
                   per_tenant = { limit = 1000000, window_seconds = 1 }\n";
     let platform = platform

@@ -34,14 +34,13 @@ async fn webhooks() -> anyhow::Result<()> {
     let broker = Broker::transactional().await?;
     let receiver = Receiver::start(SECRET.as_bytes()).await?;
     let platform = Platform::configure(&broker, "")?;
-    let dir = platform.config_path().parent().unwrap().to_owned();
-    std::fs::write(dir.join("webhook.secret"), format!("{SECRET}\n"))?;
-    std::fs::write(dir.join("ca.pem"), &receiver.ca_pem)?;
+    let secret = platform.write_file("webhook.secret", &format!("{SECRET}\n"))?;
+    let ca = platform.write_file("ca.pem", &receiver.ca_pem)?;
     let platform = platform.with_extra_config(&format!(
         "[provider.webhook]\nsecret_file = \"{}\"\nca_file = \"{}\"\ntimeout_ms = 5000\n\
          [deliver.retry]\nmax_attempts = 3\nfirst_backoff_ms = 300\nmax_backoff_ms = 2000\n",
-        dir.join("webhook.secret").display(),
-        dir.join("ca.pem").display(),
+        secret.display(),
+        ca.display(),
     ))?;
     {
         let store = herald_stores::open(&platform.store_url).await?;

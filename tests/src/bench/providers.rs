@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use herald_connectors::Connector;
 use herald_connectors::sms::twilio::{TwilioConfig, TwilioConnector};
 use herald_connectors::webhook::{WebhookConfig, WebhookConnector};
@@ -411,11 +410,6 @@ async fn isolation(broker: &Broker) -> anyhow::Result<Isolation> {
     let twilio = Provider::start(Api::Twilio).await?;
     let receiver = Receiver::start(WEBHOOK_SECRET.as_bytes()).await?;
     let platform = Platform::configure(broker, &super::experiment())?;
-    let dir = platform
-        .config_path()
-        .parent()
-        .context("the platform's directory")?
-        .to_owned();
     let extra = format!(
         "[rate_limit]\nper_recipient = {{ limit = 100000, window_seconds = 1 }}\n\
          per_tenant = {{ limit = 10000000, window_seconds = 1 }}\n{}\
@@ -423,11 +417,15 @@ async fn isolation(broker: &Broker) -> anyhow::Result<Isolation> {
          [deliver.channel_retry.webhook]\nmax_attempts = 2\nfirst_backoff_ms = 500\n\
          max_backoff_ms = 1000\n",
         twilio.config(
-            &write(&dir, "sms.secret", Provider::SECRET)?,
-            &write(&dir, "twilio.pem", &twilio.server.ca_pem)?
+            &platform.write_file("sms.secret", Provider::SECRET)?,
+            &platform.write_file("twilio.pem", &twilio.server.ca_pem)?
         ),
-        write(&dir, "webhook.secret", WEBHOOK_SECRET)?.display(),
-        write(&dir, "webhook.pem", &receiver.ca_pem)?.display(),
+        platform
+            .write_file("webhook.secret", WEBHOOK_SECRET)?
+            .display(),
+        platform
+            .write_file("webhook.pem", &receiver.ca_pem)?
+            .display(),
     );
     let platform = platform.with_extra_config(&extra)?;
     {
