@@ -210,8 +210,7 @@ impl QueryService for Query {
         &self,
         request: Request<ListInboxRequest>,
     ) -> Result<Response<ListInboxResponse>, Status> {
-        let metadata = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         (req.tenant, req.recipient_user_id) = self
             .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
             .await?;
@@ -277,8 +276,7 @@ impl QueryService for Query {
         &self,
         request: Request<UnreadCountRequest>,
     ) -> Result<Response<UnreadCountResponse>, Status> {
-        let metadata = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         (req.tenant, req.recipient_user_id) = self
             .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
             .await?;
@@ -298,8 +296,7 @@ impl QueryService for Query {
         &self,
         request: Request<MarkReadRequest>,
     ) -> Result<Response<MarkReadResponse>, Status> {
-        let metadata = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         (req.tenant, req.recipient_user_id) = self
             .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
             .await?;
@@ -331,8 +328,7 @@ impl QueryService for Query {
         &self,
         request: Request<MarkAllReadRequest>,
     ) -> Result<Response<MarkAllReadResponse>, Status> {
-        let metadata = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         (req.tenant, req.recipient_user_id) = self
             .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
             .await?;
@@ -370,8 +366,7 @@ impl QueryService for Query {
         &self,
         request: Request<WatchInboxRequest>,
     ) -> Result<Response<Self::WatchInboxStream>, Status> {
-        let metadata = request.metadata().clone();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         (req.tenant, req.recipient_user_id) = self
             .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
             .await?;
