@@ -16,7 +16,7 @@ MUTANT_FILES := pipeline/stages/src/rate_limit/limiter.rs pipeline/stages/src/ra
 	schemas/src/ids.rs pipeline/store/src/token.rs pipeline/store/src/retention.rs \
 	pipeline/store-sqlite/src/feed.rs
 
-.PHONY: test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean fuzz fuzz-tools mutants
+.PHONY: alerts test-scylla help build run test test-kafka test-tansu bench unit lint fmt broker tansu clean fuzz fuzz-tools mutants
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -47,12 +47,18 @@ test: ## Unit, integration, exactly-once, crash and broker-kill tests (installs 
 	else \
 		echo "make test: the exactly-once tests ran against noida-db (set HERALD_TEST_KAFKA=host:port for a real Kafka)"; \
 	fi
+	@$(MAKE) --no-print-directory alerts
 	@if [ -n "$$HERALD_TEST_SCYLLA" ]; then \
 		$(MAKE) test-scylla; \
 	else \
 		echo "make test: real-ScyllaDB store tests SKIPPED (set HERALD_TEST_SCYLLA=host:port to run them)"; \
 	fi
 	$(MAKE) fuzz
+
+alerts: ## Check the Prometheus alert rules and run their unit tests with promtool (fetched from Debian if missing)
+	@rc=0; scripts/promtool.sh check rules helm/herald/alerts/herald-rules.yaml || rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "make test: alert rules check SKIPPED (promtool unavailable)"; exit 0; fi; \
+	[ $$rc -eq 0 ] && (cd helm/herald/alerts && ../../../scripts/promtool.sh test rules herald-rules.test.yaml)
 
 fuzz-tools: ## Install cargo-fuzz into ~/.cache/herald/tools if missing
 	@test -x $(CARGO_FUZZ) || cargo install cargo-fuzz --locked --version 0.13.1 --root $(TOOLS)

@@ -23,6 +23,7 @@ pub mod email;
 pub mod failover;
 pub mod fcm;
 pub mod in_app;
+pub mod metered;
 pub mod recording;
 pub mod registry;
 pub mod setup;

@@ -22,6 +22,7 @@ use crate::email::{EmailConfig, EmailConnector};
 use crate::failover::{Failover, GuardConfig, Guarded};
 use crate::fcm::{FcmConfig, FcmConnector};
 use crate::in_app::InAppConnector;
+use crate::metered::Metered;
 use crate::setup::SetupError;
 use crate::sms::twilio::{TwilioConfig, TwilioConnector};
 use crate::sms::vonage::{VonageConfig, VonageConnector};
@@ -164,19 +165,24 @@ pub fn connector(
     parts: &Parts,
 ) -> Result<Arc<dyn Connector>, SetupError> {
     if channel == Channel::InApp {
-        return Ok(Arc::new(InAppConnector::new(Arc::clone(&parts.store))));
+        return Ok(Metered::new(
+            "inbox",
+            Arc::new(InAppConnector::new(Arc::clone(&parts.store))),
+        ));
     }
     let route = config.route(channel)?;
     if let [only] = &route[..] {
         match only.as_str() {
-            "recording" => return Ok(Arc::clone(&parts.recording)),
-            "webhook" => return webhook_connector(config).map(|c| c as Arc<dyn Connector>),
+            "recording" => return Ok(Metered::new("recording", Arc::clone(&parts.recording))),
+            "webhook" => {
+                return webhook_connector(config).map(|c| Metered::new("webhook", c));
+            }
             _ => {}
         }
     }
     let mut guarded = Vec::with_capacity(route.len());
     for name in &route {
-        let connector = one(config, name, parts)?;
+        let connector = Metered::new(name, one(config, name, parts)?);
         let limits = config.limits.get(name).cloned().unwrap_or_default();
         guarded.push(Guarded::new(name, connector, &limits)?);
     }

@@ -7,6 +7,7 @@
 
 pub mod bounds;
 pub mod engagement;
+pub mod observed;
 pub mod watch;
 pub mod watchers;
 
@@ -36,6 +37,7 @@ use tracing::info;
 use herald_runtime::outbox::OutboxError;
 
 use crate::engagement::EngagementSink;
+use crate::observed::Observed;
 use crate::watchers::{WatchLimits, Watchers};
 
 /// Default and maximum inbox page sizes.
@@ -463,12 +465,12 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(QueryServiceServer::new(Query::new(
+        .add_service(Observed::new(QueryServiceServer::new(Query::new(
             store,
             auth,
             options,
             stop.clone(),
-        )));
+        ))));
     herald_proto::tls::serve(router, listener, tls, stop.cancelled_owned()).await?;
     match sink.and_then(|s| s.failure()) {
         Some(reason) => Err(QueryError::ProducerFailed(reason)),

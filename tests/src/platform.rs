@@ -25,6 +25,8 @@ pub struct Platform {
     pub recording: PathBuf,
     /// Topic prefix.
     pub prefix: String,
+    /// Each component's metrics endpoint, by the component's name (`ingress`, `enrich`, …).
+    pub metrics: std::collections::BTreeMap<&'static str, SocketAddr>,
     supervisor: Option<Proc>,
     dir: tempfile::TempDir,
     /// API keys made for tenants so far ([`Platform::api_key`]).
@@ -75,12 +77,23 @@ impl Platform {
         .filter(|line| !extra.lines().any(|l| toml_key(l) == toml_key(line)))
         .map(|line| format!("{line}\n"))
         .collect::<String>();
+        let metrics: std::collections::BTreeMap<&'static str, SocketAddr> =
+            herald_telemetry::metrics::MetricsListen::default()
+                .all()
+                .iter()
+                .map(|(name, _)| (*name, SocketAddr::from(([127, 0, 0, 1], free_port()))))
+                .collect();
+        let metrics_toml: String = metrics
+            .iter()
+            .map(|(name, addr)| format!("{} = \"{addr}\"\n", name.replace('-', "_")))
+            .collect();
         let config = format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"\n\
              {mode}{watchdog}{extra}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
              [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n\
-             [auth]\ndevelopment_key_file = \"{}\"\n",
+             [auth]\ndevelopment_key_file = \"{}\"\n\
+             [telemetry]\nlag_interval_ms = 1000\n[telemetry.metrics]\n{metrics_toml}",
             broker.bootstrap,
             store.display(),
             recording.display(),
@@ -93,6 +106,7 @@ impl Platform {
             store_url: format!("sqlite://{}", store.display()),
             recording,
             prefix,
+            metrics,
             supervisor: None,
             dir,
             keys: std::sync::Mutex::default(),
@@ -106,6 +120,27 @@ impl Platform {
         config.push_str(toml);
         std::fs::write(&path, config)?;
         Ok(self)
+    }
+
+    /// Adds `key = value` lines to the `[telemetry]` section (before `start`).
+    pub fn with_telemetry(self, lines: &str) -> anyhow::Result<Platform> {
+        let path = self.config_path();
+        let config = std::fs::read_to_string(&path)?;
+        let config = config.replacen("[telemetry]\n", &format!("[telemetry]\n{lines}\n"), 1);
+        std::fs::write(&path, config)?;
+        Ok(self)
+    }
+
+    /// The samples `component`'s metrics endpoint serves now.
+    pub async fn scrape(
+        &self,
+        component: &str,
+    ) -> anyhow::Result<Vec<herald_telemetry::scrape::Sample>> {
+        let addr = self
+            .metrics
+            .get(component)
+            .ok_or_else(|| anyhow::anyhow!("no component {component}"))?;
+        Ok(herald_telemetry::scrape::scrape(&addr.to_string(), Duration::from_secs(5)).await?)
     }
 
     /// Writes `contents` to the file `name` in the platform's directory (a secret, a CA for the

@@ -34,6 +34,8 @@ pub struct Config {
     pub rate_limit: herald_stages::rate_limit::LimitsConfig,
     /// The deliver stage.
     pub deliver: DeliverConfig,
+    /// `[telemetry]`: trace export (off by default) and each component's metrics endpoint.
+    pub telemetry: herald_telemetry::TelemetryConfig,
 }
 
 /// The deliver stage.
@@ -245,6 +247,7 @@ impl Config {
             );
         }
         self.deliver.validate()?;
+        self.telemetry.validate()?;
         if !["sqlite://", "scylla://"]
             .iter()
             .any(|scheme| self.store.url.starts_with(scheme))

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use herald_schemas::Channel;
-use tracing_subscriber::EnvFilter;
 
 use crate::components::Stage;
 use crate::config::Config;
@@ -67,6 +66,9 @@ enum Command {
     },
     /// Create every topic that does not exist yet.
     Topics,
+    /// Serve every stage's consumer lag per partition as the `herald_consumer_lag` metric
+    /// (`[telemetry.metrics] lag_exporter`), collected every few seconds.
+    LagExporter,
     /// Show every stage's consumer lag (records not yet consumed), per partition and in total.
     Lag {
         /// Redraw every this many seconds until Ctrl-C.
@@ -122,6 +124,20 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The component this command runs, as named in `[telemetry.metrics]`; `None` for the
+    /// supervisor and the one-shot commands.
+    fn component(&self) -> Option<&'static str> {
+        match self {
+            Command::Ingress => Some("ingress"),
+            Command::Query => Some("query"),
+            Command::Stage { stage, .. } => Some(stage.name()),
+            Command::LagExporter => Some("lag-exporter"),
+            _ => None,
+        }
+    }
+}
+
 fn main() {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -145,15 +161,21 @@ fn main() {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Config::load(cli.config.as_deref());
+    // A long-running component exports its traces and serves its metrics; a command only logs.
+    let _telemetry = match (cli.command.component(), &config) {
+        (Some(component), Ok(config)) => {
+            let telemetry = herald_telemetry::init(component, &config.telemetry)?;
+            herald_telemetry::metrics::serve(component, &config.telemetry.metrics);
+            Some(telemetry)
+        }
+        _ => {
+            herald_telemetry::init_logs();
+            None
+        }
+    };
+    let config = config?;
     let caller = client::Caller {
         key: keys::client_key(cli.api_key.clone(), &config),
         ca_file: cli.ca_file.clone(),
@@ -179,6 +201,10 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => {
             components::topics(&config).await?;
             Some("topics ready".to_owned())
+        }
+        Command::LagExporter => {
+            lag::export(&config, shutdown::token()?).await?;
+            None
         }
         Command::Lag { watch: None } => Some(lag::once(&config).await?),
         Command::Lag { watch: Some(s) } => {

@@ -32,6 +32,7 @@ pub const COMPONENTS: &[&[&str]] = &[
     &["stage", "fan-out"],
     &["stage", "deliver"],
     &["ingress"],
+    &["lag-exporter"],
 ];
 
 struct Supervised {

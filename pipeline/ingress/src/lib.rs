@@ -11,7 +11,7 @@ pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_auth::{Authenticator, Scope};
 use herald_proto::store_status;
@@ -21,16 +21,18 @@ use herald_proto::v1::notification_service_server::{
 use herald_proto::v1::{DeliveryState, SendNotificationRequest, SendNotificationResponse};
 use herald_runtime::KafkaConfig;
 use herald_runtime::outbox::{Outbox, OutboxError, Sent};
-use herald_runtime::runner::TRACEPARENT;
+use herald_runtime::runner::{NOTIFICATION_ID, TRACEPARENT};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
 use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord, Store, StoreError};
+use herald_telemetry::metrics::{INGRESS_REQUESTS, INGRESS_SECONDS, RequestMeters};
+use herald_telemetry::trace;
 use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// What can stop the ingress.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,8 @@ pub struct Ingress {
     topic: String,
     in_flight: Arc<Semaphore>,
     quotas: Arc<quota::Quotas>,
+    /// Requests and their latency by outcome.
+    meters: RequestMeters,
 }
 
 impl Ingress {
@@ -123,6 +127,7 @@ impl Ingress {
             store,
             topic: Topics::new(&kafka.topic_prefix).requested(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "SendNotification"),
             quotas: Arc::new(quota::Quotas::new(
                 limits.tenant_quota,
                 &limits.tenant_quotas,
@@ -181,16 +186,40 @@ impl NotificationService for Ingress {
         &self,
         request: Request<SendNotificationRequest>,
     ) -> Result<Response<SendNotificationResponse>, Status> {
+        let began = Instant::now();
+        let parent = request
+            .metadata()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        let span = trace::request_span("SendNotification", parent);
+        let result = self.send(request, &span).instrument(span.clone()).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.meters.observe(code as i32, began.elapsed());
+        result
+    }
+}
+
+impl Ingress {
+    async fn send(
+        &self,
+        request: Request<SendNotificationRequest>,
+        span: &tracing::Span,
+    ) -> Result<Response<SendNotificationResponse>, Status> {
         let Ok(_permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
             return Err(Status::resource_exhausted(
                 "ingress is at its limit of requests in flight; retry with backoff",
             ));
         };
-        let trace = request
-            .metadata()
-            .get(TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // The request's own span when traces are exported, else the caller's context as sent.
+        let trace = trace::traceparent(span).or_else(|| {
+            request
+                .metadata()
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
         // The tenant is the credential's: a body naming another is refused.
         let caller = self.auth.authenticate(request.metadata()).await?;
         caller.service(Scope::Send)?;
@@ -198,6 +227,8 @@ impl NotificationService for Ingress {
         body.tenant = caller.tenant_for(&body.tenant)?;
         let event = validate::to_event_with(body, now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
+        span.record("herald.tenant", event.tenant.as_str());
+        span.record("herald.notification_id", event.notification_id.as_str());
         let _tenant = self
             .quotas
             .admit(&event.tenant)
@@ -212,8 +243,13 @@ impl NotificationService for Ingress {
             key: format!("{}/{}", event.tenant, event.recipient_user_id).into_bytes(),
             payload,
             headers: trace
-                .map(|t| vec![(TRACEPARENT.to_owned(), t.into_bytes())])
-                .unwrap_or_default(),
+                .map(|t| (TRACEPARENT.to_owned(), t.into_bytes()))
+                .into_iter()
+                .chain([(
+                    NOTIFICATION_ID.to_owned(),
+                    event.notification_id.clone().into_bytes(),
+                )])
+                .collect(),
             created_at_ms: event.requested_at_ms,
         };
         match self.outbox.send_or_keep(record).await {

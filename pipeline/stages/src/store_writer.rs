@@ -8,6 +8,7 @@ use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::{DeliveryResult, DeliveryState, NotificationRequested, ids};
 use herald_store::{DeliveryEventRecord, NotificationRecord, Store, Write};
+use tracing::Instrument;
 
 use crate::wire::decode;
 
@@ -88,7 +89,11 @@ impl StoreWriterProcessor {
 impl Processor for StoreWriterProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         // Store errors convert by meaning: retry, dead-letter, or stop.
-        self.store.write_many(&self.rows(input)?).await?;
+        let span = herald_telemetry::trace::child_of("store.write", "1", input.trace);
+        self.store
+            .write_many(&self.rows(input)?)
+            .instrument(span)
+            .await?;
         Ok(Vec::new())
     }
 
@@ -112,8 +117,14 @@ impl Processor for StoreWriterProcessor {
                 }
             }
         }
+        // One write for records of many notifications: its span joins the first one's trace.
+        let span = herald_telemetry::trace::child_of(
+            "store.write",
+            &results.len().to_string(),
+            inputs.first().and_then(|i| i.trace),
+        );
         if !writes.is_empty()
-            && let Err(e) = self.store.write_many(&writes).await
+            && let Err(e) = self.store.write_many(&writes).instrument(span).await
         {
             // Which record the store refused is unknown: the first goes alone (so its error
             // is its own), and the runner hands the others over again.
@@ -183,6 +194,7 @@ mod tests {
                 key: None,
                 payload,
                 timestamp_ms: SystemClock.now_ms(),
+                trace: None,
             })
             .collect();
 

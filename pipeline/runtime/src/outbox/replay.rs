@@ -7,6 +7,7 @@
 //! another name (a Kubernetes pod of a Deployment) stops renewing; once its lease has run out, a
 //! live instance of the same kind takes it over and replays what it kept.
 
+use herald_telemetry::metrics::{OUTBOX_OLDEST_SECONDS, OUTBOX_RECORDS};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ impl Outbox {
             }
             let owner = self.inner.owner.clone();
             let round = self.replay_once(&owner).await;
+            self.publish_depth();
             if round == Round::Empty {
                 self.inner.degraded.store(false, Ordering::Release);
             }
@@ -134,6 +136,10 @@ impl Outbox {
                 return Round::Blocked;
             }
         };
+        if own {
+            let oldest_ms = pending.first().map(|r| r.created_at_ms);
+            self.publish_age(oldest_ms);
+        }
         if pending.is_empty() {
             return Round::Empty;
         }
@@ -184,6 +190,23 @@ impl Outbox {
             (false, true) => Round::Empty,
             (false, false) => Round::More,
         }
+    }
+
+    /// The outbox's kind (`ingress`, `query-engagement`): its metrics' label.
+    fn kind(&self) -> String {
+        let owner = &self.inner.owner;
+        owner.split('.').next().unwrap_or(owner).to_owned()
+    }
+
+    fn publish_depth(&self) {
+        let kept = self.inner.kept.load(Ordering::Acquire);
+        metrics::gauge!(OUTBOX_RECORDS, "outbox" => self.kind()).set(kept as f64);
+    }
+
+    fn publish_age(&self, oldest_ms: Option<i64>) {
+        let age_ms = oldest_ms.map_or(0, |at| now_ms().saturating_sub(at).max(0));
+        metrics::gauge!(OUTBOX_OLDEST_SECONDS, "outbox" => self.kind())
+            .set(age_ms as f64 / 1_000.0);
     }
 
     async fn refused(&self, err: KafkaError) {

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::position::Partition;
 use super::scaffold::{Mode, Source, run_loop, subscribed};
-use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
+use super::{Carried, Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal};
 
 /// Runs `processor` at least once until `shutdown` (then flushes and commits) or a fatal error.
@@ -56,7 +56,7 @@ impl Mode for AtLeastOnce {
     async fn emit(&mut self, source: Source<'_>, outputs: Vec<Output>) -> Result<()> {
         for output in outputs {
             self.batch
-                .send(&self.producer, output, source.trace.as_deref())
+                .send(&self.producer, output, &source.carried)
                 .await?;
         }
         self.batch.positions.insert(
@@ -94,10 +94,10 @@ impl Batch {
         &mut self,
         producer: &FutureProducer,
         output: Output,
-        trace: Option<&str>,
+        carried: &Carried,
     ) -> Result<()> {
         loop {
-            match producer.send_result(record(&output, trace)) {
+            match producer.send_result(record(&output, carried)) {
                 Ok(delivery) => {
                     self.in_flight.push(delivery);
                     return Ok(());

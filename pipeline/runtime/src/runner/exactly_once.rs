@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use super::position::Partition;
 use super::scaffold::{Mode, NotesAssignments, Source, run_loop, subscribed};
 use super::txn_ids::TxnIds;
-use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, record};
+use super::{Carried, Output, Processor, Rebalances, RunStats, RunnerSpec, record};
 use crate::{KafkaConfig, Result, RuntimeError, fatal, probe};
 
 /// How often a retriable transactional call is retried before giving up (fatal).
@@ -361,7 +361,7 @@ impl Mode for ExactlyOnce<'_> {
             t.begin().map_err(|e| t.explain(e))?;
         }
         for output in &outputs {
-            send(txn, output, source.trace.as_deref()).await?;
+            send(txn, output, &source.carried).await?;
         }
         let mut t = lock(txn)?;
         t.outputs += outputs.len() as u64;
@@ -400,11 +400,11 @@ impl Mode for ExactlyOnce<'_> {
 }
 
 /// Produces one output inside the open transaction, waiting while the producer queue is full.
-async fn send(txn: &Mutex<Txn>, output: &Output, trace: Option<&str>) -> Result<()> {
+async fn send(txn: &Mutex<Txn>, output: &Output, carried: &Carried) -> Result<()> {
     loop {
         let full = {
             let t = lock(txn)?;
-            match t.producer.send_result(record(output, trace)) {
+            match t.producer.send_result(record(output, carried)) {
                 // Delivery is confirmed by commit_transaction, which flushes and fails if any
                 // failed.
                 Ok(_) => return Ok(()),

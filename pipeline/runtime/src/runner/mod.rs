@@ -50,7 +50,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{DeliveryMode, KafkaConfig, Result};
 
 /// The W3C trace-context header carried from input records to their outputs.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = herald_telemetry::trace::TRACEPARENT;
+
+/// The header naming the notification a record is about, set by the ingress and carried to
+/// every record it causes (for the stages' spans, without decoding the record).
+pub const NOTIFICATION_ID: &str = "herald-notification-id";
 
 /// One consumed record, as a processor sees it.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,9 @@ pub struct Input<'a> {
     /// The record's timestamp (ms since the epoch). Stages use it as "now", so a replay
     /// produces identical records.
     pub timestamp_ms: i64,
+    /// The W3C `traceparent` of the record's span in this stage (of the record itself when
+    /// spans are off), for work done on its behalf ([`herald_telemetry::trace::child_of`]).
+    pub trace: Option<&'a str>,
 }
 
 /// One record to produce.
@@ -248,6 +255,20 @@ pub struct RunStats {
     pub parked: u64,
 }
 
+impl RunStats {
+    /// The counts published as the runner's metrics.
+    pub fn counts(&self) -> herald_telemetry::metrics::StageCounts {
+        herald_telemetry::metrics::StageCounts {
+            records_in: self.consumed,
+            records_out: self.produced,
+            dead_letters: self.dead_letters,
+            retries: self.retries,
+            commits: self.commits,
+            aborts: self.aborts,
+        }
+    }
+}
+
 /// Runs `processor` in the configured delivery mode until `shutdown` is cancelled (then it
 /// finishes the open batch) or a fatal error.
 pub async fn run<P: Processor>(
@@ -262,20 +283,61 @@ pub async fn run<P: Processor>(
     }
 }
 
-pub(crate) fn traceparent(message: &BorrowedMessage<'_>) -> Option<String> {
+fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
     let headers = message.headers()?;
     headers
         .iter()
-        .find(|h| h.key == TRACEPARENT)
+        .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
 }
 
-/// The record for one output, carrying the input's trace context.
+/// What a record's outputs carry on from it: the trace context (of the record's span in this
+/// stage when spans are on) and the notification id.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
+    pub(crate) trace: Option<String>,
+    notification: Option<String>,
+    /// The record's span in this stage; it ends when the record's outputs are handed on.
+    _span: Option<tracing::Span>,
+}
+
+impl Carried {
+    /// What `message`, consumed by runner `stage`, carries on; opens its span.
+    pub(crate) fn of(stage: &str, message: &BorrowedMessage<'_>) -> Carried {
+        let trace = header(message, TRACEPARENT);
+        let notification = header(message, NOTIFICATION_ID);
+        if !herald_telemetry::trace::enabled() {
+            return Carried {
+                trace,
+                notification,
+                _span: None,
+            };
+        }
+        let tenant = message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.split('/').next())
+            .unwrap_or_default();
+        let span = herald_telemetry::trace::record_span(
+            stage,
+            trace.as_deref(),
+            tenant,
+            notification.as_deref().unwrap_or_default(),
+        );
+        Carried {
+            trace: herald_telemetry::trace::traceparent(&span).or(trace),
+            notification,
+            _span: Some(span),
+        }
+    }
+}
+
+/// The record for one output, carrying its input's headers.
 pub(crate) fn record<'a>(
     output: &'a Output,
-    trace: Option<&'a str>,
+    carried: &'a Carried,
 ) -> FutureRecord<'a, String, Vec<u8>> {
     let mut record = FutureRecord::to(&output.topic)
         .key(&output.key)
@@ -283,11 +345,20 @@ pub(crate) fn record<'a>(
     if let Some(partition) = output.partition {
         record = record.partition(partition);
     }
-    match trace {
-        Some(trace) => record.headers(OwnedHeaders::new().insert(Header {
-            key: TRACEPARENT,
-            value: Some(trace),
-        })),
-        None => record,
+    if carried.trace.is_none() && carried.notification.is_none() {
+        return record;
     }
+    let mut headers = OwnedHeaders::new_with_capacity(2);
+    for (key, value) in [
+        (TRACEPARENT, &carried.trace),
+        (NOTIFICATION_ID, &carried.notification),
+    ] {
+        if let Some(value) = value {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    record.headers(headers)
 }

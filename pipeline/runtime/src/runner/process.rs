@@ -10,7 +10,7 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Input, Output, ProcessError, Processor, RunStats, RunnerSpec, Started};
+use super::{Carried, Input, Output, ProcessError, Processor, RunStats, RunnerSpec, Started};
 use crate::{KafkaConfig, Result, RuntimeError};
 
 /// Capped exponential backoff (100 ms doubling to 30 s) within the retry budget, shared by
@@ -119,7 +119,7 @@ impl DeadLetters {
             error,
             attempts,
         };
-        dead_letter(&self.topic, &input(message), headers, &failed)
+        dead_letter(&self.topic, &input(message, None), headers, &failed)
             .map_err(|e| RuntimeError::Fatal(format!("encoding a dead letter failed: {e}")))
     }
 
@@ -180,7 +180,7 @@ pub fn dead_letter(
     })
 }
 
-fn input<'a>(message: &'a BorrowedMessage<'_>) -> Input<'a> {
+fn input<'a>(message: &'a BorrowedMessage<'_>, trace: Option<&'a str>) -> Input<'a> {
     Input {
         topic: message.topic(),
         partition: message.partition(),
@@ -188,6 +188,7 @@ fn input<'a>(message: &'a BorrowedMessage<'_>) -> Input<'a> {
         key: message.key(),
         payload: message.payload().unwrap_or_default(),
         timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
+        trace,
     }
 }
 
@@ -210,6 +211,7 @@ pub(crate) async fn process_all<P: Processor>(
     processor: &mut P,
     started: &mut Started,
     messages: &[BorrowedMessage<'_>],
+    carried: &[Carried],
     dead: &DeadLetters,
     shutdown: &CancellationToken,
     stats: &mut RunStats,
@@ -219,7 +221,11 @@ pub(crate) async fn process_all<P: Processor>(
             return Ok(None);
         }
     }
-    let inputs: Vec<Input<'_>> = messages.iter().map(input).collect();
+    let inputs: Vec<Input<'_>> = messages
+        .iter()
+        .zip(carried)
+        .map(|(m, c)| input(m, c.trace.as_deref()))
+        .collect();
     let mut handled: Vec<Option<Handled>> =
         std::iter::repeat_with(|| None).take(inputs.len()).collect();
     let mut pending: Vec<usize> = (0..inputs.len()).collect();

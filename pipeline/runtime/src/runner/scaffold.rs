@@ -19,7 +19,7 @@ use super::idle::{self, IdleFetch};
 use super::parking::Parking;
 use super::position::{Partition, seek};
 use super::process::{DeadLetters, Handled, process_all};
-use super::{Output, Processor, Rebalances, RunStats, RunnerSpec, Started, traceparent};
+use super::{Carried, Output, Processor, Rebalances, RunStats, RunnerSpec, Started};
 use crate::{KafkaConfig, Result};
 
 /// Where a record's outputs come from: its partition and offset.
@@ -27,8 +27,8 @@ pub(crate) struct Source<'a> {
     pub(crate) topic: &'a str,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
-    /// Its W3C trace context, carried on to the outputs.
-    pub(crate) trace: Option<String>,
+    /// Its headers carried on to the outputs (and its span, which ends with the hand-over).
+    pub(crate) carried: Carried,
 }
 
 /// A consumer context that notes the partitions each rebalance assigns.
@@ -88,6 +88,7 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
     let mut counted = RunStats::default();
     let stats = &mut counted;
     let mut progress = Progress::new(&spec.name);
+    let meters = herald_telemetry::metrics::StageMeters::new(&spec.name);
     let mut clock = BatchClock::new(kafka);
     let mut starvation = Starvation::new(kafka);
     let dead = DeadLetters::new(kafka, spec);
@@ -135,17 +136,24 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
         }
         if !messages.is_empty() {
             reading.idle(IdleFetch::on_record, consumer, stats);
+            let carried: Vec<Carried> = messages
+                .iter()
+                .map(|m| Carried::of(&spec.name, m))
+                .collect();
+            let began = Instant::now();
             let handled = process_all(
                 processor,
                 &mut reading.started,
                 &messages,
+                &carried,
                 &dead,
                 shutdown,
                 stats,
             )
             .await?;
+            meters.batch_took(began.elapsed());
             let Some(handled) = handled else { break };
-            for (message, handled) in messages.iter().zip(handled) {
+            for ((message, handled), carried) in messages.iter().zip(handled).zip(carried) {
                 let outputs = match handled {
                     Handled::Done(outputs) => outputs,
                     Handled::NotDue(wait) => {
@@ -162,7 +170,7 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
                     topic: message.topic(),
                     partition: message.partition(),
                     offset: message.offset(),
-                    trace: traceparent(message),
+                    carried,
                 };
                 mode.emit(source, outputs).await?;
                 stats.consumed += 1;
@@ -175,6 +183,7 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
         }
         reading.idle(IdleFetch::on_tick, consumer, stats);
         progress.tick(stats);
+        meters.publish(stats.counts());
         let parking = &reading.parking;
         starvation.check(consumer, stats, |t, p| parking.holds(t, p))?;
     }

@@ -62,7 +62,7 @@ use herald_runtime::runner::{self, Failed, Input, Output, ProcessError, Processo
 use herald_runtime::topics::Topics;
 use herald_schemas::{DeliveryState, Dispatch};
 use herald_store::{Clock, Contact, LedgerEntry, Store};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use attempt::{Attempt, Event, Verdict};
 pub use logic::{ledger_entry, result};
@@ -181,7 +181,12 @@ impl DeliverProcessor {
                     if *resend {
                         warn!(delivery_id = %d.delivery_id, "resending a delivery whose earlier attempt crashed inside the provider window");
                     }
-                    Event::Called(self.connector.send(&d).await)
+                    let call = herald_telemetry::trace::child_of(
+                        "provider.send",
+                        d.channel.as_str(),
+                        input.trace,
+                    );
+                    Event::Called(self.connector.send(&d).instrument(call).await)
                 }
                 Attempt::Finishing(entry) => {
                     self.finish_with_retries(entry).await?;
@@ -201,6 +206,21 @@ impl DeliverProcessor {
                 .map_err(ProcessError::Fatal)?;
         };
         self.emitted(&d, verdict, input)
+    }
+
+    /// Records the time from the notification's acceptance to this final outcome.
+    fn observe(&self, d: &Dispatch, state: DeliveryState) {
+        let took_ms = self.clock.now_ms().saturating_sub(d.requested_at_ms).max(0);
+        metrics::histogram!(
+            herald_telemetry::metrics::DELIVERY_SECONDS,
+            "channel" => d.channel.as_str(),
+            "outcome" => state.as_str().to_ascii_lowercase(),
+        )
+        .record(took_ms as f64 / 1_000.0);
+    }
+
+    fn channel_name(&self, dispatches: &[Dispatch]) -> &'static str {
+        dispatches.first().map_or("", |d| d.channel.as_str())
     }
 
     /// What an attempt that ended as `verdict` writes: its result; for a failure for now, also
@@ -230,6 +250,7 @@ impl DeliverProcessor {
         };
         let later = match verdict {
             Verdict::Report(entry) => {
+                self.observe(d, entry.state);
                 let r = result(d, &entry);
                 return Ok(vec![output(results, &d.tenant, &d.recipient_user_id, &r)?]);
             }
@@ -267,6 +288,7 @@ impl DeliverProcessor {
                     runner::dead_letter(&self.topics.dead_letter(), input, Vec::new(), &failed)
                         .map_err(|e| ProcessError::Fatal(format!("encoding a dead letter: {e}")))?;
                 let failed = result_of(DeliveryState::Failed, reason);
+                self.observe(d, DeliveryState::Failed);
                 Ok(vec![
                     letter,
                     output(results, &d.tenant, &d.recipient_user_id, &failed)?,
@@ -293,7 +315,12 @@ impl DeliverProcessor {
                 }
             }
         }
-        let outcomes = self.connector.send_many(&dispatches).await;
+        let call = herald_telemetry::trace::child_of(
+            "provider.send_many",
+            self.channel_name(&dispatches),
+            inputs.first().and_then(|i| i.trace),
+        );
+        let outcomes = self.connector.send_many(&dispatches).instrument(call).await;
         if outcomes.len() != dispatches.len() {
             return vec![Err(ProcessError::Fatal(format!(
                 "the connector returned {} outcomes for {} dispatches",

@@ -77,6 +77,7 @@ fn inputs(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<Input<'_>> {
             key: Some(key),
             payload,
             timestamp_ms: SystemClock.now_ms(),
+            trace: None,
         })
         .collect()
 }
@@ -236,6 +237,7 @@ fn one(payload: &[u8], at_ms: i64) -> Input<'_> {
         key: Some(b"t/ann"),
         payload,
         timestamp_ms: at_ms,
+        trace: None,
     }
 }
 

@@ -281,6 +281,7 @@ mod tests {
                 key: None,
                 payload: &payload,
                 timestamp_ms: T0 + i64::try_from(i).unwrap() * 700,
+                trace: None,
             };
             let outputs = p.process(&input).await.unwrap();
             decisions.push(outputs.iter().any(|o| o.topic == admitted));

@@ -84,6 +84,7 @@ mod tests {
             key: None,
             payload,
             timestamp_ms: 0,
+            trace: None,
         }
     }
 
