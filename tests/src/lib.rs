@@ -17,6 +17,7 @@ pub mod broker;
 pub mod chaos;
 pub mod clients;
 pub mod https;
+pub mod otlp;
 pub mod platform;
 pub mod proc;
 pub mod receiver;
