@@ -1,5 +1,5 @@
-//! READ engagement events for analysts, written to `<prefix>.engagement` when entries are marked
-//! read. The read state is stored first; an event the broker cannot take right now waits in the
+//! Engagement events for analysts, written to `<prefix>.engagement`: READ when entries are marked
+//! read, OPENED from `RecordOpened`, CLICKED from the click redirect ([`crate::clicks`]). The read state is stored first; an event the broker cannot take right now waits in the
 //! store's outbox ([`herald_runtime::outbox`]) and is replayed later, so a Kafka outage neither
 //! fails `MarkRead` nor loses the event. Event ids are stable per (notification, kind): a replay
 //! is a recognisable duplicate.
@@ -17,6 +17,23 @@ use tracing::warn;
 
 /// How long `MarkRead` waits for Kafka before keeping the events in the outbox instead.
 const WAIT_FOR_KAFKA: Duration = Duration::from_secs(2);
+
+/// One user's reaction to emit.
+#[derive(Debug, Clone, Copy)]
+pub struct Engaged<'a> {
+    /// What they did.
+    pub kind: EngagementKind,
+    /// To which notification.
+    pub notification_id: &'a str,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its recipient.
+    pub recipient_user_id: &'a str,
+    /// On which channel, if known.
+    pub channel: Option<Channel>,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+}
 
 /// Writes engagement events through an outbox. Cheap to clone.
 #[derive(Clone)]
@@ -57,9 +74,27 @@ impl EngagementSink {
         Ok(())
     }
 
+    /// Emits one OPENED or CLICKED event (produced, or kept for replay). Its id is stable per
+    /// notification and kind: a second click is a recognisable duplicate.
+    pub async fn emit(&self, event: Engaged<'_>) -> Result<(), OutboxError> {
+        let record = self.encode(Engagement {
+            event_id: ids::engagement_id(event.notification_id, event.kind),
+            notification_id: event.notification_id.to_owned(),
+            tenant: event.tenant.to_owned(),
+            recipient_user_id: event.recipient_user_id.to_owned(),
+            channel: event.channel,
+            kind: event.kind,
+            at_ms: event.at_ms,
+        });
+        match record {
+            Some(r) => self.outbox.send_or_store(r).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     fn record(&self, e: &InboxEntryRecord) -> Option<OutboxRecord> {
         let at_ms = e.read_at_ms?;
-        let event = Engagement {
+        self.encode(Engagement {
             event_id: ids::engagement_id(&e.notification_id, EngagementKind::Read),
             notification_id: e.notification_id.clone(),
             tenant: e.tenant.clone(),
@@ -67,7 +102,10 @@ impl EngagementSink {
             channel: Some(Channel::InApp),
             kind: EngagementKind::Read,
             at_ms,
-        };
+        })
+    }
+
+    fn encode(&self, event: Engagement) -> Option<OutboxRecord> {
         let payload = match herald_schemas::codec::encode(&event) {
             Ok(p) => p,
             Err(err) => {
@@ -77,12 +115,12 @@ impl EngagementSink {
         };
         Some(OutboxRecord {
             owner: String::new(),
-            id: event.event_id,
+            id: event.event_id.clone(),
             topic: self.topic.clone(),
-            key: format!("{}/{}", e.tenant, e.recipient_user_id).into_bytes(),
+            key: format!("{}/{}", event.tenant, event.recipient_user_id).into_bytes(),
             payload,
             headers: Vec::new(),
-            created_at_ms: at_ms,
+            created_at_ms: event.at_ms,
         })
     }
 

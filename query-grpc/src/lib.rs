@@ -6,6 +6,7 @@
 //! store, and map its errors to a `Status` in one place ([`herald_proto::store_status`]).
 
 pub mod bounds;
+pub mod clicks;
 pub mod engagement;
 pub mod observed;
 pub mod watch;
@@ -23,8 +24,10 @@ use herald_proto::v1::{
     DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, InboxEntry,
     ListFailuresRequest, ListFailuresResponse, ListInboxRequest, ListInboxResponse,
     MarkAllReadRequest, MarkAllReadResponse, MarkReadRequest, MarkReadResponse, Notification,
-    UnreadCountRequest, UnreadCountResponse, WatchInboxRequest, WatchInboxResponse,
+    RecordOpenedRequest, RecordOpenedResponse, UnreadCountRequest, UnreadCountResponse,
+    WatchInboxRequest, WatchInboxResponse,
 };
+use herald_schemas::EngagementKind;
 use herald_store::{
     Clock, FailureQuery, InboxEntryRecord, InboxQuery, Retention, Store, SystemClock, overall_state,
 };
@@ -36,7 +39,7 @@ use tracing::info;
 
 use herald_runtime::outbox::OutboxError;
 
-use crate::engagement::EngagementSink;
+use crate::engagement::{Engaged, EngagementSink};
 use crate::observed::Observed;
 use crate::watchers::{WatchLimits, Watchers};
 
@@ -326,6 +329,14 @@ impl QueryService for Query {
         }))
     }
 
+    async fn record_opened(
+        &self,
+        request: Request<RecordOpenedRequest>,
+    ) -> Result<Response<RecordOpenedResponse>, Status> {
+        let event_id = self.opened(request).await?;
+        Ok(Response::new(RecordOpenedResponse { event_id }))
+    }
+
     async fn mark_all_read(
         &self,
         request: Request<MarkAllReadRequest>,
@@ -409,6 +420,47 @@ impl QueryService for Query {
 }
 
 impl Query {
+    /// `RecordOpened`: the notification must be the caller's user's; its OPENED event is
+    /// produced or kept in the outbox.
+    async fn opened(&self, request: Request<RecordOpenedRequest>) -> Result<String, Status> {
+        let (metadata, _, mut req) = request.into_parts();
+        (req.tenant, req.recipient_user_id) = self
+            .inbox_caller(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        required("notification_id", &req.notification_id)?;
+        let found = self
+            .store
+            .get_notification(&req.tenant, &req.notification_id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        if found.is_none_or(|(n, _)| n.recipient_user_id != req.recipient_user_id) {
+            return Err(Status::not_found(format!(
+                "notification {:?} not found for user {:?}",
+                req.notification_id, req.recipient_user_id
+            )));
+        }
+        let event = Engaged {
+            kind: EngagementKind::Opened,
+            notification_id: &req.notification_id,
+            tenant: &req.tenant,
+            recipient_user_id: &req.recipient_user_id,
+            channel: herald_proto::convert::channel_from_proto(req.channel),
+            at_ms: SystemClock.now_ms(),
+        };
+        if let Some(sink) = &self.options.engagement {
+            sink.emit(event).await.map_err(|e| match e {
+                OutboxError::QueueFull | OutboxError::Full(_) => {
+                    Status::resource_exhausted("the engagement producer is overloaded; retry")
+                }
+                OutboxError::Store(e) => store_status(&e),
+            })?;
+        }
+        Ok(herald_schemas::ids::engagement_id(
+            &req.notification_id,
+            EngagementKind::Opened,
+        ))
+    }
+
     /// The (tenant, user) of an inbox call, as its credential allows.
     async fn inbox_caller(
         &self,

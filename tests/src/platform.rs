@@ -25,6 +25,8 @@ pub struct Platform {
     pub recording: PathBuf,
     /// Topic prefix.
     pub prefix: String,
+    /// The click redirect's address (served by the query process).
+    pub links: SocketAddr,
     /// Each component's metrics endpoint, by the component's name (`ingress`, `enrich`, …).
     pub metrics: std::collections::BTreeMap<&'static str, SocketAddr>,
     supervisor: Option<Proc>,
@@ -77,6 +79,7 @@ impl Platform {
         .filter(|line| !extra.lines().any(|l| toml_key(l) == toml_key(line)))
         .map(|line| format!("{line}\n"))
         .collect::<String>();
+        let links = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics: std::collections::BTreeMap<&'static str, SocketAddr> =
             herald_telemetry::metrics::MetricsListen::default()
                 .all()
@@ -93,11 +96,13 @@ impl Platform {
              [ingress]\nlisten = \"127.0.0.1:{ingress}\"\n[query]\nlisten = \"127.0.0.1:{query}\"\n\
              [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n\
              [auth]\ndevelopment_key_file = \"{}\"\n\
+             [links]\nlisten = \"{links}\"\nbase_url = \"http://{links}\"\nsecret_file = \"{}\"\n\
              [telemetry]\nlag_interval_ms = 1000\n[telemetry.metrics]\n{metrics_toml}",
             broker.bootstrap,
             store.display(),
             recording.display(),
-            dir.path().join("dev-api-key").display()
+            dir.path().join("dev-api-key").display(),
+            dir.path().join("link-secret").display(),
         );
         std::fs::write(dir.path().join("herald.toml"), config)?;
         Ok(Platform {
@@ -107,6 +112,7 @@ impl Platform {
             recording,
             prefix,
             metrics,
+            links,
             supervisor: None,
             dir,
             keys: std::sync::Mutex::default(),

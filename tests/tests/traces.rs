@@ -92,7 +92,13 @@ async fn one_trace() -> anyhow::Result<()> {
     );
     // The hops chain: deliver's record span descends from fan-out's, which descends from
     // rate-limit's, enrich's and the ingress's.
-    let chain = ["deliver.in_app", "fan-out", "rate-limit", "enrich", "SendNotification"];
+    let chain = [
+        "deliver.in_app",
+        "fan-out",
+        "rate-limit",
+        "enrich",
+        "SendNotification",
+    ];
     let deliver = trace.iter().find(|s| s.name == chain[0]).expect("deliver");
     let mut at = deliver;
     for want in &chain[1..] {
@@ -106,8 +112,15 @@ async fn one_trace() -> anyhow::Result<()> {
         if span.name == "store.write" || span.name.starts_with("provider.") {
             continue;
         }
-        assert_eq!(span.attributes.get("herald.notification_id"), Some(&id), "{span:?}");
-        assert_eq!(span.attributes.get("herald.tenant").map(String::as_str), Some("acme"));
+        assert_eq!(
+            span.attributes.get("herald.notification_id"),
+            Some(&id),
+            "{span:?}"
+        );
+        assert_eq!(
+            span.attributes.get("herald.tenant").map(String::as_str),
+            Some("acme")
+        );
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 
 pub mod authenticator;
 pub mod keys;
+pub mod links;
 pub mod users;
 
 use serde::Deserialize;

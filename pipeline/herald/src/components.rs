@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::Config;
+use crate::config::{Config, parse_listen};
 
 /// The stages `herald stage` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +134,19 @@ pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let engagement =
         herald_query::engagement::EngagementSink::new(&config.kafka, Arc::clone(&store))
             .context("creating the engagement producer")?;
+    if let (Some(links), false) = (config.links.load()?, config.links.listen.is_empty()) {
+        let addr = parse_listen(&config.links.listen)?;
+        let clicks = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the click redirect cannot listen on {addr}"))?;
+        let sink = Some(engagement.clone());
+        tokio::spawn(herald_query::clicks::serve(
+            clicks,
+            links,
+            sink,
+            shutdown.clone(),
+        ));
+    }
     let options = herald_query::QueryOptions {
         engagement: Some(engagement),
         ..herald_query::QueryOptions::default()
@@ -224,7 +237,7 @@ pub async fn stage(
             wait_all(runners, shutdown).await
         }
         Stage::FanOut => {
-            let p = FanOutProcessor::new(topics.clone());
+            let p = FanOutProcessor::new(topics.clone(), config.links.load()?);
             let inputs = inputs(&topics, &name)?;
             run_one(config, name, inputs, p, shutdown).await
         }

@@ -36,6 +36,55 @@ pub struct Config {
     pub deliver: DeliverConfig,
     /// `[telemetry]`: trace export (off by default) and each component's metrics endpoint.
     pub telemetry: herald_telemetry::TelemetryConfig,
+    /// `[links]`: click tracking through signed links.
+    pub links: LinksConfig,
+}
+
+/// `[links]`: action URLs become signed links to a redirect endpoint that records the click.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinksConfig {
+    /// Where the query process serves the redirect (`host:port`); `""`: not served.
+    pub listen: String,
+    /// The redirect's public URL, as users' devices reach it (behind your TLS proxy).
+    pub base_url: String,
+    /// The signing secret (at least 16 bytes; `herald run` makes one if missing). Without the
+    /// file, action URLs are sent as they are and no click is recorded.
+    pub secret_file: std::path::PathBuf,
+    /// How long a link may be followed after its notification was sent.
+    pub ttl_days: u32,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        LinksConfig {
+            listen: "127.0.0.1:8088".into(),
+            base_url: "http://127.0.0.1:8088".into(),
+            secret_file: "var/herald/link-secret".into(),
+            ttl_days: 30,
+        }
+    }
+}
+
+impl LinksConfig {
+    /// The signer, if the secret file is there.
+    pub fn load(&self) -> anyhow::Result<Option<herald_auth::links::Links>> {
+        let secret = match std::fs::read(&self.secret_file) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("[links] {}", self.secret_file.display()));
+            }
+        };
+        let ttl_ms = i64::from(self.ttl_days) * 86_400_000;
+        let links = herald_auth::links::Links::new(secret.trim_ascii(), &self.base_url, ttl_ms);
+        links.map(Some).with_context(|| {
+            format!(
+                "[links] {}: the secret must be at least 16 bytes",
+                self.secret_file.display()
+            )
+        })
+    }
 }
 
 /// The deliver stage.
@@ -85,7 +134,7 @@ impl DeliverConfig {
     }
 }
 
-fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+pub fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     listen
         .parse()
         .with_context(|| format!("listen address {listen:?} is not host:port"))

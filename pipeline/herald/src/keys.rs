@@ -206,6 +206,19 @@ pub async fn development_key(store: &dyn Store, path: &Path) -> anyhow::Result<S
     Ok(new.key)
 }
 
+/// The click links' signing secret of `herald run`: made (32 random bytes, hex) if missing.
+pub fn development_link_secret(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret: [u8; 32] = rand::random();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, &hex).with_context(|| format!("writing {}", path.display()))
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

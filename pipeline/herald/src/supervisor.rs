@@ -146,6 +146,7 @@ pub async fn run(
         let store = crate::store::open(config).await?;
         crate::keys::development_key(&*store, &config.auth.development_key_file).await?
     };
+    crate::keys::development_link_secret(&config.links.secret_file)?;
     let mut children = Vec::new();
     for args in COMPONENTS {
         children.push(spawn(&exe, config_file.as_deref(), args)?);

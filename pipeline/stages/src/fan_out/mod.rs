@@ -3,6 +3,7 @@
 mod logic;
 
 use async_trait::async_trait;
+use herald_auth::links::Links;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationAdmitted;
@@ -14,12 +15,14 @@ use crate::wire::{decode, output};
 /// The fan-out stage's processor.
 pub struct FanOutProcessor {
     topics: Topics,
+    links: Option<Links>,
 }
 
 impl FanOutProcessor {
-    /// A processor writing to `topics`.
-    pub fn new(topics: Topics) -> FanOutProcessor {
-        FanOutProcessor { topics }
+    /// A processor writing to `topics`, turning action URLs into signed click links when
+    /// `links` is given.
+    pub fn new(topics: Topics, links: Option<Links>) -> FanOutProcessor {
+        FanOutProcessor { topics, links }
     }
 }
 
@@ -27,7 +30,7 @@ impl FanOutProcessor {
 impl Processor for FanOutProcessor {
     async fn process(&mut self, input: &Input<'_>) -> Result<Vec<Output>, ProcessError> {
         let n: NotificationAdmitted = decode(input.payload)?;
-        let out = fan_out(&n, input.timestamp_ms);
+        let out = fan_out(&n, input.timestamp_ms, self.links.as_ref());
         let (tenant, user) = (&n.tenant, &n.recipient_user_id);
         let mut outputs = Vec::with_capacity(out.dispatches.len() * 2);
         for d in &out.dispatches {
