@@ -35,6 +35,8 @@ run: broker build ## Start a local broker and the whole platform; Ctrl-C stops e
 
 test: ## Unit, integration, exactly-once, crash and broker-kill tests (installs what they need)
 	@scripts/noida.sh install >/dev/null
+	@command -v tmux >/dev/null || apt-get install -y -qq tmux >/dev/null 2>&1 || \
+		echo "make test: tmux is missing and cannot be installed; herald top's test will be SKIPPED"
 	@if [ "$$HERALD_TEST_BROKER" = tansu ]; then scripts/tansu.sh install >/dev/null; fi
 	cargo build --bin herald
 	@if cargo nextest --version >/dev/null 2>&1; then \

@@ -1,6 +1,6 @@
 //! `herald`: every Herald component as a subcommand, the local supervisor (`herald run`), a
-//! small client (`send`, `inbox`, `get`), `keys` and `token` for callers, and `lag`, `tail`,
-//! `replay` and `trace` for operators. See README.md for the two
+//! small client (`send`, `inbox`, `get`), `keys` and `token` for callers, and `lag`, `top`,
+//! `tail`, `replay` and `trace` for operators. See README.md for the two
 //! commands that matter.
 
 mod client;
@@ -13,6 +13,7 @@ mod shutdown;
 mod store;
 mod supervisor;
 mod tail;
+mod top;
 mod trace;
 
 use std::path::PathBuf;
@@ -74,6 +75,13 @@ enum Command {
         /// Redraw every this many seconds until Ctrl-C.
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
+    },
+    /// A live view of every stage's lag, rate and end-to-end delay, from the components'
+    /// metrics endpoints; `q` quits.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
     },
     /// Send a notification through the ingress.
     Send(client::SendArgs),
@@ -201,6 +209,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Topics => {
             components::topics(&config).await?;
             Some("topics ready".to_owned())
+        }
+        Command::Top { every } => {
+            let every = std::time::Duration::from_secs_f64(every.clamp(0.2, 60.0));
+            top::run(&config, every, shutdown::token()?).await?;
+            None
         }
         Command::LagExporter => {
             lag::export(&config, shutdown::token()?).await?;

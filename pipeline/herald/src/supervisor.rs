@@ -92,6 +92,23 @@ async fn topics_with_retry(config: &Config, shutdown: &CancellationToken) -> any
     }
 }
 
+/// Two components per line, `name address`.
+fn metrics_lines(config: &Config) -> String {
+    let served: Vec<String> = config
+        .telemetry
+        .metrics
+        .all()
+        .iter()
+        .filter(|(_, addr)| !addr.is_empty())
+        .map(|(name, addr)| format!("{name:<13}{addr:<22}"))
+        .collect();
+    served
+        .chunks(2)
+        .map(|pair| format!("    {}", pair.concat().trim_end()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn print_banner(config: &Config, exe: &Path, dev_key: &str) {
     let exe = exe.display();
     let banner = format!(
@@ -101,6 +118,13 @@ fn print_banner(config: &Config, exe: &Path, dev_key: &str) {
          \n  kafka    {kafka} (topics {prefix}.*)\
          \n  store    {store}\
          \n  provider {provider} (every non-in-app delivery is recorded here)\n\
+         \nWatching it:\
+         \n  {exe} top      live lag, rates and end-to-end delay of every stage\
+         \n  {exe} lag      consumer lag per partition (`--watch 2` to follow it)\
+         \n  metrics        Prometheus text at http://<address>/metrics of each component:\
+         \n{metrics}\
+         \n  traces         {traces}\
+         \n  click links    {links}\n\
          \nA development API key (tenant acme, every scope; `herald keys --help` makes others):\
          \n  {dev_key}\
          \n  (in {key_file}; `herald send`/`inbox`/`get` use it when given no --api-key)\n\
@@ -122,6 +146,20 @@ fn print_banner(config: &Config, exe: &Path, dev_key: &str) {
         store = config.store.url,
         provider = config.provider.recording_path.display(),
         key_file = config.auth.development_key_file.display(),
+        metrics = metrics_lines(config),
+        traces = match &config.telemetry.otlp_endpoint {
+            Some(endpoint) => format!("exported over OTLP to {endpoint}"),
+            None =>
+                "not exported; set [telemetry] otlp_endpoint = \"http://collector:4317\"".into(),
+        },
+        links = if config.links.listen.is_empty() {
+            "action URLs are sent as they are ([links] listen is empty)".to_owned()
+        } else {
+            format!(
+                "action URLs become signed links to {}/c/… (redirect on {})",
+                config.links.base_url, config.links.listen
+            )
+        },
     );
     // The banner is the point of `herald run`: it goes to stdout, not the log.
     #[allow(clippy::print_stdout)]

@@ -1,0 +1,365 @@
+//! What `herald top` shows, computed from two scrapes of every component's metrics a moment
+//! apart: per stage runner its lag, records in and out per second, dead letters and the p99 of
+//! its batch time; per channel deliveries per second and the p50/p99 of the delay from
+//! acceptance to the final outcome over the interval; the ingress's requests per second and
+//! errors. Pure: the scrapes and the interval are given.
+
+use std::collections::BTreeMap;
+
+use herald_telemetry::metrics as m;
+use herald_telemetry::scrape::Sample;
+
+/// Every component's samples at one moment (a component that did not answer is absent).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Samples by component.
+    pub pages: BTreeMap<String, Vec<Sample>>,
+}
+
+impl Snapshot {
+    fn all(&self) -> impl Iterator<Item = &Sample> {
+        self.pages.values().flatten()
+    }
+
+    /// Sum of `name` by the value of label `by`, over every component, samples filtered by
+    /// `with`.
+    fn by(&self, name: &str, by: &str, with: &[(&str, &str)]) -> BTreeMap<String, f64> {
+        let mut sums = BTreeMap::new();
+        for s in self
+            .all()
+            .filter(|s| s.name == name && with.iter().all(|(k, v)| s.label(k) == *v))
+        {
+            *sums.entry(s.label(by).to_owned()).or_insert(0.0) += s.value;
+        }
+        sums
+    }
+
+    /// Cumulative bucket counts of histogram `name` for samples whose label `by` is `key`.
+    fn buckets(&self, name: &str, by: &str, key: &str) -> BTreeMap<Bound, f64> {
+        let bucket = format!("{name}_bucket");
+        let mut counts = BTreeMap::new();
+        for s in self
+            .all()
+            .filter(|s| s.name == bucket && s.label(by) == key)
+        {
+            let le = match s.label("le") {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or(f64::INFINITY),
+            };
+            *counts.entry(Bound(le)).or_insert(0.0) += s.value;
+        }
+        counts
+    }
+}
+
+/// A bucket's upper bound, ordered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bound(f64);
+
+impl Eq for Bound {}
+
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Bound {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// One stage runner's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRow {
+    /// The runner (`enrich`, `deliver.sms`, …).
+    pub stage: String,
+    /// Records not yet consumed (from the lag exporter), if known.
+    pub lag: Option<f64>,
+    /// Records in per second over the interval.
+    pub in_per_s: f64,
+    /// Records out per second.
+    pub out_per_s: f64,
+    /// Dead letters so far.
+    pub dead_letters: f64,
+    /// p99 of the batch time over the interval, in seconds, if any batch ran.
+    pub batch_p99_s: Option<f64>,
+}
+
+/// One channel's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRow {
+    /// The channel.
+    pub channel: String,
+    /// Final outcomes per second over the interval.
+    pub done_per_s: f64,
+    /// p50 and p99 of acceptance → final outcome over the interval, in seconds.
+    pub p50_s: Option<f64>,
+    /// See `p50_s`.
+    pub p99_s: Option<f64>,
+}
+
+/// The whole view.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct View {
+    /// Stage runners, by name.
+    pub stages: Vec<StageRow>,
+    /// Channels with deliveries.
+    pub channels: Vec<ChannelRow>,
+    /// Ingress requests per second, and how many of them failed.
+    pub ingress_per_s: f64,
+    /// See `ingress_per_s`.
+    pub ingress_errors_per_s: f64,
+    /// Components that did not answer.
+    pub down: Vec<String>,
+}
+
+/// The view of the interval from `before` to `now`, `seconds` long.
+pub fn view(before: &Snapshot, now: &Snapshot, seconds: f64, expected: &[&str]) -> View {
+    let seconds = seconds.max(1e-3);
+    let rate = |name: &str, by: &str| -> BTreeMap<String, f64> {
+        let (then, current) = (before.by(name, by, &[]), now.by(name, by, &[]));
+        current
+            .into_iter()
+            .map(|(k, v)| {
+                let d = v - then.get(&k).copied().unwrap_or(0.0);
+                (k, d.max(0.0) / seconds)
+            })
+            .collect()
+    };
+    let lag = now.by(m::CONSUMER_LAG, "stage", &[]);
+    let ins = rate(m::STAGE_IN, "stage");
+    let outs = rate(m::STAGE_OUT, "stage");
+    let dead = now.by(m::STAGE_DEAD_LETTERS, "stage", &[]);
+    let names: std::collections::BTreeSet<&String> = lag.keys().chain(ins.keys()).collect();
+    let stages = names
+        .into_iter()
+        .map(|stage| StageRow {
+            stage: stage.clone(),
+            lag: lag.get(stage).copied(),
+            in_per_s: ins.get(stage).copied().unwrap_or(0.0),
+            out_per_s: outs.get(stage).copied().unwrap_or(0.0),
+            dead_letters: dead.get(stage).copied().unwrap_or(0.0),
+            batch_p99_s: quantile(
+                0.99,
+                &delta(
+                    &before.buckets(m::STAGE_BATCH_SECONDS, "stage", stage),
+                    &now.buckets(m::STAGE_BATCH_SECONDS, "stage", stage),
+                ),
+            ),
+        })
+        .collect();
+    let done = rate(&format!("{}_count", m::DELIVERY_SECONDS), "channel");
+    let channels = done
+        .into_iter()
+        .map(|(channel, per_s)| {
+            let d = delta(
+                &before.buckets(m::DELIVERY_SECONDS, "channel", &channel),
+                &now.buckets(m::DELIVERY_SECONDS, "channel", &channel),
+            );
+            ChannelRow {
+                p50_s: quantile(0.5, &d),
+                p99_s: quantile(0.99, &d),
+                channel,
+                done_per_s: per_s,
+            }
+        })
+        .collect();
+    let requests = rate(m::INGRESS_REQUESTS, "code");
+    View {
+        stages,
+        channels,
+        ingress_per_s: requests.values().sum(),
+        ingress_errors_per_s: requests
+            .iter()
+            .filter(|(code, _)| {
+                !matches!(
+                    code.as_str(),
+                    "OK" | "INVALID_ARGUMENT"
+                        | "UNAUTHENTICATED"
+                        | "PERMISSION_DENIED"
+                        | "ALREADY_EXISTS"
+                )
+            })
+            .map(|(_, v)| v)
+            .sum(),
+        down: expected
+            .iter()
+            .filter(|c| !now.pages.contains_key(**c))
+            .map(|c| (*c).to_owned())
+            .collect(),
+    }
+}
+
+fn delta(before: &BTreeMap<Bound, f64>, now: &BTreeMap<Bound, f64>) -> BTreeMap<Bound, f64> {
+    now.iter()
+        .map(|(le, v)| (*le, (v - before.get(le).copied().unwrap_or(0.0)).max(0.0)))
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated within its bucket as Prometheus's
+/// `histogram_quantile` does; `None` without observations.
+fn quantile(q: f64, buckets: &BTreeMap<Bound, f64>) -> Option<f64> {
+    let total = buckets
+        .get(&Bound(f64::INFINITY))
+        .copied()
+        .or_else(|| buckets.values().last().copied())?;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (Bound(le), count) in buckets {
+        if *count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let within = (count - below).max(1e-9);
+            return Some(lower + (le - lower) * ((rank - below) / within));
+        }
+        (lower, below) = (*le, *count);
+    }
+    Some(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            value,
+        }
+    }
+
+    fn snapshot(pages: &[(&str, Vec<Sample>)]) -> Snapshot {
+        Snapshot {
+            pages: pages
+                .iter()
+                .map(|(c, s)| ((*c).into(), s.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn rates_are_deltas_over_the_interval_and_lag_is_the_latest() {
+        let before = snapshot(&[
+            (
+                "enrich",
+                vec![sample(m::STAGE_IN, &[("stage", "enrich")], 100.0)],
+            ),
+            (
+                "lag-exporter",
+                vec![sample(
+                    m::CONSUMER_LAG,
+                    &[("stage", "enrich"), ("partition", "0")],
+                    9.0,
+                )],
+            ),
+        ]);
+        let now = snapshot(&[
+            (
+                "enrich",
+                vec![
+                    sample(m::STAGE_IN, &[("stage", "enrich")], 150.0),
+                    sample(m::STAGE_OUT, &[("stage", "enrich")], 40.0),
+                ],
+            ),
+            (
+                "lag-exporter",
+                vec![
+                    sample(
+                        m::CONSUMER_LAG,
+                        &[("stage", "enrich"), ("partition", "0")],
+                        3.0,
+                    ),
+                    sample(
+                        m::CONSUMER_LAG,
+                        &[("stage", "enrich"), ("partition", "1")],
+                        4.0,
+                    ),
+                ],
+            ),
+        ]);
+        let v = view(&before, &now, 2.0, &["enrich", "lag-exporter", "deliver"]);
+        assert_eq!(v.stages.len(), 1);
+        let row = &v.stages[0];
+        assert_eq!(
+            (row.in_per_s, row.out_per_s, row.lag),
+            (25.0, 20.0, Some(7.0))
+        );
+        assert_eq!(row.batch_p99_s, None);
+        assert_eq!(v.down, ["deliver"]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket_like_prometheus() {
+        let b = |pairs: &[(f64, f64)]| -> BTreeMap<Bound, f64> {
+            pairs.iter().map(|(le, c)| (Bound(*le), *c)).collect()
+        };
+        // 100 observations: 50 up to 0.1 s, 40 more up to 1 s, 10 more up to 10 s.
+        let buckets = b(&[
+            (0.1, 50.0),
+            (1.0, 90.0),
+            (10.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ]);
+        assert_eq!(quantile(0.5, &buckets), Some(0.1));
+        let p99 = quantile(0.99, &buckets).unwrap();
+        assert!((p99 - 9.1).abs() < 1e-9, "{p99}");
+        assert_eq!(quantile(0.5, &b(&[(1.0, 0.0), (f64::INFINITY, 0.0)])), None);
+        // Everything above the last finite bound: that bound.
+        assert_eq!(
+            quantile(0.5, &b(&[(1.0, 0.0), (f64::INFINITY, 5.0)])),
+            Some(1.0)
+        );
+        // Deltas of cumulative counts.
+        let d = delta(
+            &b(&[(1.0, 5.0), (f64::INFINITY, 5.0)]),
+            &b(&[(1.0, 8.0), (f64::INFINITY, 9.0)]),
+        );
+        assert_eq!(d, b(&[(1.0, 3.0), (f64::INFINITY, 4.0)]));
+    }
+
+    #[test]
+    fn delivery_delays_and_ingress_errors_come_per_interval() {
+        let hist = |count: f64, fast: f64| {
+            vec![
+                sample(
+                    &format!("{}_bucket", m::DELIVERY_SECONDS),
+                    &[("channel", "sms"), ("le", "0.1")],
+                    fast,
+                ),
+                sample(
+                    &format!("{}_bucket", m::DELIVERY_SECONDS),
+                    &[("channel", "sms"), ("le", "+Inf")],
+                    count,
+                ),
+                sample(
+                    &format!("{}_count", m::DELIVERY_SECONDS),
+                    &[("channel", "sms")],
+                    count,
+                ),
+                sample(m::INGRESS_REQUESTS, &[("code", "OK")], count),
+                sample(
+                    m::INGRESS_REQUESTS,
+                    &[("code", "UNAVAILABLE")],
+                    count / 10.0,
+                ),
+            ]
+        };
+        let before = snapshot(&[("deliver", hist(10.0, 10.0))]);
+        let now = snapshot(&[("deliver", hist(30.0, 30.0))]);
+        let v = view(&before, &now, 1.0, &[]);
+        assert_eq!(v.channels.len(), 1);
+        assert_eq!(v.channels[0].done_per_s, 20.0);
+        assert_eq!(v.channels[0].p50_s, Some(0.05));
+        assert_eq!((v.ingress_per_s, v.ingress_errors_per_s), (22.0, 2.0));
+    }
+}
