@@ -19,7 +19,7 @@ pub struct Metered {
 
 impl Metered {
     /// Counts `inner`'s calls as `provider`'s.
-    pub fn new(provider: &str, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
+    pub fn wrap(provider: &str, inner: Arc<dyn Connector>) -> Arc<dyn Connector> {
         let counter = |outcome: &'static str| metrics::counter!(PROVIDER_CALLS, "provider" => provider.to_owned(), "outcome" => outcome);
         Arc::new(Metered {
             inner,

@@ -165,7 +165,7 @@ pub fn connector(
     parts: &Parts,
 ) -> Result<Arc<dyn Connector>, SetupError> {
     if channel == Channel::InApp {
-        return Ok(Metered::new(
+        return Ok(Metered::wrap(
             "inbox",
             Arc::new(InAppConnector::new(Arc::clone(&parts.store))),
         ));
@@ -173,16 +173,16 @@ pub fn connector(
     let route = config.route(channel)?;
     if let [only] = &route[..] {
         match only.as_str() {
-            "recording" => return Ok(Metered::new("recording", Arc::clone(&parts.recording))),
+            "recording" => return Ok(Metered::wrap("recording", Arc::clone(&parts.recording))),
             "webhook" => {
-                return webhook_connector(config).map(|c| Metered::new("webhook", c));
+                return webhook_connector(config).map(|c| Metered::wrap("webhook", c));
             }
             _ => {}
         }
     }
     let mut guarded = Vec::with_capacity(route.len());
     for name in &route {
-        let connector = Metered::new(name, one(config, name, parts)?);
+        let connector = Metered::wrap(name, one(config, name, parts)?);
         let limits = config.limits.get(name).cloned().unwrap_or_default();
         guarded.push(Guarded::new(name, connector, &limits)?);
     }

@@ -165,7 +165,7 @@ async fn whole_platform() -> anyhow::Result<()> {
         })
         .await?;
     let mut pages = Vec::new();
-    for (component, _) in &platform.metrics {
+    for component in platform.metrics.keys() {
         let page = platform.scrape(component).await?;
         assert!(
             page.iter().all(|s| s.label("component") == *component),

@@ -224,6 +224,7 @@ fn quantile(q: f64, buckets: &BTreeMap<Bound, f64>) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

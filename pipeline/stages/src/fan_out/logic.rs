@@ -85,6 +85,7 @@ fn tracked(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use herald_schemas::{ChannelContent, Priority};
     use proptest::prelude::*;
