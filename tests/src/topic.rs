@@ -76,3 +76,26 @@ pub fn read_records(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>>
     }
     Ok(records)
 }
+
+/// The engagement events on `<prefix>.engagement`, once at least `at_least` are there and no
+/// more arrived for a few seconds ([`crate::settled`]); at most a minute.
+pub async fn engagement_events(
+    bootstrap: &str,
+    prefix: &str,
+    at_least: usize,
+) -> anyhow::Result<Vec<herald_schemas::Engagement>> {
+    let topic = format!("{prefix}.engagement");
+    let values = crate::settled(Duration::from_secs(60), "engagement events", || {
+        let (bootstrap, topic) = (bootstrap.to_owned(), topic.clone());
+        async move {
+            let values =
+                tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic)).await??;
+            Ok((values.len() >= at_least).then_some(values))
+        }
+    })
+    .await?;
+    Ok(values
+        .iter()
+        .map(|v| herald_schemas::codec::decode(v))
+        .collect::<Result<_, _>>()?)
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use herald_auth::links::{Click, Links};
 use herald_proto::v1::send_notification_request::Content;
 use herald_proto::v1::{InlineContent, ListInboxRequest, RecordOpenedRequest};
-use herald_schemas::{Engagement, EngagementKind};
-use herald_tests::{Broker, Platform, eventually, inline_request, read_topic, settled};
+use herald_schemas::EngagementKind;
+use herald_tests::{Broker, Platform, eventually, inline_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
@@ -144,20 +144,8 @@ async fn clicks() -> anyhow::Result<()> {
     assert_eq!(not_hers.code(), tonic::Code::NotFound);
 
     // Exactly one CLICKED and one OPENED event, for this notification and user.
-    let topic = format!("{}.engagement", platform.prefix);
-    let events = settled(Duration::from_secs(60), "engagement events", || {
-        let (bootstrap, topic) = (broker.bootstrap.clone(), topic.clone());
-        async move {
-            let values =
-                tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic)).await??;
-            Ok((values.len() >= 2).then_some(values))
-        }
-    })
-    .await?;
-    let events: Vec<Engagement> = events
-        .iter()
-        .map(|v| herald_schemas::codec::decode(v))
-        .collect::<Result<_, _>>()?;
+    let events =
+        herald_tests::topic::engagement_events(&broker.bootstrap, &platform.prefix, 2).await?;
     let mut kinds: Vec<EngagementKind> = events.iter().map(|e| e.kind).collect();
     kinds.sort_by_key(|k| format!("{k:?}"));
     assert_eq!(

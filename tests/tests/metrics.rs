@@ -35,6 +35,19 @@ fn request(i: usize) -> SendNotificationRequest {
     )
 }
 
+/// Sends `n` notifications; their ids.
+async fn send(
+    ingress: &mut herald_tests::clients::IngressClient,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let sent = ingress.send_notification(request(i)).await?;
+        ids.push(sent.into_inner().notification_id);
+    }
+    Ok(ids)
+}
+
 /// Waits until the lag exporter shows `want` records of lag for each (stage, …) listed.
 async fn wait_lag(platform: &Platform, want: &[(&str, f64)]) -> anyhow::Result<Vec<Sample>> {
     eventually(Duration::from_secs(90), "the lag", || async {
@@ -60,16 +73,7 @@ async fn lag() -> anyhow::Result<()> {
     let _enrich = platform.spawn_component(&["stage", "enrich"], None).await?;
     let _exporter = platform.spawn_component(&["lag-exporter"], None).await?;
     let mut ingress = platform.ingress_client("acme").await?;
-    let mut ids = Vec::new();
-    for i in 0..SENT {
-        ids.push(
-            ingress
-                .send_notification(request(i))
-                .await?
-                .into_inner()
-                .notification_id,
-        );
-    }
+    let ids = send(&mut ingress, SENT).await?;
     let n = SENT as f64;
     // Enrich consumed all it was given; rate-limit, not running, none of what enrich produced.
     let lag = wait_lag(&platform, &[("enrich", 0.0), ("rate-limit", n)]).await?;
@@ -124,16 +128,7 @@ async fn whole_platform() -> anyhow::Result<()> {
     let broker = Broker::transactional().await?;
     let platform = Platform::configure(&broker, "")?.start().await?;
     let mut ingress = platform.ingress_client("acme").await?;
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(
-            ingress
-                .send_notification(request(i))
-                .await?
-                .into_inner()
-                .notification_id,
-        );
-    }
+    let ids = send(&mut ingress, 5).await?;
     // A refused request is counted under its code.
     let mut bad = request(99);
     bad.recipient_user_id.clear();

@@ -11,10 +11,10 @@ use herald_proto::v1::{
     ListInboxResponse, MarkAllReadRequest, MarkReadRequest, SendNotificationRequest,
     UnreadCountRequest, WatchInboxRequest, WatchInboxResponse,
 };
-use herald_schemas::{Engagement, EngagementKind};
+use herald_schemas::EngagementKind;
 use herald_store::{Clock, SystemClock};
 use herald_tests::clients::{IngressClient as Ingress, QueryClient as Query};
-use herald_tests::{Broker, Platform, eventually, inline_request, read_topic, settled};
+use herald_tests::{Broker, Platform, eventually, inline_request, settled};
 use tonic::{Code, Streaming};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
@@ -199,20 +199,8 @@ async fn query_api() -> anyhow::Result<()> {
     assert_eq!(ids(&unread_page), still_unread);
 
     // Each newly read entry is one READ engagement event on Kafka, with a stable id.
-    let topic = format!("{}.engagement", platform.prefix);
-    let events = settled(Duration::from_secs(60), "engagement events", || {
-        let (bootstrap, topic) = (broker.bootstrap.clone(), topic.clone());
-        async move {
-            let values =
-                tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic)).await??;
-            Ok((values.len() >= 2).then_some(values))
-        }
-    })
-    .await?;
-    let events: Vec<Engagement> = events
-        .iter()
-        .map(|v| herald_schemas::codec::decode(v))
-        .collect::<Result<_, _>>()?;
+    let events =
+        herald_tests::topic::engagement_events(&broker.bootstrap, &platform.prefix, 2).await?;
     assert_eq!(events.len(), 2, "{events:?}");
     for e in &events {
         assert_eq!(e.kind, EngagementKind::Read);
