@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "herald/v1/common.proto",
                 "herald/v1/notification.proto",
                 "herald/v1/query.proto",
+                "herald/v1/management.proto",
             ],
             &["."],
         )?;

@@ -8,7 +8,8 @@
 //! - [`server`]: the server settings both servers share (keepalive, timeouts, limits).
 //! - [`tls`]: TLS on both servers (certificate reloaded when its files change, optional mutual
 //!   TLS), or plaintext without it.
-//! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses.
+//! - [`store_status`] (`status.rs`): the one mapping from store errors to gRPC statuses;
+//!   [`FieldViolation`]: a refused request field as INVALID_ARGUMENT with a `BadRequest` detail.
 
 /// Generated code for the `herald.v1` package.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -23,8 +24,10 @@ pub mod convert;
 pub mod server;
 mod status;
 pub mod tls;
+mod violation;
 
 pub use status::store_status;
+pub use violation::FieldViolation;
 
 /// Why the reflection service could not be built.
 pub use tonic_reflection::server::Error as ReflectionError;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use herald_auth::{Authenticator, Principal, Scope};
 use herald_proto::convert::{channel_to_proto, priority_to_proto, state_to_proto};
 use herald_proto::store_status;
+use herald_proto::v1::management_service_server::ManagementServiceServer;
 use herald_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use herald_proto::v1::{
     DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, InboxEntry,
@@ -112,6 +113,8 @@ pub struct QueryOptions {
     pub retention: Retention,
     /// How many `WatchInbox` streams run at most: in all, per tenant, per user.
     pub watch_limits: WatchLimits,
+    /// Categories no recipient may mute (the management API refuses such an opt-out).
+    pub critical_categories: Vec<String>,
 }
 
 impl Default for QueryOptions {
@@ -121,6 +124,7 @@ impl Default for QueryOptions {
             watch_poll: Duration::from_millis(250),
             retention: Retention::default(),
             watch_limits: WatchLimits::default(),
+            critical_categories: Vec::new(),
         }
     }
 }
@@ -517,6 +521,13 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
+        .add_service(Observed::new(ManagementServiceServer::new(
+            herald_management::Management::new(
+                Arc::clone(&store),
+                Arc::clone(&auth),
+                options.critical_categories.clone(),
+            ),
+        )))
         .add_service(Observed::new(QueryServiceServer::new(Query::new(
             store,
             auth,

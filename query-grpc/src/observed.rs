@@ -22,6 +22,11 @@ const RPCS: &[&str] = &[
     "MarkAllRead",
     "WatchInbox",
     "RecordOpened",
+    "PutContact",
+    "RemoveContact",
+    "SetPreference",
+    "ExportRecipient",
+    "EraseRecipient",
     "other",
 ];
 

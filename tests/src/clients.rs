@@ -2,6 +2,7 @@
 //! scope), made in the platform's store the first time a tenant is named.
 
 use herald_auth::{Scope, keys};
+use herald_proto::v1::management_service_client::ManagementServiceClient;
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_store::{Clock, SystemClock};
@@ -40,6 +41,8 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub type IngressClient = NotificationServiceClient<Authed>;
 /// The query service, as one tenant (or one user).
 pub type QueryClient = QueryServiceClient<Authed>;
+/// The management API (served by the query process), as one tenant.
+pub type ManagementClient = ManagementServiceClient<Authed>;
 
 /// An ingress client on `channel` calling with `credential`.
 pub fn ingress_on(channel: Channel, credential: &str) -> anyhow::Result<IngressClient> {
@@ -78,6 +81,25 @@ impl Platform {
             .connect()
             .await?;
         ingress_on(channel, &self.api_key(tenant).await?)
+    }
+
+    /// The management API, as `tenant`'s backend (or with `credential` when given).
+    pub async fn management_client(
+        &self,
+        tenant: &str,
+        credential: Option<&str>,
+    ) -> anyhow::Result<ManagementClient> {
+        let channel = Channel::from_shared(Platform::url(self.query))?
+            .connect()
+            .await?;
+        let key = match credential {
+            Some(c) => c.to_owned(),
+            None => self.api_key(tenant).await?,
+        };
+        Ok(ManagementServiceClient::with_interceptor(
+            channel,
+            Bearer::new(&key)?,
+        ))
     }
 
     /// The query service, as `tenant`'s backend.

@@ -97,7 +97,7 @@ impl Platform {
              [store]\nurl = \"sqlite://{}\"\nretention_every_s = 3600\n[provider]\nrecording_path = \"{}\"\n\
              [auth]\ndevelopment_key_file = \"{}\"\n\
              [links]\nlisten = \"{links}\"\nbase_url = \"http://{links}\"\nsecret_file = \"{}\"\n\
-             [telemetry]\nlag_interval_ms = 1000\n[telemetry.metrics]\n{metrics_toml}",
+             [telemetry]\nlag_interval_ms = 2000\n[telemetry.metrics]\n{metrics_toml}",
             broker.bootstrap,
             store.display(),
             recording.display(),

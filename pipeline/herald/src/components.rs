@@ -149,6 +149,7 @@ pub async fn query(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     }
     let options = herald_query::QueryOptions {
         engagement: Some(engagement),
+        critical_categories: config.management.critical_categories.clone(),
         ..herald_query::QueryOptions::default()
     };
     let auth = authenticator(config, &store)?;
@@ -201,7 +202,8 @@ pub async fn stage(
     match stage {
         Stage::Enrich => {
             let store = crate::store::open(config).await?;
-            let p = EnrichProcessor::new(store, topics.clone());
+            let critical = config.management.critical_categories.clone();
+            let p = EnrichProcessor::new(store, topics.clone(), critical);
             let inputs = inputs(&topics, &name)?;
             run_one(config, name, inputs, p, shutdown).await
         }

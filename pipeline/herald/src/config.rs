@@ -38,6 +38,25 @@ pub struct Config {
     pub telemetry: herald_telemetry::TelemetryConfig,
     /// `[links]`: click tracking through signed links.
     pub links: LinksConfig,
+    /// `[management]`: the management API's rules.
+    pub management: ManagementConfig,
+}
+
+/// `[management]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Categories no recipient can opt out of (security alerts, one-time codes): the management
+    /// API refuses such an opt-out, and the enrich stage applies none to them.
+    pub critical_categories: Vec<String>,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            critical_categories: vec!["security".into()],
+        }
+    }
 }
 
 /// `[links]`: action URLs become signed links to a redirect endpoint that records the click.

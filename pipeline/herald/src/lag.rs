@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_runtime::lag::{PartitionLag, group_lag, table};
+use herald_runtime::lag::{LagReader, PartitionLag, group_lag, table};
 use herald_runtime::topics::Topics;
 use herald_telemetry::metrics::{CONSUMER_LAG, LAG_COLLECTED_AT, LAG_ERRORS};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,34 @@ async fn all(config: &Config) -> anyhow::Result<Vec<(String, Vec<PartitionLag>)>
     Ok(all)
 }
 
+/// Every runner's lag through `reader`'s consumers (kept from one collection to the next).
+async fn read_all(
+    config: &Config,
+    reader: &std::sync::Arc<std::sync::Mutex<LagReader>>,
+) -> anyhow::Result<Vec<(String, Vec<PartitionLag>)>> {
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let groups: Vec<(String, String, Vec<String>)> = runners(&topics)
+        .into_iter()
+        .map(|(name, inputs)| (topics.group(&name), name, inputs))
+        .collect();
+    let reader = std::sync::Arc::clone(reader);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the lag reader's lock is poisoned"))?;
+        groups
+            .into_iter()
+            .map(|(group, name, inputs)| {
+                let rows = reader
+                    .group_lag(&group, &inputs)
+                    .with_context(|| format!("reading the lag of {group}"))?;
+                Ok((name, rows))
+            })
+            .collect()
+    })
+    .await?
+}
+
 /// Every runner's lag, as a table.
 pub async fn once(config: &Config) -> anyhow::Result<String> {
     let rows: Vec<PartitionLag> = all(config)
@@ -45,8 +73,9 @@ pub async fn export(config: &Config, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(?every, "collecting consumer lag");
     // Exported from the start, so an alert on failures has a series to look at.
     metrics::counter!(LAG_ERRORS).absolute(0);
+    let reader = std::sync::Arc::new(std::sync::Mutex::new(LagReader::new(&config.kafka)));
     loop {
-        match all(config).await {
+        match read_all(config, &reader).await {
             Ok(all) => {
                 for (stage, rows) in all {
                     for r in rows {

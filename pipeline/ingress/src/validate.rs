@@ -4,8 +4,6 @@
 use herald_proto::convert::{channel_from_proto, priority_from_proto};
 use herald_proto::v1::{SendNotificationRequest, send_notification_request::Content};
 use herald_schemas::{InlineContent, NotificationRequested, TemplateRef, ids};
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// Limits on request fields (bytes of UTF-8).
 pub mod limits {
@@ -23,33 +21,7 @@ pub mod limits {
     pub const VARIABLES: usize = 64;
 }
 
-/// A rejected field and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The field's path in the request, e.g. `inline.title`.
-    pub field: String,
-    /// What is wrong with it.
-    pub description: String,
-}
-
-impl FieldViolation {
-    fn new(field: impl Into<String>, description: impl Into<String>) -> FieldViolation {
-        FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-
-    /// `INVALID_ARGUMENT` with the field in the message and as a `BadRequest` detail.
-    pub fn into_status(self) -> Status {
-        let message = format!("{}: {}", self.field, self.description);
-        Status::with_error_details(
-            Code::InvalidArgument,
-            message,
-            ErrorDetails::with_bad_request_violation(self.field, self.description),
-        )
-    }
-}
+pub use herald_proto::FieldViolation;
 
 type Result<T> = std::result::Result<T, FieldViolation>;
 

@@ -51,8 +51,41 @@ fn group_lag_blocking(
     group: &str,
     topics: &[String],
 ) -> Result<Vec<PartitionLag>> {
-    // Reads the group's offsets without joining it.
-    let consumer: BaseConsumer = kafka.reader().set("group.id", group).create()?;
+    LagReader::new(kafka).group_lag(group, topics)
+}
+
+/// Reads groups' lag again and again (the lag exporter) with one consumer per group, made on
+/// first use: creating a client per reading would cost more than the reading.
+pub struct LagReader {
+    kafka: KafkaConfig,
+    consumers: std::collections::HashMap<String, BaseConsumer>,
+}
+
+impl LagReader {
+    /// A reader for `kafka`'s broker.
+    pub fn new(kafka: &KafkaConfig) -> LagReader {
+        LagReader {
+            kafka: kafka.clone(),
+            consumers: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The lag of `group` on every partition of `topics` (blocking: call it off the runtime).
+    pub fn group_lag(&mut self, group: &str, topics: &[String]) -> Result<Vec<PartitionLag>> {
+        if !self.consumers.contains_key(group) {
+            // Reads the group's offsets without joining it.
+            let consumer: BaseConsumer = self.kafka.reader().set("group.id", group).create()?;
+            self.consumers.insert(group.to_owned(), consumer);
+        }
+        let consumer = self
+            .consumers
+            .get(group)
+            .ok_or_else(|| RuntimeError::Fatal("lag consumer vanished".into()))?;
+        read_lag(consumer, group, topics)
+    }
+}
+
+fn read_lag(consumer: &BaseConsumer, group: &str, topics: &[String]) -> Result<Vec<PartitionLag>> {
     let mut wanted = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;

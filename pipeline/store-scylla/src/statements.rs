@@ -47,6 +47,11 @@ pub(crate) struct TierStatements {
     pub insert_feed: PreparedStatement,
     pub set_feed_read: PreparedStatement,
     pub select_feed_since: PreparedStatement,
+    /// Erasure: a month's entry ids, then the month's entries, feed and id rows.
+    pub select_inbox_ids: PreparedStatement,
+    pub delete_inbox_month: PreparedStatement,
+    pub delete_feed_month: PreparedStatement,
+    pub delete_inbox_by_id: PreparedStatement,
 }
 
 /// The columns of `api_keys`, in the order [`crate::ops`] binds and reads them.
@@ -63,6 +68,9 @@ pub(crate) struct HotStatements {
     pub insert_opt_out: PreparedStatement,
     pub delete_opt_out: PreparedStatement,
     pub select_opt_outs: PreparedStatement,
+    /// Erasure: a recipient's whole partition of each.
+    pub delete_contacts_of: PreparedStatement,
+    pub delete_opt_outs_of: PreparedStatement,
     pub insert_template: PreparedStatement,
     pub select_templates: PreparedStatement,
     pub insert_outbox: PreparedStatement,
@@ -212,6 +220,17 @@ impl Preparer<'_> {
                  AND (created_at_ms, notification_id) < (?, ?)"
             ))
             .await?,
+            select_inbox_ids: p(format!(
+                "SELECT notification_id FROM {{ks}}.inbox WHERE {INBOX_KEY}"
+            ))
+            .await?,
+            delete_inbox_month: p(format!("DELETE FROM {{ks}}.inbox WHERE {INBOX_KEY}")).await?,
+            delete_feed_month: p(format!("DELETE FROM {{ks}}.inbox_feed WHERE {INBOX_KEY}"))
+                .await?,
+            delete_inbox_by_id: p("DELETE FROM {ks}.inbox_by_id WHERE tenant = ? AND \
+                 user_id = ? AND notification_id = ?"
+                .into())
+            .await?,
             select_inbox_up_to: p(format!(
                 "SELECT {INBOX_COLUMNS} FROM {{ks}}.inbox WHERE {INBOX_KEY} \
                  AND created_at_ms <= ?"
@@ -271,6 +290,14 @@ impl Preparer<'_> {
             select_contacts: p(
                 "SELECT channel, address FROM {hot}.contacts WHERE tenant = ? AND user_id = ?"
                     .into(),
+            )
+            .await?,
+            delete_contacts_of: p(
+                "DELETE FROM {hot}.contacts WHERE tenant = ? AND user_id = ?".into(),
+            )
+            .await?,
+            delete_opt_outs_of: p(
+                "DELETE FROM {hot}.opt_outs WHERE tenant = ? AND user_id = ?".into(),
             )
             .await?,
             insert_opt_out: p(

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor,
-    FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery,
-    LedgerBegin, LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
-    RetentionReport, Store, SystemClock, TemplateRecord,
+    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, Erasure, FailurePage, FailureQuery,
+    FeedCursor, FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage,
+    InboxQuery, LedgerBegin, LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile,
+    Retention, RetentionReport, Store, SystemClock, TemplateRecord,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -237,6 +237,10 @@ impl Store for ScyllaStore {
         contact: &Contact,
     ) -> StoreResult<bool> {
         Ok(self.inner.disable_contact(tenant, user_id, contact).await?)
+    }
+
+    async fn erase_recipient(&self, tenant: &str, user_id: &str) -> StoreResult<Erasure> {
+        Ok(self.inner.erase_recipient(tenant, user_id).await?)
     }
 
     async fn set_opt_out(

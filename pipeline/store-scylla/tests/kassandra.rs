@@ -136,6 +136,18 @@ async fn conformance_point_reads_and_writes() {
 }
 
 #[tokio::test]
+async fn erasing_a_recipient() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = store(&session, &config, &clock).await;
+        conformance::erasing_a_recipient_leaves_nothing_of_theirs(&store, &clock).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tenants_are_isolated_for_point_reads() {
     on_kassandra(|addr| async move {
         let (session, config) = session(addr).await;

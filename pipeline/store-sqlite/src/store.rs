@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
-    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, FailurePage, FailureQuery, FeedCursor,
-    FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage, InboxQuery,
-    LedgerBegin, LedgerEntry, Month, NotificationRecord, OutboxRecord, RecipientProfile, Retention,
-    RetentionReport, Store, StoreError, SystemClock, TemplateRecord, Write,
+    ApiKeyRecord, Clock, Contact, DeliveryEventRecord, Erasure, FailurePage, FailureQuery,
+    FeedCursor, FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage,
+    InboxQuery, LedgerBegin, LedgerEntry, Month, NotificationRecord, OutboxRecord,
+    RecipientProfile, Retention, RetentionReport, Store, StoreError, SystemClock, TemplateRecord,
+    Write,
 };
 use rusqlite::Connection;
 
@@ -222,6 +223,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let (tenant, user, contact) = (tenant.to_owned(), user_id.to_owned(), contact.clone());
         self.with(move |inner| inner.disable_contact(&tenant, &user, &contact))
+            .await
+    }
+
+    async fn erase_recipient(&self, tenant: &str, user_id: &str) -> StoreResult<Erasure> {
+        let (tenant, user) = (tenant.to_owned(), user_id.to_owned());
+        self.with(move |inner| inner.erase_recipient(&tenant, &user))
             .await
     }
 

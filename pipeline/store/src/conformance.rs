@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
                 contacts_preferences_templates
                 an_invalid_address_is_removed_unless_replaced
                 api_keys_by_id_and_by_tenant
+                erasing_a_recipient_leaves_nothing_of_theirs
                 idempotency_keys
                 idempotency_key_claims_race
                 outbox_per_owner
@@ -829,6 +830,76 @@ pub async fn an_invalid_address_is_removed_unless_replaced(
     // A disabled address registered again is used again.
     store.put_contact("t1", "erin", &token).await.unwrap();
     assert!(contacts("t1", "erin").await.contains(&token));
+}
+
+/// Erasure removes a recipient's contacts, opt-outs and inbox entries of every month, and only
+/// theirs; erasing again removes nothing more.
+pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _clock: &ManualClock) {
+    let email = Contact {
+        channel: Channel::Email,
+        address: "gone@example.com".into(),
+    };
+    let sms = Contact {
+        channel: Channel::Sms,
+        address: "+14155550100".into(),
+    };
+    for (tenant, user) in [("t1", "gone"), ("t1", "stays"), ("t2", "gone")] {
+        store.put_contact(tenant, user, &email).await.unwrap();
+        store
+            .set_opt_out(tenant, user, Channel::Sms, "news", true)
+            .await
+            .unwrap();
+        for (i, days) in [1_i64, 40, 100].iter().enumerate() {
+            let e = entry(
+                tenant,
+                user,
+                &format!("{tenant}-{user}-{i}"),
+                NOW - days * DAY_MS,
+            );
+            store.upsert_inbox_entry(&e).await.unwrap();
+        }
+    }
+    store.put_contact("t1", "gone", &sms).await.unwrap();
+    store
+        .set_opt_out("t1", "gone", Channel::Email, "*", true)
+        .await
+        .unwrap();
+    store
+        .mark_read("t1", "gone", &["t1-gone-0".into()], NOW)
+        .await
+        .unwrap();
+
+    let erased = store.erase_recipient("t1", "gone").await.unwrap();
+    assert_eq!(
+        erased,
+        Erasure {
+            contacts: 2,
+            opt_outs: 2,
+            inbox_entries: 3
+        }
+    );
+    assert_eq!(
+        store.recipient_profile("t1", "gone").await.unwrap(),
+        RecipientProfile::default()
+    );
+    assert!(
+        all_pages(store, InboxQuery::first_page("t1", "gone", 10))
+            .await
+            .is_empty()
+    );
+    assert_eq!(store.unread_count("t1", "gone", 100).await.unwrap(), 0);
+    // Everyone else is untouched.
+    for (tenant, user) in [("t1", "stays"), ("t2", "gone")] {
+        let profile = store.recipient_profile(tenant, user).await.unwrap();
+        assert_eq!(profile.contacts, vec![email.clone()], "{tenant}/{user}");
+        assert_eq!(profile.opt_outs.len(), 1);
+        let q = InboxQuery::first_page(tenant, user, 10);
+        assert_eq!(all_pages(store, q).await.len(), 3, "{tenant}/{user}");
+    }
+    assert_eq!(
+        store.erase_recipient("t1", "gone").await.unwrap(),
+        Erasure::default()
+    );
 }
 
 /// API keys are read back by id, listed per tenant oldest first, and replaced whole (a

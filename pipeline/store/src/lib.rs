@@ -127,6 +127,9 @@ pub trait Store: Send + Sync + 'static {
         category: &str,
         opted_out: bool,
     ) -> Result<()>;
+    /// Erases what is kept of a recipient, on their request: contacts, opt-outs and every inbox
+    /// entry (both tiers, the feed included). Idempotent; returns what this call removed.
+    async fn erase_recipient(&self, tenant: &str, user_id: &str) -> Result<Erasure>;
     /// Finds a template in `locale`, falling back to the template's other locales
     /// (language without region, then any).
     async fn template(

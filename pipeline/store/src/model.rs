@@ -291,6 +291,17 @@ pub struct RetentionReport {
     pub dropped: Vec<String>,
 }
 
+/// What [`crate::Store::erase_recipient`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// Contact addresses.
+    pub contacts: u32,
+    /// Opt-outs.
+    pub opt_outs: u32,
+    /// Inbox entries.
+    pub inbox_entries: u32,
+}
+
 /// One way to reach a recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {

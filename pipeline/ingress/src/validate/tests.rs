@@ -1,6 +1,8 @@
 use herald_proto::v1::{Channel, InlineContent as PInline, Priority, TemplateRef as PTemplate};
 use herald_schemas::Channel as EvChannel;
 use proptest::prelude::*;
+use tonic::Code;
+use tonic_types::StatusExt;
 
 use super::*;
 

@@ -51,6 +51,19 @@ fn wanted_channels(request: &NotificationRequested, profile: &RecipientProfile) 
     }
 }
 
+/// The profile as it applies to a notification of `category`: no opt-out applies to a critical
+/// category (one no recipient may mute, such as security alerts).
+pub fn applicable(
+    mut profile: RecipientProfile,
+    category: &str,
+    critical: &[String],
+) -> RecipientProfile {
+    if critical.iter().any(|c| c == category) {
+        profile.opt_outs.clear();
+    }
+    profile
+}
+
 fn opted_out(profile: &RecipientProfile, channel: Channel, category: &str) -> bool {
     profile
         .opt_outs

@@ -11,7 +11,7 @@ use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
 use herald_store::Store;
 
-pub use logic::{Enrichment, TemplateLookup, enrich};
+pub use logic::{Enrichment, TemplateLookup, applicable, enrich};
 pub use render::render;
 
 use crate::wire::{decode, output};
@@ -20,12 +20,19 @@ use crate::wire::{decode, output};
 pub struct EnrichProcessor {
     store: Arc<dyn Store>,
     topics: Topics,
+    /// Categories no opt-out applies to.
+    critical: Vec<String>,
 }
 
 impl EnrichProcessor {
-    /// A processor reading from `store` and writing to `topics`.
-    pub fn new(store: Arc<dyn Store>, topics: Topics) -> EnrichProcessor {
-        EnrichProcessor { store, topics }
+    /// A processor reading from `store` and writing to `topics`; opt-outs do not apply to the
+    /// `critical` categories.
+    pub fn new(store: Arc<dyn Store>, topics: Topics, critical: Vec<String>) -> EnrichProcessor {
+        EnrichProcessor {
+            store,
+            topics,
+            critical,
+        }
     }
 }
 
@@ -38,6 +45,7 @@ impl Processor for EnrichProcessor {
             .store
             .recipient_profile(&request.tenant, &request.recipient_user_id)
             .await?;
+        let profile = applicable(profile, &request.category, &self.critical);
         let template = match &request.template {
             Some(t) => {
                 self.store

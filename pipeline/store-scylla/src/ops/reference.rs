@@ -1,12 +1,14 @@
 //! Recipients (contacts, opt-outs) and templates: hot keyspace only, no TTL.
 
 use herald_schemas::Channel;
-use herald_store::{Contact, RecipientProfile, TemplateRecord};
+use herald_store::retention::DAY_MS;
+use herald_store::{Contact, Erasure, Month, RecipientProfile, TemplateRecord};
 
 use crate::Result;
 use crate::codec;
 use crate::cql::{all, exec, lwt};
 use crate::store::Inner;
+use crate::tiers::Tier;
 
 type TemplateRow = (String, String, String, String, String, Option<String>);
 
@@ -37,6 +39,41 @@ impl Inner {
             .collect::<Result<Vec<_>>>()?;
         opt_outs.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         Ok(RecipientProfile { contacts, opt_outs })
+    }
+
+    /// Deletes the recipient's contacts and opt-outs (one partition each), and in both tiers
+    /// every month's inbox, feed and id rows; counts what went (inbox entries by distinct id).
+    pub(crate) async fn erase_recipient(&self, tenant: &str, user_id: &str) -> Result<Erasure> {
+        let profile = self.recipient_profile(tenant, user_id).await?;
+        let shared = &self.st.shared;
+        exec(&self.session, &shared.delete_contacts_of, (tenant, user_id)).await?;
+        exec(&self.session, &shared.delete_opt_outs_of, (tenant, user_id)).await?;
+        let mut ids = std::collections::BTreeSet::new();
+        let top = self.time.now().saturating_add(DAY_MS);
+        for month in Month::newest_first(self.time.oldest_kept(), top) {
+            let key = (tenant, user_id, month.bucket());
+            for tier in [Tier::Hot, Tier::Archive] {
+                let st = self.st.tier(tier);
+                let found: Vec<(String,)> = all(&self.session, &st.select_inbox_ids, key).await?;
+                for (id,) in found {
+                    exec(
+                        &self.session,
+                        &st.delete_inbox_by_id,
+                        (tenant, user_id, &id),
+                    )
+                    .await?;
+                    ids.insert(id);
+                }
+                exec(&self.session, &st.delete_inbox_month, key).await?;
+                exec(&self.session, &st.delete_feed_month, key).await?;
+            }
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Erasure {
+            contacts: count(profile.contacts.len()),
+            opt_outs: count(profile.opt_outs.len()),
+            inbox_entries: count(ids.len()),
+        })
     }
 
     pub(crate) async fn put_contact(

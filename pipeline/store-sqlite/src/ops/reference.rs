@@ -2,11 +2,12 @@
 //! templates with their locale fallback.
 
 use herald_schemas::Channel;
-use herald_store::{Contact, RecipientProfile, TemplateRecord};
+use herald_store::{Contact, Erasure, RecipientProfile, TemplateRecord};
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{template_row, text_enum};
 use crate::error::Result;
+use crate::files::lock;
 use crate::store::Inner;
 
 impl Inner {
@@ -70,6 +71,33 @@ impl Inner {
                 contact.address
             ])?;
         Ok(removed > 0)
+    }
+
+    /// Deletes the recipient's contacts and opt-outs (main file) and inbox rows (every month
+    /// file kept); counts what went.
+    pub(crate) fn erase_recipient(&self, tenant: &str, user: &str) -> Result<Erasure> {
+        let (contacts, opt_outs) = {
+            let c = self.main()?;
+            let contacts = c
+                .prepare_cached("DELETE FROM contacts WHERE tenant = ?1 AND user_id = ?2")?
+                .execute(params![tenant, user])?;
+            let opt_outs = c
+                .prepare_cached("DELETE FROM opt_outs WHERE tenant = ?1 AND user_id = ?2")?
+                .execute(params![tenant, user])?;
+            (contacts, opt_outs)
+        };
+        let mut inbox_entries = 0;
+        for (_, month) in self.kept_months()? {
+            inbox_entries += lock(&month)?
+                .prepare_cached("DELETE FROM inbox WHERE tenant = ?1 AND recipient_user_id = ?2")?
+                .execute(params![tenant, user])?;
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Erasure {
+            contacts: count(contacts),
+            opt_outs: count(opt_outs),
+            inbox_entries: count(inbox_entries),
+        })
     }
 
     pub(crate) fn set_opt_out(

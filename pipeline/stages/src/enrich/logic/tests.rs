@@ -234,3 +234,22 @@ fn enrich_is_deterministic() {
     let b = enrich(&request(), &profile(), TemplateLookup::NotNeeded, 5);
     assert_eq!(a, b);
 }
+
+#[test]
+fn no_opt_out_applies_to_a_critical_category() {
+    let muted = RecipientProfile {
+        opt_outs: vec![
+            (Channel::Email, "*".into()),
+            (Channel::Sms, "security".into()),
+        ],
+        ..profile()
+    };
+    let critical = vec!["security".to_owned()];
+    assert!(
+        applicable(muted.clone(), "security", &critical)
+            .opt_outs
+            .is_empty()
+    );
+    assert_eq!(applicable(muted.clone(), "news", &critical), muted);
+    assert_eq!(applicable(muted.clone(), "security", &[]), muted);
+}

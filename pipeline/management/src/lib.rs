@@ -1,0 +1,253 @@
+//! The management API (`herald.v1.ManagementService`), served by the query process: a tenant's
+//! backend registers and removes its recipients' addresses (checked by [`contacts`] first, a
+//! refusal naming the field), sets their preferences (critical categories cannot be muted), and
+//! exports or erases a recipient's data on request. Every call needs an API key with the
+//! `manage` scope and acts on the key's tenant.
+
+pub mod contacts;
+
+use std::sync::Arc;
+
+use herald_auth::{Authenticator, Scope};
+use herald_proto::convert::{channel_from_proto, channel_to_proto};
+use herald_proto::v1::management_service_server::ManagementService;
+use herald_proto::v1::{
+    ContactAddress, EraseRecipientRequest, EraseRecipientResponse, ExportRecipientRequest,
+    ExportRecipientResponse, InboxEntry, Preference, PutContactRequest, PutContactResponse,
+    RemoveContactRequest, RemoveContactResponse, SetPreferenceRequest, SetPreferenceResponse,
+};
+use herald_proto::{FieldViolation, store_status};
+use herald_schemas::Channel;
+use herald_store::{Contact, InboxQuery, Store};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+/// The most inbox entries an export carries.
+pub const MAX_EXPORTED_ENTRIES: usize = 10_000;
+/// Longest recipient id and category (as the ingress accepts).
+const MAX_ID: usize = 128;
+
+/// The management service.
+pub struct Management {
+    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
+    /// Categories no recipient can opt out of (`[management] critical_categories`).
+    critical: Vec<String>,
+}
+
+impl Management {
+    /// A service over `store`, checking callers with `auth`.
+    pub fn new(store: Arc<dyn Store>, auth: Arc<Authenticator>, critical: Vec<String>) -> Self {
+        Management {
+            store,
+            auth,
+            critical,
+        }
+    }
+
+    /// The (tenant, recipient) a call acts on: the key's tenant, a valid recipient id.
+    async fn recipient(
+        &self,
+        metadata: &MetadataMap,
+        tenant: &str,
+        user: &str,
+    ) -> Result<(String, String), Status> {
+        let caller = self.auth.authenticate(metadata).await?;
+        caller.service(Scope::Manage)?;
+        let tenant = caller.tenant_for(tenant)?;
+        id("recipient_user_id", user)?;
+        Ok((tenant, user.to_owned()))
+    }
+}
+
+fn id(field: &str, value: &str) -> Result<(), Status> {
+    let bad = if value.is_empty() {
+        Some("is required".to_owned())
+    } else if value.len() > MAX_ID {
+        Some(format!("is longer than {MAX_ID} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Some("contains control characters".to_owned())
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(FieldViolation::new(field, why).into_status()),
+        None => Ok(()),
+    }
+}
+
+fn channel(field: &str, value: i32) -> Result<Channel, Status> {
+    channel_from_proto(value).ok_or_else(|| {
+        FieldViolation::new(field, "must name a channel (CHANNEL_SMS, CHANNEL_EMAIL, …)")
+            .into_status()
+    })
+}
+
+#[tonic::async_trait]
+impl ManagementService for Management {
+    async fn put_contact(
+        &self,
+        request: Request<PutContactRequest>,
+    ) -> Result<Response<PutContactResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let given = req.contact.unwrap_or_default();
+        let channel = channel("contact.channel", given.channel)?;
+        let address = contacts::normalize(channel, &given.address)
+            .map_err(|why| FieldViolation::new("contact.address", why).into_status())?;
+        let contact = Contact { channel, address };
+        self.store
+            .put_contact(&tenant, &user, &contact)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(PutContactResponse {
+            contact: Some(ContactAddress {
+                channel: channel_to_proto(channel) as i32,
+                address: contact.address,
+            }),
+        }))
+    }
+
+    async fn remove_contact(
+        &self,
+        request: Request<RemoveContactRequest>,
+    ) -> Result<Response<RemoveContactResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let channel = channel("channel", req.channel)?;
+        let profile = self
+            .store
+            .recipient_profile(&tenant, &user)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let mut removed = false;
+        if let Some(contact) = profile.contacts.iter().find(|c| c.channel == channel) {
+            removed = self
+                .store
+                .disable_contact(&tenant, &user, contact)
+                .await
+                .map_err(|e| store_status(&e))?;
+        }
+        Ok(Response::new(RemoveContactResponse { removed }))
+    }
+
+    async fn set_preference(
+        &self,
+        request: Request<SetPreferenceRequest>,
+    ) -> Result<Response<SetPreferenceResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let preference = req.preference.unwrap_or_default();
+        let channel = channel("preference.channel", preference.channel)?;
+        id("preference.category", &preference.category)?;
+        if req.opted_out && self.critical.contains(&preference.category) {
+            return Err(Status::failed_precondition(format!(
+                "category {:?} is critical and cannot be muted",
+                preference.category
+            )));
+        }
+        self.store
+            .set_opt_out(&tenant, &user, channel, &preference.category, req.opted_out)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(SetPreferenceResponse {}))
+    }
+
+    async fn export_recipient(
+        &self,
+        request: Request<ExportRecipientRequest>,
+    ) -> Result<Response<ExportRecipientResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let profile = self
+            .store
+            .recipient_profile(&tenant, &user)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let (inbox, inbox_truncated) = self.inbox(&tenant, &user).await?;
+        Ok(Response::new(ExportRecipientResponse {
+            contacts: profile
+                .contacts
+                .into_iter()
+                .map(|c| ContactAddress {
+                    channel: channel_to_proto(c.channel) as i32,
+                    address: c.address,
+                })
+                .collect(),
+            opted_out: profile
+                .opt_outs
+                .into_iter()
+                .map(|(channel, category)| Preference {
+                    channel: channel_to_proto(channel) as i32,
+                    category,
+                })
+                .collect(),
+            inbox,
+            inbox_truncated,
+        }))
+    }
+
+    async fn erase_recipient(
+        &self,
+        request: Request<EraseRecipientRequest>,
+    ) -> Result<Response<EraseRecipientResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let erased = self
+            .store
+            .erase_recipient(&tenant, &user)
+            .await
+            .map_err(|e| store_status(&e))?;
+        // No user id in the log: the point of the call is to forget them.
+        info!(%tenant, contacts = erased.contacts, opt_outs = erased.opt_outs,
+              inbox_entries = erased.inbox_entries, "erased a recipient on request");
+        Ok(Response::new(EraseRecipientResponse {
+            contacts: erased.contacts,
+            opt_outs: erased.opt_outs,
+            inbox_entries: erased.inbox_entries,
+        }))
+    }
+}
+
+impl Management {
+    /// The recipient's inbox, newest first, up to [`MAX_EXPORTED_ENTRIES`]; whether more were left.
+    async fn inbox(&self, tenant: &str, user: &str) -> Result<(Vec<InboxEntry>, bool), Status> {
+        let mut entries = Vec::new();
+        let mut query = InboxQuery::first_page(tenant, user, 500);
+        loop {
+            let page = self
+                .store
+                .list_inbox(&query)
+                .await
+                .map_err(|e| store_status(&e))?;
+            entries.extend(page.entries.into_iter().map(|e| InboxEntry {
+                notification_id: e.notification_id,
+                category: e.category,
+                title: e.title,
+                body: e.body,
+                action_url: e.action_url.unwrap_or_default(),
+                created_at_ms: e.created_at_ms,
+                read: e.read_at_ms.is_some(),
+            }));
+            if entries.len() >= MAX_EXPORTED_ENTRIES {
+                entries.truncate(MAX_EXPORTED_ENTRIES);
+                return Ok((entries, page.next_page_token.is_some()));
+            }
+            match page.next_page_token {
+                Some(token) => query.page_token = Some(token),
+                None => return Ok((entries, false)),
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The management API against a running platform: addresses are validated (INVALID_ARGUMENT
+//! naming the field, with a BadRequest detail) and stored as normalized; a registered number
+//! gets SMS; an opt-out suppresses its category on its channel but never a critical category
+//! (which cannot be muted either); a recipient's data is exported whole and erased on request;
+//! another tenant's recipients are out of reach.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use herald_proto::v1::{
+    Channel, ContactAddress, DeliveryState, EraseRecipientRequest, ExportRecipientRequest,
+    GetNotificationRequest, ListInboxRequest, Preference, PutContactRequest, RemoveContactRequest,
+    SetPreferenceRequest,
+};
+use herald_tests::clients::QueryClient;
+use herald_tests::{Broker, Platform, eventually, inline_request};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const TEST_LIMIT: Duration = Duration::from_secs(240);
+
+fn contact(channel: Channel, address: &str) -> PutContactRequest {
+    PutContactRequest {
+        tenant: "acme".into(),
+        recipient_user_id: "maya".into(),
+        contact: Some(ContactAddress {
+            channel: channel as i32,
+            address: address.into(),
+        }),
+    }
+}
+
+fn preference(channel: Channel, category: &str, opted_out: bool) -> SetPreferenceRequest {
+    SetPreferenceRequest {
+        tenant: "acme".into(),
+        recipient_user_id: "maya".into(),
+        preference: Some(Preference {
+            channel: channel as i32,
+            category: category.into(),
+        }),
+        opted_out,
+    }
+}
+
+/// The final state of `id` on `channel`, once it has one.
+async fn final_state(query: &QueryClient, id: &str, channel: Channel) -> anyhow::Result<i32> {
+    eventually(Duration::from_secs(90), "a final state", || {
+        let mut query = query.clone();
+        let id = id.to_owned();
+        async move {
+            let got = query
+                .get_notification(GetNotificationRequest {
+                    tenant: "acme".into(),
+                    notification_id: id,
+                })
+                .await;
+            let Ok(got) = got else { return Ok(None) };
+            let state = got
+                .into_inner()
+                .timeline
+                .iter()
+                .filter(|e| e.channel == channel as i32)
+                .map(|e| e.state)
+                .find(|s| {
+                    [DeliveryState::Delivered, DeliveryState::Suppressed]
+                        .iter()
+                        .any(|f| *f as i32 == *s)
+                });
+            Ok(state)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_are_managed_validated_exported_and_erased() {
+    tokio::time::timeout(TEST_LIMIT, manage())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn manage() -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let platform = Platform::configure(&broker, "")?.start().await?;
+    let mut manage = platform.management_client("acme", None).await?;
+
+    // Bad addresses name the field; nothing is stored.
+    for (channel, bad) in [
+        (Channel::Sms, "0044 20 7946 0000"),
+        (Channel::Email, "maya@@example"),
+        (Channel::PushApns, "not-hex"),
+        (Channel::Webhook, "http://plain.example.com"),
+    ] {
+        let status = manage.put_contact(contact(channel, bad)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
+        let details = status.get_error_details();
+        let violations = &details
+            .bad_request()
+            .expect("a BadRequest detail")
+            .field_violations;
+        assert_eq!(violations[0].field, "contact.address", "{bad}");
+    }
+    let missing = PutContactRequest {
+        recipient_user_id: String::new(),
+        ..contact(Channel::Sms, "+14155550100")
+    };
+    let status = manage.put_contact(missing).await.unwrap_err();
+    assert!(
+        status.message().starts_with("recipient_user_id"),
+        "{status:?}"
+    );
+
+    // Good ones come back as stored.
+    let stored = manage
+        .put_contact(contact(Channel::Email, "Maya@Example.COM"))
+        .await?
+        .into_inner()
+        .contact
+        .unwrap();
+    assert_eq!(stored.address, "Maya@example.com");
+    manage
+        .put_contact(contact(Channel::Sms, "+14155550100"))
+        .await?;
+
+    // Opted out of news by SMS; security cannot be muted, and "*" does not reach it.
+    manage
+        .set_preference(preference(Channel::Sms, "news", true))
+        .await?;
+    let refused = manage
+        .set_preference(preference(Channel::Sms, "security", true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    manage
+        .set_preference(preference(Channel::Email, "*", true))
+        .await?;
+
+    let mut ingress = platform.ingress_client("acme").await?;
+    let query = platform.query_client("acme").await?;
+    let send = |category: &str, channels: Vec<Channel>| {
+        let mut request = inline_request("acme", "maya", category, category);
+        request.channels = channels.into_iter().map(|c| c as i32).collect();
+        request
+    };
+    let news = ingress
+        .send_notification(send("news", vec![Channel::Sms, Channel::InApp]))
+        .await?
+        .into_inner()
+        .notification_id;
+    let security = ingress
+        .send_notification(send("security", vec![Channel::Sms, Channel::Email]))
+        .await?
+        .into_inner()
+        .notification_id;
+    let (suppressed, delivered) = (
+        DeliveryState::Suppressed as i32,
+        DeliveryState::Delivered as i32,
+    );
+    assert_eq!(final_state(&query, &news, Channel::Sms).await?, suppressed);
+    assert_eq!(final_state(&query, &news, Channel::InApp).await?, delivered);
+    assert_eq!(
+        final_state(&query, &security, Channel::Sms).await?,
+        delivered
+    );
+    assert_eq!(
+        final_state(&query, &security, Channel::Email).await?,
+        delivered
+    );
+
+    // Export: everything kept about her.
+    let export = manage
+        .export_recipient(ExportRecipientRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+        })
+        .await?
+        .into_inner();
+    let mut addresses: Vec<&str> = export.contacts.iter().map(|c| c.address.as_str()).collect();
+    addresses.sort_unstable();
+    assert_eq!(addresses, ["+14155550100", "Maya@example.com"]);
+    assert_eq!(export.opted_out.len(), 2);
+    assert_eq!(export.inbox.len(), 1);
+    assert_eq!(export.inbox[0].notification_id, news);
+    assert!(!export.inbox_truncated);
+
+    // Another tenant's key cannot reach her.
+    let globex = platform.api_key("globex").await?;
+    let mut other = platform.management_client("globex", Some(&globex)).await?;
+    let denied = other
+        .erase_recipient(EraseRecipientRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // Removing one address, then erasing her.
+    let removed = manage
+        .remove_contact(RemoveContactRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+            channel: Channel::Sms as i32,
+        })
+        .await?
+        .into_inner();
+    assert!(removed.removed);
+    let erased = manage
+        .erase_recipient(EraseRecipientRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (erased.contacts, erased.opt_outs, erased.inbox_entries),
+        (1, 2, 1)
+    );
+    let after = manage
+        .export_recipient(ExportRecipientRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(after.contacts.is_empty() && after.opted_out.is_empty() && after.inbox.is_empty());
+    let page = query
+        .clone()
+        .list_inbox(ListInboxRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "maya".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(page.entries.is_empty());
+    Ok(())
+}
