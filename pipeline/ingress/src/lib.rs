@@ -6,6 +6,7 @@
 //! is replayed ([`herald_runtime::outbox`]). An idempotency key reused for a different request is
 //! refused with ALREADY_EXISTS.
 
+mod batch;
 pub mod quota;
 pub mod validate;
 
@@ -18,7 +19,10 @@ use herald_proto::store_status;
 use herald_proto::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
-use herald_proto::v1::{DeliveryState, SendNotificationRequest, SendNotificationResponse};
+use herald_proto::v1::{
+    DeliveryState, SendBatchRequest, SendBatchResponse, SendNotificationRequest,
+    SendNotificationResponse,
+};
 use herald_runtime::KafkaConfig;
 use herald_runtime::outbox::{Outbox, OutboxError, Sent};
 use herald_runtime::runner::{NOTIFICATION_ID, TRACEPARENT};
@@ -94,6 +98,8 @@ pub struct Ingress {
     quotas: Arc<quota::Quotas>,
     /// Requests and their latency by outcome.
     meters: RequestMeters,
+    /// The same for `SendBatch`.
+    batch_meters: RequestMeters,
 }
 
 impl Ingress {
@@ -128,6 +134,7 @@ impl Ingress {
             topic: Topics::new(&kafka.topic_prefix).requested(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "SendNotification"),
+            batch_meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "SendBatch"),
             quotas: Arc::new(quota::Quotas::new(
                 limits.tenant_quota,
                 &limits.tenant_quotas,
@@ -199,6 +206,24 @@ impl NotificationService for Ingress {
         self.meters.observe(code as i32, began.elapsed());
         result
     }
+
+    async fn send_batch(
+        &self,
+        request: Request<SendBatchRequest>,
+    ) -> Result<Response<SendBatchResponse>, Status> {
+        let began = Instant::now();
+        let parent = request
+            .metadata()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        let span = trace::request_span("SendBatch", parent);
+        let result = self.batch(request, &span).instrument(span.clone()).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.batch_meters.observe(code as i32, began.elapsed());
+        result
+    }
 }
 
 impl Ingress {
@@ -233,8 +258,22 @@ impl Ingress {
             .quotas
             .admit(&event.tenant)
             .map_err(|over| Status::resource_exhausted(over.to_string()))?;
-        self.check_idempotency_key(&event).await?;
-        let payload = herald_schemas::codec::encode(&event)
+        self.write(&event, trace).await?;
+        Ok(Response::new(SendNotificationResponse {
+            notification_id: event.notification_id,
+            status: DeliveryState::Accepted as i32,
+        }))
+    }
+
+    /// Writes one accepted event: its idempotency key checked, then produced (or kept in the
+    /// outbox), carrying `trace`.
+    async fn write(
+        &self,
+        event: &NotificationRequested,
+        trace: Option<String>,
+    ) -> Result<(), Status> {
+        self.check_idempotency_key(event).await?;
+        let payload = herald_schemas::codec::encode(event)
             .map_err(|e| Status::internal(format!("encoding the event failed: {e}")))?;
         let record = OutboxRecord {
             owner: String::new(),
@@ -257,10 +296,7 @@ impl Ingress {
                 if sent == Sent::Kept {
                     debug!(id = %event.notification_id, "accepted into the outbox (Kafka is slow or down)");
                 }
-                Ok(Response::new(SendNotificationResponse {
-                    notification_id: event.notification_id,
-                    status: DeliveryState::Accepted as i32,
-                }))
+                Ok(())
             }
             Err(OutboxError::QueueFull) => Err(Status::resource_exhausted(
                 "ingress is overloaded (producer queue full); retry later",

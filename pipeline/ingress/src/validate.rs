@@ -261,5 +261,6 @@ pub fn to_event_with(
     })
 }
 
+pub mod batch;
 #[cfg(test)]
 mod tests;
