@@ -140,6 +140,50 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// A histogram's cumulative bucket counts by upper bound (`+Inf` last), from the samples of
+/// `<name>_bucket` whose labels include every pair of `with`, summed over the rest.
+pub fn buckets(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    let mut counts: Vec<(f64, f64)> = Vec::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == bucket && with.iter().all(|(k, v)| s.label(k) == *v))
+    {
+        let le = match s.label("le") {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or(f64::INFINITY),
+        };
+        match counts.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, count)) => *count += s.value,
+            None => counts.push((le, s.value)),
+        }
+    }
+    counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    counts
+}
+
+/// The `q` quantile of cumulative `buckets` (ascending bounds), interpolated within its bucket
+/// as Prometheus's `histogram_quantile` does; `None` without observations.
+pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if *count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let within = (count - below).max(1e-9);
+            return Some(lower + (le - lower) * ((rank - below) / within));
+        }
+        (lower, below) = (*le, *count);
+    }
+    Some(lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

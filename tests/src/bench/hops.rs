@@ -121,3 +121,37 @@ pub fn measure(
         hops,
     })
 }
+
+/// Per runner of the busy stages: batches handed over, and their mean, p50 and p99 time, from
+/// each stage's `herald_stage_batch_duration_seconds` (a stage that does not answer is left out).
+pub async fn batch_times(platform: &crate::Platform) -> Vec<String> {
+    use herald_telemetry::metrics::STAGE_BATCH_SECONDS;
+    use herald_telemetry::scrape::{buckets, quantile, sum};
+    let mut lines = Vec::new();
+    for component in ["enrich", "rate-limit", "fan-out", "deliver", "store-writer"] {
+        let Ok(page) = platform.scrape(component).await else {
+            continue;
+        };
+        let count_name = format!("{STAGE_BATCH_SECONDS}_count");
+        let mut stages: Vec<&str> = page
+            .iter()
+            .filter(|s| s.name == count_name && s.value > 0.0)
+            .map(|s| s.label("stage"))
+            .collect();
+        stages.dedup();
+        for stage in stages {
+            let with = [("stage", stage)];
+            let count = sum(&page, &count_name, &with);
+            let total = sum(&page, &format!("{STAGE_BATCH_SECONDS}_sum"), &with);
+            let b = buckets(&page, STAGE_BATCH_SECONDS, &with);
+            let ms = |q: f64| quantile(q, &b).map_or(f64::NAN, |v| v * 1_000.0);
+            lines.push(format!(
+                "{stage:<20} {count:>7.0} batches  mean {:>6.1} ms  p50 {:>6.1} ms  p99 {:>6.1} ms",
+                total / count * 1_000.0,
+                ms(0.5),
+                ms(0.99)
+            ));
+        }
+    }
+    lines
+}

@@ -519,6 +519,10 @@ async fn pipeline_section(
         for (hop, p50, p99) in &hops.hops {
             println!("  {hop:<36} p50 {p50:>6.0} ms  p99 {p99:>6.0} ms");
         }
+        println!("Time to process one hand-over, per runner (the stages' own metrics, whole run):");
+        for line in hops::batch_times(&platform).await {
+            println!("  {line}");
+        }
     }
     let mut latencies: Vec<Duration> = ms
         .into_iter()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use herald_telemetry::metrics as m;
-use herald_telemetry::scrape::Sample;
+use herald_telemetry::scrape::{Sample, buckets, quantile};
 
 /// Every component's samples at one moment (a component that did not answer is absent).
 #[derive(Debug, Clone, Default)]
@@ -35,38 +35,9 @@ impl Snapshot {
     }
 
     /// Cumulative bucket counts of histogram `name` for samples whose label `by` is `key`.
-    fn buckets(&self, name: &str, by: &str, key: &str) -> BTreeMap<Bound, f64> {
-        let bucket = format!("{name}_bucket");
-        let mut counts = BTreeMap::new();
-        for s in self
-            .all()
-            .filter(|s| s.name == bucket && s.label(by) == key)
-        {
-            let le = match s.label("le") {
-                "+Inf" => f64::INFINITY,
-                v => v.parse().unwrap_or(f64::INFINITY),
-            };
-            *counts.entry(Bound(le)).or_insert(0.0) += s.value;
-        }
-        counts
-    }
-}
-
-/// A bucket's upper bound, ordered.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Bound(f64);
-
-impl Eq for Bound {}
-
-impl PartialOrd for Bound {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Bound {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
+    fn buckets(&self, name: &str, by: &str, key: &str) -> Vec<(f64, f64)> {
+        let all: Vec<Sample> = self.all().cloned().collect();
+        buckets(&all, name, &[(by, key)])
     }
 }
 
@@ -192,35 +163,18 @@ pub fn view(before: &Snapshot, now: &Snapshot, seconds: f64, expected: &[&str]) 
     }
 }
 
-fn delta(before: &BTreeMap<Bound, f64>, now: &BTreeMap<Bound, f64>) -> BTreeMap<Bound, f64> {
+/// The counts of each bucket of `now` less those of `before` (cumulative counts, so the
+/// difference is the interval's).
+fn delta(before: &[(f64, f64)], now: &[(f64, f64)]) -> Vec<(f64, f64)> {
     now.iter()
-        .map(|(le, v)| (*le, (v - before.get(le).copied().unwrap_or(0.0)).max(0.0)))
+        .map(|(le, v)| {
+            let then = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, (v - then).max(0.0))
+        })
         .collect()
-}
-
-/// The `q` quantile of cumulative buckets, interpolated within its bucket as Prometheus's
-/// `histogram_quantile` does; `None` without observations.
-fn quantile(q: f64, buckets: &BTreeMap<Bound, f64>) -> Option<f64> {
-    let total = buckets
-        .get(&Bound(f64::INFINITY))
-        .copied()
-        .or_else(|| buckets.values().last().copied())?;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for (Bound(le), count) in buckets {
-        if *count >= rank {
-            if le.is_infinite() {
-                return Some(lower);
-            }
-            let within = (count - below).max(1e-9);
-            return Some(lower + (le - lower) * ((rank - below) / within));
-        }
-        (lower, below) = (*le, *count);
-    }
-    Some(lower)
 }
 
 #[cfg(test)]
@@ -300,32 +254,14 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_interpolate_within_the_bucket_like_prometheus() {
-        let b = |pairs: &[(f64, f64)]| -> BTreeMap<Bound, f64> {
-            pairs.iter().map(|(le, c)| (Bound(*le), *c)).collect()
-        };
-        // 100 observations: 50 up to 0.1 s, 40 more up to 1 s, 10 more up to 10 s.
-        let buckets = b(&[
-            (0.1, 50.0),
-            (1.0, 90.0),
-            (10.0, 100.0),
-            (f64::INFINITY, 100.0),
-        ]);
-        assert_eq!(quantile(0.5, &buckets), Some(0.1));
-        let p99 = quantile(0.99, &buckets).unwrap();
-        assert!((p99 - 9.1).abs() < 1e-9, "{p99}");
-        assert_eq!(quantile(0.5, &b(&[(1.0, 0.0), (f64::INFINITY, 0.0)])), None);
-        // Everything above the last finite bound: that bound.
-        assert_eq!(
-            quantile(0.5, &b(&[(1.0, 0.0), (f64::INFINITY, 5.0)])),
-            Some(1.0)
-        );
-        // Deltas of cumulative counts.
+    fn an_interval_s_buckets_are_the_difference_of_cumulative_counts() {
         let d = delta(
-            &b(&[(1.0, 5.0), (f64::INFINITY, 5.0)]),
-            &b(&[(1.0, 8.0), (f64::INFINITY, 9.0)]),
+            &[(1.0, 5.0), (f64::INFINITY, 5.0)],
+            &[(1.0, 8.0), (f64::INFINITY, 9.0)],
         );
-        assert_eq!(d, b(&[(1.0, 3.0), (f64::INFINITY, 4.0)]));
+        assert_eq!(d, [(1.0, 3.0), (f64::INFINITY, 4.0)]);
+        // A bucket new since (a restarted component): all of it.
+        assert_eq!(delta(&[], &[(1.0, 2.0)]), [(1.0, 2.0)]);
     }
 
     #[test]

@@ -173,10 +173,25 @@ where
         return Ok(());
     };
     consumer.resume(partitions)?;
-    if let Err(e) = consumer.fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT) {
+    let wake = || consumer.fetch_watermarks(&first.0, first.1, WAKE_TIMEOUT);
+    if let Err(e) = off_the_runtime(wake) {
         tracing::debug!(error = %e, "waking the fetcher after a resume failed");
     }
     Ok(())
+}
+
+/// Runs a blocking librdkafka call without holding up the other tasks of this runtime thread:
+/// on a multi-threaded runtime they move to another thread meanwhile. (Each idle runner of a
+/// process wakes its fetcher about nine times a second; made in place, those round trips held
+/// up the busy runner beside them — BENCHMARKS.md, "Per hop".)
+fn off_the_runtime<T>(call: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(call)
+    } else {
+        call()
+    }
 }
 
 #[cfg(test)]
