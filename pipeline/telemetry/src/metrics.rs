@@ -32,6 +32,9 @@ pub const STAGE_COMMITS: &str = "herald_stage_commits_total";
 pub const STAGE_ABORTS: &str = "herald_stage_aborts_total";
 /// Time to process one batch of records handed over together, in seconds. Histogram.
 pub const STAGE_BATCH_SECONDS: &str = "herald_stage_batch_duration_seconds";
+/// Time to commit (exactly-once: the transaction; at-least-once: acknowledgements and offsets),
+/// in seconds. The stage reads nothing meanwhile. Histogram.
+pub const STAGE_COMMIT_SECONDS: &str = "herald_stage_commit_duration_seconds";
 /// From acceptance by the ingress to a delivery's final outcome, in seconds, by `channel` and
 /// `outcome` (`delivered`, `failed`, `invalid_token`, …). Histogram.
 pub const DELIVERY_SECONDS: &str = "herald_delivery_latency_seconds";
@@ -63,6 +66,7 @@ pub const ALL: &[&str] = &[
     STAGE_COMMITS,
     STAGE_ABORTS,
     STAGE_BATCH_SECONDS,
+    STAGE_COMMIT_SECONDS,
     DELIVERY_SECONDS,
     PROVIDER_CALLS,
     OUTBOX_RECORDS,
@@ -155,6 +159,8 @@ pub fn serve(component: &str, listen: &MetricsListen) -> Option<SocketAddr> {
     let builder = match PrometheusBuilder::new()
         .with_http_listener(addr)
         .add_global_label("component", component)
+        // Histogram observations wait in memory until an upkeep folds them in: keep that short.
+        .upkeep_timeout(std::time::Duration::from_secs(1))
         .set_buckets(BUCKETS)
     {
         Ok(b) => b,
@@ -243,6 +249,7 @@ pub struct StageCounts {
 pub struct StageMeters {
     counters: [::metrics::Counter; 6],
     batch: ::metrics::Histogram,
+    commit: ::metrics::Histogram,
 }
 
 impl StageMeters {
@@ -259,7 +266,8 @@ impl StageMeters {
                 c(STAGE_COMMITS),
                 c(STAGE_ABORTS),
             ],
-            batch: ::metrics::histogram!(STAGE_BATCH_SECONDS, "stage" => stage),
+            batch: ::metrics::histogram!(STAGE_BATCH_SECONDS, "stage" => stage.clone()),
+            commit: ::metrics::histogram!(STAGE_COMMIT_SECONDS, "stage" => stage),
         }
     }
 
@@ -281,6 +289,11 @@ impl StageMeters {
     /// Records the time one batch took.
     pub fn batch_took(&self, took: std::time::Duration) {
         self.batch.record(took.as_secs_f64());
+    }
+
+    /// Records the time one commit took.
+    pub fn commit_took(&self, took: std::time::Duration) {
+        self.commit.record(took.as_secs_f64());
     }
 }
 

@@ -125,7 +125,7 @@ pub fn measure(
 /// Per runner of the busy stages: batches handed over, and their mean, p50 and p99 time, from
 /// each stage's `herald_stage_batch_duration_seconds` (a stage that does not answer is left out).
 pub async fn batch_times(platform: &crate::Platform) -> Vec<String> {
-    use herald_telemetry::metrics::STAGE_BATCH_SECONDS;
+    use herald_telemetry::metrics::{STAGE_BATCH_SECONDS, STAGE_COMMIT_SECONDS};
     use herald_telemetry::scrape::{buckets, quantile, sum};
     let mut lines = Vec::new();
     for component in ["enrich", "rate-limit", "fan-out", "deliver", "store-writer"] {
@@ -144,12 +144,17 @@ pub async fn batch_times(platform: &crate::Platform) -> Vec<String> {
             let count = sum(&page, &count_name, &with);
             let total = sum(&page, &format!("{STAGE_BATCH_SECONDS}_sum"), &with);
             let b = buckets(&page, STAGE_BATCH_SECONDS, &with);
-            let ms = |q: f64| quantile(q, &b).map_or(f64::NAN, |v| v * 1_000.0);
+            let ms = |b: &[(f64, f64)], q: f64| quantile(q, b).map_or(f64::NAN, |v| v * 1_000.0);
+            let commits = buckets(&page, STAGE_COMMIT_SECONDS, &with);
+            let commit_count = commits.last().map_or(0.0, |(_, c)| *c);
             lines.push(format!(
-                "{stage:<20} {count:>7.0} batches  mean {:>6.1} ms  p50 {:>6.1} ms  p99 {:>6.1} ms",
+                "{stage:<18} {count:>5.0} batches, mean {:>5.1} p50 {:>5.1} p99 {:>5.1} ms; \
+                 {commit_count:>4.0} commits, p50 {:>5.1} p99 {:>5.1} ms",
                 total / count * 1_000.0,
-                ms(0.5),
-                ms(0.99)
+                ms(&b, 0.5),
+                ms(&b, 0.99),
+                ms(&commits, 0.5),
+                ms(&commits, 0.99),
             ));
         }
     }

@@ -177,7 +177,9 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
             }
         }
         if clock.due(stats) {
+            let began = Instant::now();
             let aborted = mode.commit(consumer, false, stats).await?;
+            meters.commit_took(began.elapsed());
             reading.rewind(consumer, aborted, stats)?;
             clock.restart(stats);
         }
