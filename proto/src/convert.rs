@@ -1,8 +1,22 @@
-//! Conversions between the gRPC enums (`herald.v1`) and the event enums (`herald-schemas`).
+//! Conversions between the gRPC enums (`herald.v1`) and the event enums (`herald-schemas`), and
+//! from the store's rows to their wire form.
 
 use herald_schemas as ev;
 
 use crate::v1;
+
+/// The wire form of an inbox entry.
+pub fn inbox_entry(e: herald_store::InboxEntryRecord) -> v1::InboxEntry {
+    v1::InboxEntry {
+        notification_id: e.notification_id,
+        category: e.category,
+        title: e.title,
+        body: e.body,
+        action_url: e.action_url.unwrap_or_default(),
+        created_at_ms: e.created_at_ms,
+        read: e.read_at_ms.is_some(),
+    }
+}
 
 /// A gRPC channel value to an event channel; `None` for UNSPECIFIED or unknown numbers.
 pub fn channel_from_proto(value: i32) -> Option<ev::Channel> {

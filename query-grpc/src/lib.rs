@@ -22,11 +22,11 @@ use herald_proto::store_status;
 use herald_proto::v1::management_service_server::ManagementServiceServer;
 use herald_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use herald_proto::v1::{
-    DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, InboxEntry,
-    ListFailuresRequest, ListFailuresResponse, ListInboxRequest, ListInboxResponse,
-    MarkAllReadRequest, MarkAllReadResponse, MarkReadRequest, MarkReadResponse, Notification,
-    RecordOpenedRequest, RecordOpenedResponse, UnreadCountRequest, UnreadCountResponse,
-    WatchInboxRequest, WatchInboxResponse,
+    DeliveryEvent, Failure, GetNotificationRequest, GetNotificationResponse, ListFailuresRequest,
+    ListFailuresResponse, ListInboxRequest, ListInboxResponse, MarkAllReadRequest,
+    MarkAllReadResponse, MarkReadRequest, MarkReadResponse, Notification, RecordOpenedRequest,
+    RecordOpenedResponse, UnreadCountRequest, UnreadCountResponse, WatchInboxRequest,
+    WatchInboxResponse,
 };
 use herald_schemas::EngagementKind;
 use herald_store::{
@@ -88,18 +88,7 @@ fn page_size(requested: u32) -> Result<usize, Status> {
     }
 }
 
-/// The wire form of an inbox entry.
-pub fn inbox_entry(e: InboxEntryRecord) -> InboxEntry {
-    InboxEntry {
-        notification_id: e.notification_id,
-        category: e.category,
-        title: e.title,
-        body: e.body,
-        action_url: e.action_url.unwrap_or_default(),
-        created_at_ms: e.created_at_ms,
-        read: e.read_at_ms.is_some(),
-    }
-}
+pub use herald_proto::convert::inbox_entry;
 
 /// How the query service behaves beyond the store it reads.
 #[derive(Clone)]

@@ -9,7 +9,7 @@ pub mod contacts;
 use std::sync::Arc;
 
 use herald_auth::{Authenticator, Scope};
-use herald_proto::convert::{channel_from_proto, channel_to_proto};
+use herald_proto::convert::{channel_from_proto, channel_to_proto, inbox_entry};
 use herald_proto::v1::management_service_server::ManagementService;
 use herald_proto::v1::{
     ContactAddress, EraseRecipientRequest, EraseRecipientResponse, ExportRecipientRequest,
@@ -231,15 +231,7 @@ impl Management {
                 .list_inbox(&query)
                 .await
                 .map_err(|e| store_status(&e))?;
-            entries.extend(page.entries.into_iter().map(|e| InboxEntry {
-                notification_id: e.notification_id,
-                category: e.category,
-                title: e.title,
-                body: e.body,
-                action_url: e.action_url.unwrap_or_default(),
-                created_at_ms: e.created_at_ms,
-                read: e.read_at_ms.is_some(),
-            }));
+            entries.extend(page.entries.into_iter().map(inbox_entry));
             if entries.len() >= MAX_EXPORTED_ENTRIES {
                 entries.truncate(MAX_EXPORTED_ENTRIES);
                 return Ok((entries, page.next_page_token.is_some()));
