@@ -8,11 +8,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_auth::{Scope, keys, users};
+use herald_proto::v1::management_service_client::ManagementServiceClient;
 use herald_proto::v1::notification_service_client::NotificationServiceClient;
 use herald_proto::v1::query_service_client::QueryServiceClient;
 use herald_proto::v1::{
-    GetNotificationRequest, ListFailuresRequest, ListInboxRequest, MarkAllReadRequest,
-    MarkReadRequest, UnreadCountRequest, WatchInboxRequest,
+    BatchRecipient, ExportRecipientRequest, GetNotificationRequest, InlineContent,
+    ListFailuresRequest, ListInboxRequest, MarkAllReadRequest, MarkReadRequest,
+    RecordOpenedRequest, SendBatchRequest, UnreadCountRequest, WatchInboxRequest,
+    send_batch_request,
 };
 use herald_store::{Clock, SystemClock};
 use herald_tests::{Broker, Platform, inline_request, settled};
@@ -32,9 +35,12 @@ enum Rpc {
     MarkRead,
     MarkAllRead,
     Watch,
+    SendBatch,
+    RecordOpened,
+    ExportRecipient,
 }
 
-const RPCS: [Rpc; 8] = [
+const RPCS: [Rpc; 11] = [
     Rpc::Send,
     Rpc::Get,
     Rpc::ListInbox,
@@ -43,6 +49,9 @@ const RPCS: [Rpc; 8] = [
     Rpc::MarkRead,
     Rpc::MarkAllRead,
     Rpc::Watch,
+    Rpc::SendBatch,
+    Rpc::RecordOpened,
+    Rpc::ExportRecipient,
 ];
 
 fn with<T>(credential: Option<&str>, message: T) -> Request<T> {
@@ -69,6 +78,7 @@ struct Servers {
 async fn code(s: &Servers, rpc: Rpc, credential: Option<&str>) -> Code {
     let mut ingress = NotificationServiceClient::new(s.ingress.clone());
     let mut query = QueryServiceClient::new(s.query.clone());
+    let mut manage = ManagementServiceClient::new(s.query.clone());
     let (tenant, user) = ("acme".to_owned(), "ana".to_owned());
     let result = match rpc {
         Rpc::Send => ingress
@@ -148,6 +158,49 @@ async fn code(s: &Servers, rpc: Rpc, credential: Option<&str>) -> Code {
                     tenant,
                     recipient_user_id: user,
                     ..Default::default()
+                },
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::SendBatch => ingress
+            .send_batch(with(
+                credential,
+                SendBatchRequest {
+                    tenant,
+                    batch_key: "matrix".into(),
+                    category: "general".into(),
+                    content: Some(send_batch_request::Content::Inline(InlineContent {
+                        title: "matrix".into(),
+                        body: "batch".into(),
+                        action_url: String::new(),
+                    })),
+                    recipients: vec![BatchRecipient {
+                        recipient_user_id: user,
+                        variables: Default::default(),
+                    }],
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::RecordOpened => query
+            .record_opened(with(
+                credential,
+                RecordOpenedRequest {
+                    tenant,
+                    recipient_user_id: user,
+                    notification_id: s.notification.clone(),
+                    channel: 0,
+                },
+            ))
+            .await
+            .map(|_| ()),
+        Rpc::ExportRecipient => manage
+            .export_recipient(with(
+                credential,
+                ExportRecipientRequest {
+                    tenant,
+                    recipient_user_id: user,
                 },
             ))
             .await
@@ -255,8 +308,16 @@ async fn matrix() -> anyhow::Result<()> {
         MarkRead,
         MarkAllRead,
         Watch,
+        RecordOpened,
     ];
-    let inbox_rpcs = [ListInbox, UnreadCount, MarkRead, MarkAllRead, Watch];
+    let inbox_rpcs = [
+        ListInbox,
+        UnreadCount,
+        MarkRead,
+        MarkAllRead,
+        Watch,
+        RecordOpened,
+    ];
     let cases: Vec<Case> = vec![
         ("no credential", None, anyone(Unauthenticated)),
         (
@@ -288,22 +349,34 @@ async fn matrix() -> anyhow::Result<()> {
         (
             "a key without read",
             Some(keyring["send only"].clone()),
-            std::iter::once((Send, Code::Ok))
-                .chain(queries.map(|rpc| (rpc, PermissionDenied)))
-                .collect(),
+            [
+                (Send, Code::Ok),
+                (SendBatch, Code::Ok),
+                (ExportRecipient, PermissionDenied),
+            ]
+            .into_iter()
+            .chain(queries.map(|rpc| (rpc, PermissionDenied)))
+            .collect(),
         ),
         (
             "a key without send",
             Some(keyring["read only"].clone()),
-            std::iter::once((Send, PermissionDenied))
-                .chain(queries.map(|rpc| (rpc, Code::Ok)))
-                .collect(),
+            [
+                (Send, PermissionDenied),
+                (SendBatch, PermissionDenied),
+                (ExportRecipient, PermissionDenied),
+            ]
+            .into_iter()
+            .chain(queries.map(|rpc| (rpc, Code::Ok)))
+            .collect(),
         ),
         (
             "another user's token",
             Some(bob),
             [
                 (Send, PermissionDenied),
+                (SendBatch, PermissionDenied),
+                (ExportRecipient, PermissionDenied),
                 (Get, NotFound),
                 (ListFailures, PermissionDenied),
             ]
@@ -321,6 +394,8 @@ async fn matrix() -> anyhow::Result<()> {
             Some(ana.clone()),
             [
                 (Send, PermissionDenied),
+                (SendBatch, PermissionDenied),
+                (ExportRecipient, PermissionDenied),
                 (Get, Code::Ok),
                 (ListFailures, PermissionDenied),
             ]
