@@ -27,6 +27,7 @@ const RPCS: &[&str] = &[
     "SetPreference",
     "ExportRecipient",
     "EraseRecipient",
+    "PutTemplate",
     "other",
 ];
 

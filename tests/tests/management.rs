@@ -237,3 +237,103 @@ async fn manage() -> anyhow::Result<()> {
     assert!(page.entries.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_checked_at_upload_and_rendered_with_logic() {
+    tokio::time::timeout(TEST_LIMIT, templates())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn templates() -> anyhow::Result<()> {
+    use herald_proto::v1::send_notification_request::Content;
+    use herald_proto::v1::{PutTemplateRequest, TemplateRef};
+
+    let broker = Broker::transactional().await?;
+    let platform = Platform::configure(&broker, "")?.start().await?;
+    let mut manage = platform.management_client("acme", None).await?;
+    let template = |body: &str| PutTemplateRequest {
+        tenant: "acme".into(),
+        template_id: "shipped".into(),
+        locale: "en".into(),
+        title: "Order {{ order }}".into(),
+        body: body.into(),
+        action_url: String::new(),
+    };
+    // A syntax error names the field and the line.
+    let status = manage
+        .put_template(template("Hi {{ name }},\n{% if vip %}thanks"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let field = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(field.field, "body");
+    assert!(field.description.contains("line"), "{field:?}");
+    let body = "Hi {{ name }}{% if vip == 'yes' %}, our best customer{% endif %}.";
+    let stored = manage.put_template(template(body)).await?.into_inner();
+    assert_eq!(stored.variables, ["name", "order", "vip"]);
+
+    let mut ingress = platform.ingress_client("acme").await?;
+    let send = |user: &str, vars: &[(&str, &str)]| {
+        let mut request = inline_request("acme", user, "orders", "unused");
+        request.content = Some(Content::Template(TemplateRef {
+            template_id: "shipped".into(),
+            locale: "en-GB".into(),
+            variables: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }));
+        request
+    };
+    let vars = [("name", "Ana"), ("order", "A-7"), ("vip", "yes")];
+    ingress.send_notification(send("tina", &vars)).await?;
+    let incomplete = ingress
+        .send_notification(send("tina", &vars[..2]))
+        .await?
+        .into_inner()
+        .notification_id;
+    let query = platform.query_client("acme").await?;
+    let entry = eventually(Duration::from_secs(90), "the rendered entry", || {
+        let mut query = query.clone();
+        async move {
+            let page = query
+                .list_inbox(ListInboxRequest {
+                    tenant: "acme".into(),
+                    recipient_user_id: "tina".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok(page.entries.into_iter().next())
+        }
+    })
+    .await?;
+    assert_eq!(entry.title, "Order A-7");
+    assert_eq!(entry.body, "Hi Ana, our best customer.");
+    // The one without `vip` failed, saying which variable it lacked.
+    let reason = eventually(Duration::from_secs(60), "the failure", || {
+        let mut query = query.clone();
+        let id = incomplete.clone();
+        async move {
+            let got = query
+                .get_notification(GetNotificationRequest {
+                    tenant: "acme".into(),
+                    notification_id: id,
+                })
+                .await;
+            let Ok(got) = got else { return Ok(None) };
+            Ok(got
+                .into_inner()
+                .timeline
+                .into_iter()
+                .find(|e| e.state == DeliveryState::Failed as i32)
+                .map(|e| e.reason))
+        }
+    })
+    .await?;
+    assert!(reason.contains("\"vip\""), "{reason}");
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The management API (`herald.v1.ManagementService`), served by the query process: a tenant's
 //! backend registers and removes its recipients' addresses (checked by [`contacts`] first, a
 //! refusal naming the field), sets their preferences (critical categories cannot be muted), and
-//! exports or erases a recipient's data on request. Every call needs an API key with the
+//! exports or erases a recipient's data on request; and uploads templates (checked by
+//! `herald-templates`). Every call needs an API key with the
 //! `manage` scope and acts on the key's tenant.
 
 pub mod contacts;
@@ -14,11 +15,12 @@ use herald_proto::v1::management_service_server::ManagementService;
 use herald_proto::v1::{
     ContactAddress, EraseRecipientRequest, EraseRecipientResponse, ExportRecipientRequest,
     ExportRecipientResponse, InboxEntry, Preference, PutContactRequest, PutContactResponse,
-    RemoveContactRequest, RemoveContactResponse, SetPreferenceRequest, SetPreferenceResponse,
+    PutTemplateRequest, PutTemplateResponse, RemoveContactRequest, RemoveContactResponse,
+    SetPreferenceRequest, SetPreferenceResponse,
 };
 use herald_proto::{FieldViolation, store_status};
 use herald_schemas::Channel;
-use herald_store::{Contact, InboxQuery, Store};
+use herald_store::{Contact, InboxQuery, Store, TemplateRecord};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -27,6 +29,10 @@ use tracing::info;
 pub const MAX_EXPORTED_ENTRIES: usize = 10_000;
 /// Longest recipient id and category (as the ingress accepts).
 const MAX_ID: usize = 128;
+/// Longest template parts, before rendering.
+const MAX_TITLE: usize = 1_024;
+const MAX_BODY: usize = 16 * 1_024;
+const MAX_URL: usize = 2_048;
 
 /// The management service.
 pub struct Management {
@@ -196,6 +202,14 @@ impl ManagementService for Management {
         }))
     }
 
+    async fn put_template(
+        &self,
+        request: Request<PutTemplateRequest>,
+    ) -> Result<Response<PutTemplateResponse>, Status> {
+        let variables = self.template(request).await?;
+        Ok(Response::new(PutTemplateResponse { variables }))
+    }
+
     async fn erase_recipient(
         &self,
         request: Request<EraseRecipientRequest>,
@@ -221,6 +235,62 @@ impl ManagementService for Management {
 }
 
 impl Management {
+    /// `PutTemplate`: each part checked (names, sizes, template syntax), then stored.
+    async fn template(&self, request: Request<PutTemplateRequest>) -> Result<Vec<String>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let caller = self.auth.authenticate(&metadata).await?;
+        caller.service(Scope::Manage)?;
+        let tenant = caller.tenant_for(&req.tenant)?;
+        let bad = |field: &str, why: String| FieldViolation::new(field, why).into_status();
+        let name_ok = |v: &str, max: usize| {
+            !v.is_empty()
+                && v.len() <= max
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        if !name_ok(&req.template_id, 64) {
+            return Err(bad(
+                "template_id",
+                "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        if !name_ok(&req.locale, 35) {
+            return Err(bad(
+                "locale",
+                "must be a BCP 47 tag such as en or pt-BR".into(),
+            ));
+        }
+        let mut variables = std::collections::BTreeSet::new();
+        for (field, text, max) in [
+            ("title", &req.title, MAX_TITLE),
+            ("body", &req.body, MAX_BODY),
+            ("action_url", &req.action_url, MAX_URL),
+        ] {
+            if text.len() > max {
+                return Err(bad(field, format!("is longer than {max} bytes")));
+            }
+            let used =
+                herald_templates::variables_of(text).map_err(|e| bad(field, e.to_string()))?;
+            variables.extend(used);
+        }
+        if req.title.trim().is_empty() && req.body.trim().is_empty() {
+            return Err(bad("body", "title and body are both empty".into()));
+        }
+        let record = TemplateRecord {
+            tenant,
+            template_id: req.template_id,
+            locale: req.locale,
+            title: req.title,
+            body: req.body,
+            action_url: (!req.action_url.is_empty()).then_some(req.action_url),
+        };
+        self.store
+            .put_template(&record)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(variables.into_iter().collect())
+    }
+
     /// The recipient's inbox, newest first, up to [`MAX_EXPORTED_ENTRIES`]; whether more were left.
     async fn inbox(&self, tenant: &str, user: &str) -> Result<(Vec<InboxEntry>, bool), Status> {
         let mut entries = Vec::new();

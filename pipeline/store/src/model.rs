@@ -320,7 +320,8 @@ pub struct RecipientProfile {
     pub opt_outs: Vec<(Channel, String)>,
 }
 
-/// A template for one locale. `{{name}}` placeholders are replaced by request variables.
+/// A template for one locale: title, body and action URL in Jinja syntax (`herald-templates`),
+/// rendered with the request's variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct TemplateRecord {

@@ -8,7 +8,7 @@ use herald_schemas::{
 };
 use herald_store::{RecipientProfile, TemplateRecord};
 
-use super::render::{RenderError, render};
+use herald_templates::{RenderError, render};
 
 /// The most one notification's rendered content (title, body and link together) may weigh:
 /// it is copied once per channel into the `enriched` record, which must stay well below a Kafka
@@ -115,6 +115,10 @@ pub fn enrich(
                          {max} bytes",
                         t.template_id
                     );
+                    return suppress(&channels, DeliveryState::Failed, reason);
+                }
+                (Err(RenderError::Invalid(why)), _) | (_, Err(RenderError::Invalid(why))) => {
+                    let reason = format!("template {:?} cannot be rendered: {why}", t.template_id);
                     return suppress(&channels, DeliveryState::Failed, reason);
                 }
             }

@@ -1,7 +1,6 @@
 //! The enrich stage: `requested` → `enriched` (+ suppressed results on `delivery-result`).
 
 mod logic;
-mod render;
 
 use std::sync::Arc;
 
@@ -11,8 +10,8 @@ use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
 use herald_store::Store;
 
+pub use herald_templates::render;
 pub use logic::{Enrichment, TemplateLookup, applicable, enrich};
-pub use render::render;
 
 use crate::wire::{decode, output};
 
