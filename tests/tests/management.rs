@@ -335,5 +335,54 @@ async fn templates() -> anyhow::Result<()> {
     })
     .await?;
     assert!(reason.contains("\"vip\""), "{reason}");
+
+    // The spreadsheet round: acme's templates exported, imported into globex as they are.
+    let book = platform.write_file("acme.xlsx", "")?;
+    let said = platform
+        .run_command(&[
+            "templates",
+            "export",
+            "--tenant",
+            "acme",
+            "--out",
+            &book.display().to_string(),
+        ])
+        .await?;
+    assert!(said.contains("exported 1 templates"), "{said}");
+    let said = platform
+        .run_command(&[
+            "templates",
+            "import",
+            "--tenant",
+            "globex",
+            &book.display().to_string(),
+        ])
+        .await?;
+    assert!(said.contains("imported 1 templates"), "{said}");
+    let store = herald_stores::open(&platform.store_url).await?;
+    let (acme, globex) = (
+        store.templates_of("acme").await?,
+        store.templates_of("globex").await?,
+    );
+    assert_eq!(globex.len(), 1);
+    assert_eq!(
+        (&globex[0].title, &globex[0].body),
+        (&acme[0].title, &acme[0].body)
+    );
+    // A file that is not a workbook: refused, nothing applied.
+    let junk = platform.write_file("junk.xlsx", "template_id,locale\nx,en\n")?;
+    let refused = platform
+        .run_command(&[
+            "templates",
+            "import",
+            "--tenant",
+            "initech",
+            &junk.display().to_string(),
+        ])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not an .xlsx workbook"), "{refused}");
+    assert!(store.templates_of("initech").await?.is_empty());
     Ok(())
 }

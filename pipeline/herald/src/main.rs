@@ -13,6 +13,7 @@ mod shutdown;
 mod store;
 mod supervisor;
 mod tail;
+mod templates;
 mod top;
 mod trace;
 
@@ -116,6 +117,9 @@ enum Command {
     /// Re-drive dead letters to the topics they came from, once their cause is fixed (safe to
     /// run twice: records carry stable ids).
     Replay(replay::ReplayArgs),
+    /// A tenant's templates as an .xlsx workbook: export, import.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
     /// API keys of calling backends: create, list, rotate, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -250,6 +254,7 @@ async fn run() -> anyhow::Result<()> {
             Some(client::get(&config.query.listen, &caller, tenant, id).await?)
         }
         Command::Keys(command) => Some(keys::run(&config, command).await?),
+        Command::Templates(command) => Some(templates::run(&config, command).await?),
         Command::Replay(args) => Some(replay::run(&config, args).await?),
         Command::Trace { id, tenant } => Some(trace::run(&config, &tenant, &id).await?),
         Command::Tail(args) => {

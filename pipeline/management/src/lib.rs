@@ -29,10 +29,6 @@ use tracing::info;
 pub const MAX_EXPORTED_ENTRIES: usize = 10_000;
 /// Longest recipient id and category (as the ingress accepts).
 const MAX_ID: usize = 128;
-/// Longest template parts, before rendering.
-const MAX_TITLE: usize = 1_024;
-const MAX_BODY: usize = 16 * 1_024;
-const MAX_URL: usize = 2_048;
 
 /// The management service.
 pub struct Management {
@@ -241,41 +237,15 @@ impl Management {
         let caller = self.auth.authenticate(&metadata).await?;
         caller.service(Scope::Manage)?;
         let tenant = caller.tenant_for(&req.tenant)?;
-        let bad = |field: &str, why: String| FieldViolation::new(field, why).into_status();
-        let name_ok = |v: &str, max: usize| {
-            !v.is_empty()
-                && v.len() <= max
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        let parts = herald_templates::Parts {
+            template_id: &req.template_id,
+            locale: &req.locale,
+            title: &req.title,
+            body: &req.body,
+            action_url: &req.action_url,
         };
-        if !name_ok(&req.template_id, 64) {
-            return Err(bad(
-                "template_id",
-                "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
-            ));
-        }
-        if !name_ok(&req.locale, 35) {
-            return Err(bad(
-                "locale",
-                "must be a BCP 47 tag such as en or pt-BR".into(),
-            ));
-        }
-        let mut variables = std::collections::BTreeSet::new();
-        for (field, text, max) in [
-            ("title", &req.title, MAX_TITLE),
-            ("body", &req.body, MAX_BODY),
-            ("action_url", &req.action_url, MAX_URL),
-        ] {
-            if text.len() > max {
-                return Err(bad(field, format!("is longer than {max} bytes")));
-            }
-            let used =
-                herald_templates::variables_of(text).map_err(|e| bad(field, e.to_string()))?;
-            variables.extend(used);
-        }
-        if req.title.trim().is_empty() && req.body.trim().is_empty() {
-            return Err(bad("body", "title and body are both empty".into()));
-        }
+        let variables = herald_templates::check(parts)
+            .map_err(|r| FieldViolation::new(r.field, r.why).into_status())?;
         let record = TemplateRecord {
             tenant,
             template_id: req.template_id,
@@ -288,7 +258,7 @@ impl Management {
             .put_template(&record)
             .await
             .map_err(|e| store_status(&e))?;
-        Ok(variables.into_iter().collect())
+        Ok(variables)
     }
 
     /// The recipient's inbox, newest first, up to [`MAX_EXPORTED_ENTRIES`]; whether more were left.

@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_reference_and_delivery.cql"),
     migration!(5, "0005_outbox_leases.cql"),
     migration!(6, "0006_api_keys.cql"),
+    migration!(7, "0007_template_index.cql"),
 ];
 
 /// Runs before any migration: the hot keyspace (which 0001 also creates) and the record of

@@ -73,6 +73,8 @@ pub(crate) struct HotStatements {
     pub delete_opt_outs_of: PreparedStatement,
     pub insert_template: PreparedStatement,
     pub select_templates: PreparedStatement,
+    pub insert_template_id: PreparedStatement,
+    pub select_template_ids: PreparedStatement,
     pub insert_outbox: PreparedStatement,
     pub delete_outbox: PreparedStatement,
     pub select_outbox: PreparedStatement,
@@ -321,6 +323,15 @@ impl Preparer<'_> {
                 "INSERT INTO {hot}.templates (tenant, template_id, locale, title, \
                  body, action_url) VALUES (?, ?, ?, ?, ?, ?)"
                     .into(),
+            )
+            .await?,
+            insert_template_id: p(
+                "INSERT INTO {hot}.template_ids_by_tenant (tenant, template_id) VALUES (?, ?)"
+                    .into(),
+            )
+            .await?,
+            select_template_ids: p(
+                "SELECT template_id FROM {hot}.template_ids_by_tenant WHERE tenant = ?".into(),
             )
             .await?,
             select_templates: p(

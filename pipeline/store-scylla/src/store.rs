@@ -266,6 +266,10 @@ impl Store for ScyllaStore {
         Ok(self.inner.template(tenant, template_id, locale).await?)
     }
 
+    async fn templates_of(&self, tenant: &str) -> StoreResult<Vec<TemplateRecord>> {
+        Ok(self.inner.templates_of(tenant).await?)
+    }
+
     async fn put_template(&self, t: &TemplateRecord) -> StoreResult<()> {
         Ok(self.inner.put_template(t).await?)
     }

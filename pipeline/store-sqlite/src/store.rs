@@ -262,6 +262,11 @@ impl Store for SqliteStore {
         self.with(move |inner| inner.put_template(&t)).await
     }
 
+    async fn templates_of(&self, tenant: &str) -> StoreResult<Vec<TemplateRecord>> {
+        let tenant = tenant.to_owned();
+        self.with(move |inner| inner.templates_of(&tenant)).await
+    }
+
     async fn put_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
         let key = key.clone();
         self.with(move |inner| inner.put_api_key(&key)).await

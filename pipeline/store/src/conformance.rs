@@ -792,6 +792,17 @@ pub async fn contacts_preferences_templates(store: &dyn Store, _clock: &ManualCl
             .unwrap()
             .is_none()
     );
+    // Every template of a tenant, by id then locale; another tenant's are not listed.
+    let listed = store.templates_of("t1").await.unwrap();
+    let keys: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|t| (t.template_id.as_str(), t.locale.as_str()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted);
+    assert!(!listed.is_empty() && listed.iter().all(|t| t.tenant == "t1"));
+    assert!(store.templates_of("nobody").await.unwrap().is_empty());
 }
 
 /// A contact a provider refused is removed, once, and only while it is still the address;

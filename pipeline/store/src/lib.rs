@@ -140,6 +140,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TemplateRecord>>;
     /// Creates or replaces a template for one locale.
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// Every template of `tenant`, every locale, sorted by id then locale (what an export
+    /// writes).
+    async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
 
     // Callers: API keys.
 

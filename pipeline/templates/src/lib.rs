@@ -77,6 +77,81 @@ fn used(compiled: &minijinja::Template<'_, '_>) -> Vec<String> {
     names
 }
 
+/// Longest template parts, before rendering (bytes).
+pub mod limits {
+    /// Template id and locale.
+    pub const NAME: usize = 64;
+    /// Title.
+    pub const TITLE: usize = 1_024;
+    /// Body.
+    pub const BODY: usize = 16 * 1_024;
+    /// Action URL.
+    pub const URL: usize = 2_048;
+}
+
+/// A template part refused: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `template_id`, `locale`, `title`, `body` or `action_url`.
+    pub field: &'static str,
+    /// Why.
+    pub why: String,
+}
+
+/// The parts of a template to check before it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    #[allow(missing_docs)]
+    pub template_id: &'a str,
+    #[allow(missing_docs)]
+    pub locale: &'a str,
+    #[allow(missing_docs)]
+    pub title: &'a str,
+    #[allow(missing_docs)]
+    pub body: &'a str,
+    #[allow(missing_docs)]
+    pub action_url: &'a str,
+}
+
+/// Checks a template before it is stored (the upload API and the spreadsheet import use it):
+/// names, sizes and every part's syntax. Answers the variables it uses, sorted.
+pub fn check(parts: Parts<'_>) -> Result<Vec<String>, Refusal> {
+    let refuse = |field, why: String| Refusal { field, why };
+    let name_ok = |v: &str| {
+        !v.is_empty()
+            && v.len() <= limits::NAME
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if !name_ok(parts.template_id) {
+        return Err(refuse(
+            "template_id",
+            "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+        ));
+    }
+    if !name_ok(parts.locale) {
+        return Err(refuse(
+            "locale",
+            "must be a BCP 47 tag such as en or pt-BR".into(),
+        ));
+    }
+    let mut variables = std::collections::BTreeSet::new();
+    for (field, text, max) in [
+        ("title", parts.title, limits::TITLE),
+        ("body", parts.body, limits::BODY),
+        ("action_url", parts.action_url, limits::URL),
+    ] {
+        if text.len() > max {
+            return Err(refuse(field, format!("is longer than {max} bytes")));
+        }
+        variables.extend(variables_of(text).map_err(|e| refuse(field, e.to_string()))?);
+    }
+    if parts.title.trim().is_empty() && parts.body.trim().is_empty() {
+        return Err(refuse("body", "title and body are both empty".into()));
+    }
+    Ok(variables.into_iter().collect())
+}
+
 /// A writer that refuses to grow past `max` bytes.
 struct Bounded {
     text: Vec<u8>,

@@ -138,6 +138,12 @@ impl Inner {
         template_id: &str,
         locale: Option<&str>,
     ) -> Result<Option<TemplateRecord>> {
+        let templates = self.locales_of(tenant, template_id).await?;
+        Ok(pick_locale(templates, locale))
+    }
+
+    /// A template's locales, sorted by name.
+    async fn locales_of(&self, tenant: &str, template_id: &str) -> Result<Vec<TemplateRecord>> {
         let rows: Vec<TemplateRow> = all(
             &self.session,
             &self.st.shared.select_templates,
@@ -158,7 +164,22 @@ impl Inner {
             )
             .collect();
         templates.sort_by(|a, b| a.locale.cmp(&b.locale));
-        Ok(pick_locale(templates, locale))
+        Ok(templates)
+    }
+
+    pub(crate) async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
+        let mut ids: Vec<(String,)> = all(
+            &self.session,
+            &self.st.shared.select_template_ids,
+            (tenant,),
+        )
+        .await?;
+        ids.sort();
+        let mut all_templates = Vec::new();
+        for (id,) in ids {
+            all_templates.extend(self.locales_of(tenant, &id).await?);
+        }
+        Ok(all_templates)
     }
 
     pub(crate) async fn put_template(&self, t: &TemplateRecord) -> Result<()> {
@@ -170,7 +191,9 @@ impl Inner {
             t.body.as_str(),
             t.action_url.as_deref(),
         );
-        exec(&self.session, &self.st.shared.insert_template, values).await
+        exec(&self.session, &self.st.shared.insert_template, values).await?;
+        let id = (t.tenant.as_str(), t.template_id.as_str());
+        exec(&self.session, &self.st.shared.insert_template_id, id).await
     }
 }
 

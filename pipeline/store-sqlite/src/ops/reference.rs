@@ -145,6 +145,17 @@ impl Inner {
             .optional()?)
     }
 
+    pub(crate) fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
+        Ok(self
+            .main()?
+            .prepare_cached(
+                "SELECT tenant, template_id, locale, title, body, action_url FROM templates
+                 WHERE tenant = ?1 ORDER BY template_id, locale",
+            )?
+            .query_map(params![tenant], template_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     pub(crate) fn put_template(&self, t: &TemplateRecord) -> Result<()> {
         self.main()?
             .prepare_cached(

@@ -1,0 +1,110 @@
+//! `herald templates export|import`: a tenant's templates as an .xlsx workbook (the columns and
+//! checks are in [`workbook`]). An import with a refused row applies nothing unless
+//! `--apply-valid` is given; the refused rows are printed, and written as CSV with `--errors`.
+
+mod workbook;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::config::Config;
+
+/// The `herald templates` commands.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Write every template of TENANT (every locale) to an .xlsx workbook.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// The workbook to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create or replace TENANT's templates from an .xlsx workbook (sheet `templates`, columns
+    /// template_id, locale, title, body, action_url).
+    Import {
+        #[arg(long)]
+        tenant: String,
+        /// The workbook to read.
+        file: PathBuf,
+        /// Apply the good rows even if some are refused.
+        #[arg(long)]
+        apply_valid: bool,
+        /// Write the refused rows here as CSV (row, column, error).
+        #[arg(long)]
+        errors: Option<PathBuf>,
+    },
+}
+
+/// Runs a `herald templates` command; what to print.
+pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<String> {
+    let store = crate::store::open(config).await?;
+    match command {
+        TemplatesCommand::Export { tenant, out } => {
+            let templates = store.templates_of(&tenant).await?;
+            let bytes = workbook::write(&templates)?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            Ok(format!(
+                "exported {} templates of {tenant} to {}",
+                templates.len(),
+                out.display()
+            ))
+        }
+        TemplatesCommand::Import {
+            tenant,
+            file,
+            apply_valid,
+            errors,
+        } => {
+            let meta = std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?;
+            if meta.len() > workbook::MAX_FILE_BYTES as u64 {
+                anyhow::bail!(workbook::WorkbookError::TooLarge(
+                    usize::try_from(meta.len()).unwrap_or(usize::MAX)
+                ));
+            }
+            let bytes = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
+            let (good, refused) = workbook::read(&bytes, &tenant)
+                .with_context(|| format!("{}: nothing imported", file.display()))?;
+            if let Some(path) = &errors {
+                std::fs::write(path, workbook::errors_csv(&refused))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            for e in refused.iter().take(20) {
+                eprintln!("row {}{}: {}", e.row, column(&e.column), e.error);
+            }
+            if !refused.is_empty() && !apply_valid {
+                anyhow::bail!(
+                    "{} of {} rows refused; nothing imported (fix them, or give --apply-valid to \
+                     import the {} good rows)",
+                    refused.len(),
+                    refused.len() + good.len(),
+                    good.len()
+                );
+            }
+            for (i, t) in good.iter().enumerate() {
+                store.put_template(t).await?;
+                if (i + 1) % 500 == 0 || i + 1 == good.len() {
+                    eprint!("\rimported {}/{}", i + 1, good.len());
+                }
+            }
+            if !good.is_empty() {
+                eprintln!();
+            }
+            Ok(format!(
+                "imported {} templates into {tenant}; {} rows refused",
+                good.len(),
+                refused.len()
+            ))
+        }
+    }
+}
+
+fn column(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(", {name}")
+    }
+}
