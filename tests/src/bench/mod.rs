@@ -7,7 +7,8 @@
 //! with Herald's number of hops vs Herald end to end), [`query`] (ListInbox vs raw store reads),
 //! [`outbox`] (the outbox's drain after an outage vs raw produce), [`providers`] (each
 //! connector vs a bare client, and one channel's rate while another's provider answers 503),
-//! and the peak RSS of every Herald process.
+//! [`templates`] (importing 10,000 templates from a workbook vs calamine + SQLite), and the peak
+//! RSS of every Herald process.
 
 pub mod bare;
 pub mod callgrind;
@@ -19,6 +20,7 @@ pub mod produce;
 pub mod providers;
 pub mod query;
 pub mod stats;
+pub mod templates;
 
 use std::time::{Duration, Instant};
 
@@ -132,6 +134,13 @@ pub async fn main() -> anyhow::Result<()> {
     // 5: the providers: connectors vs bare clients, and one channel while another's is down.
     let providers = providers::run(&broker).await?;
     report.insert("providers".into(), providers.json());
+
+    // 6: importing templates from a spreadsheet.
+    eprintln!(
+        "bench: importing 10000 templates from a workbook, and the calamine + SQLite baseline…"
+    );
+    let templates = templates::run().await?;
+    report.insert("templates".into(), templates.json());
 
     #[allow(clippy::print_stdout)]
     {
@@ -301,6 +310,16 @@ pub async fn main() -> anyhow::Result<()> {
         ),
     ]);
     table.extend(providers.rows());
+    table.push((
+        format!(
+            "template import ({} rows) vs calamine + SQLite",
+            templates::ROWS
+        ),
+        templates.herald_per_s,
+        templates.baseline_per_s,
+        "/s",
+        "-",
+    ));
     let rows: Vec<Value> = table
         .iter()
         .map(|(name, herald, baseline, unit, goal)| row(name, *herald, *baseline, unit, goal))
