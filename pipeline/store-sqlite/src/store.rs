@@ -262,6 +262,12 @@ impl Store for SqliteStore {
         self.with(move |inner| inner.put_template(&t)).await
     }
 
+    async fn put_templates(&self, templates: &[TemplateRecord]) -> StoreResult<()> {
+        let templates = templates.to_vec();
+        self.with(move |inner| inner.put_templates(&templates))
+            .await
+    }
+
     async fn templates_of(&self, tenant: &str) -> StoreResult<Vec<TemplateRecord>> {
         let tenant = tenant.to_owned();
         self.with(move |inner| inner.templates_of(&tenant)).await

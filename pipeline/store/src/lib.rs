@@ -140,6 +140,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<TemplateRecord>>;
     /// Creates or replaces a template for one locale.
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// Creates or replaces many templates (an import): one transaction where the backend has
+    /// them.
+    async fn put_templates(&self, templates: &[TemplateRecord]) -> Result<()> {
+        for t in templates {
+            self.put_template(t).await?;
+        }
+        Ok(())
+    }
     /// Every template of `tenant`, every locale, sorted by id then locale (what an export
     /// writes).
     async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;

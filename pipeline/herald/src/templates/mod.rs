@@ -38,6 +38,9 @@ pub enum TemplatesCommand {
     },
 }
 
+/// Templates stored in one transaction during an import.
+const IMPORT_CHUNK: usize = 1_000;
+
 /// Runs a `herald templates` command; what to print.
 pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<String> {
     let store = crate::store::open(config).await?;
@@ -83,11 +86,12 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
                     good.len()
                 );
             }
-            for (i, t) in good.iter().enumerate() {
-                store.put_template(t).await?;
-                if (i + 1) % 500 == 0 || i + 1 == good.len() {
-                    eprint!("\rimported {}/{}", i + 1, good.len());
-                }
+            // In chunks: one store transaction each, and progress between them.
+            let mut done = 0;
+            for chunk in good.chunks(IMPORT_CHUNK) {
+                store.put_templates(chunk).await?;
+                done += chunk.len();
+                eprint!("\rimported {done}/{}", good.len());
             }
             if !good.is_empty() {
                 eprintln!();

@@ -157,21 +157,32 @@ impl Inner {
     }
 
     pub(crate) fn put_template(&self, t: &TemplateRecord) -> Result<()> {
-        self.main()?
-            .prepare_cached(
+        self.put_templates(std::slice::from_ref(t))
+    }
+
+    /// Many templates in one transaction.
+    pub(crate) fn put_templates(&self, templates: &[TemplateRecord]) -> Result<()> {
+        let mut c = self.main()?;
+        let tx = c.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO templates (tenant, template_id, locale, title, body, action_url)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (tenant, template_id, locale) DO UPDATE SET title = excluded.title,
                      body = excluded.body, action_url = excluded.action_url",
-            )?
-            .execute(params![
-                t.tenant,
-                t.template_id,
-                t.locale,
-                t.title,
-                t.body,
-                t.action_url
-            ])?;
+            )?;
+            for t in templates {
+                insert.execute(params![
+                    t.tenant,
+                    t.template_id,
+                    t.locale,
+                    t.title,
+                    t.body,
+                    t.action_url
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 }
