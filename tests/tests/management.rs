@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use herald_proto::v1::{
-    Channel, ContactAddress, DeliveryState, EraseRecipientRequest, ExportRecipientRequest,
-    GetNotificationRequest, ListInboxRequest, Preference, PutContactRequest, RemoveContactRequest,
-    SetPreferenceRequest,
+    Channel, ContactAddress, DeliveryEvent, DeliveryState, EraseRecipientRequest,
+    ExportRecipientRequest, GetNotificationRequest, ListInboxRequest, Preference,
+    PutContactRequest, RemoveContactRequest, SetPreferenceRequest,
 };
 use herald_tests::clients::QueryClient;
 use herald_tests::{Broker, Platform, eventually, inline_request};
@@ -42,9 +42,13 @@ fn preference(channel: Channel, category: &str, opted_out: bool) -> SetPreferenc
     }
 }
 
-/// The final state of `id` on `channel`, once it has one.
-async fn final_state(query: &QueryClient, id: &str, channel: Channel) -> anyhow::Result<i32> {
-    eventually(Duration::from_secs(90), "a final state", || {
+/// The first event of `id`'s timeline that `pick` picks, once there is one (at most 90 s).
+async fn first_event<T>(
+    query: &QueryClient,
+    id: &str,
+    pick: impl Fn(&DeliveryEvent) -> Option<T> + Copy,
+) -> anyhow::Result<T> {
+    eventually(Duration::from_secs(90), "a timeline event", || {
         let mut query = query.clone();
         let id = id.to_owned();
         async move {
@@ -55,19 +59,20 @@ async fn final_state(query: &QueryClient, id: &str, channel: Channel) -> anyhow:
                 })
                 .await;
             let Ok(got) = got else { return Ok(None) };
-            let state = got
-                .into_inner()
-                .timeline
-                .iter()
-                .filter(|e| e.channel == channel as i32)
-                .map(|e| e.state)
-                .find(|s| {
-                    [DeliveryState::Delivered, DeliveryState::Suppressed]
-                        .iter()
-                        .any(|f| *f as i32 == *s)
-                });
-            Ok(state)
+            Ok(got.into_inner().timeline.iter().find_map(pick))
         }
+    })
+    .await
+}
+
+/// The final state of `id` on `channel`, once it has one.
+async fn final_state(query: &QueryClient, id: &str, channel: Channel) -> anyhow::Result<i32> {
+    let finals = [
+        DeliveryState::Delivered as i32,
+        DeliveryState::Suppressed as i32,
+    ];
+    first_event(query, id, |e| {
+        (e.channel == channel as i32 && finals.contains(&e.state)).then_some(e.state)
     })
     .await
 }
@@ -314,24 +319,8 @@ async fn templates() -> anyhow::Result<()> {
     assert_eq!(entry.title, "Order A-7");
     assert_eq!(entry.body, "Hi Ana, our best customer.");
     // The one without `vip` failed, saying which variable it lacked.
-    let reason = eventually(Duration::from_secs(60), "the failure", || {
-        let mut query = query.clone();
-        let id = incomplete.clone();
-        async move {
-            let got = query
-                .get_notification(GetNotificationRequest {
-                    tenant: "acme".into(),
-                    notification_id: id,
-                })
-                .await;
-            let Ok(got) = got else { return Ok(None) };
-            Ok(got
-                .into_inner()
-                .timeline
-                .into_iter()
-                .find(|e| e.state == DeliveryState::Failed as i32)
-                .map(|e| e.reason))
-        }
+    let reason = first_event(&query, &incomplete, |e| {
+        (e.state == DeliveryState::Failed as i32).then(|| e.reason.clone())
     })
     .await?;
     assert!(reason.contains("\"vip\""), "{reason}");
