@@ -36,14 +36,14 @@ pub use tonic_reflection::server::Error as ReflectionError;
 const HEALTH: &str = "grpc.health.v1.Health";
 
 /// The standard services both Herald servers register: `grpc.health.v1` (reporting `SERVING`
-/// for `service_name`) and server reflection in both versions clients speak (`v1`, and the
-/// older `v1alpha` that `grpcio-reflection`, older grpcurl and several GUI tools use), so
+/// for each of `service_names`) and server reflection in both versions clients speak (`v1`, and
+/// the older `v1alpha` that `grpcio-reflection`, older grpcurl and several GUI tools use), so
 /// `grpcurl` works without local proto files. Reflection lists only what this server serves:
-/// `service_name`, health and reflection itself — not the other Herald service, whose
+/// `service_names`, health and reflection itself — not another server's Herald service, whose
 /// definitions it still knows.
 #[allow(clippy::type_complexity)]
 pub async fn standard_services(
-    service_name: &str,
+    service_names: &[&str],
 ) -> Result<
     (
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
@@ -57,32 +57,36 @@ pub async fn standard_services(
     ReflectionError,
 > {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(service_name, tonic_health::ServingStatus::Serving)
-        .await;
+    for name in service_names {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     Ok((
         health,
-        reflection(service_name).build_v1()?,
-        reflection(service_name).build_v1alpha()?,
+        reflection(service_names).build_v1()?,
+        reflection(service_names).build_v1alpha()?,
     ))
 }
 
 /// A reflection builder that knows every file a Herald server uses and lists the services one
 /// serves.
-fn reflection(service_name: &str) -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+fn reflection(service_names: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .include_reflection_service(false)
-        .with_service_name(service_name)
         .with_service_name(HEALTH)
         .with_service_name(REFLECTION_V1)
-        .with_service_name(REFLECTION_V1ALPHA)
+        .with_service_name(REFLECTION_V1ALPHA);
+    service_names
+        .iter()
+        .fold(builder, |b, name| b.with_service_name(*name))
 }
 
 /// The reflection services' names.

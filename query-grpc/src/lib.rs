@@ -504,7 +504,8 @@ pub async fn serve(
     }
     let sink = options.engagement.clone();
     let (health, reflection, reflection_v1alpha) =
-        herald_proto::standard_services("herald.v1.QueryService").await?;
+        herald_proto::standard_services(&["herald.v1.QueryService", "herald.v1.ManagementService"])
+            .await?;
     info!(addr = ?listener.local_addr().ok(), "query service listening");
     let router = herald_proto::server::builder()
         .add_service(health)

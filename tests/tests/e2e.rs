@@ -327,17 +327,20 @@ async fn edge_cases() -> anyhow::Result<()> {
     }
 
     // Reflection lists each server's service, as `grpcurl list` would.
-    for (addr, service) in [
-        (platform.ingress, "herald.v1.NotificationService"),
-        (platform.query, "herald.v1.QueryService"),
+    for (addr, services) in [
+        (platform.ingress, &["herald.v1.NotificationService"][..]),
+        (
+            platform.query,
+            &["herald.v1.QueryService", "herald.v1.ManagementService"][..],
+        ),
     ] {
         // Both reflection versions, listing what this server serves and nothing else.
-        let mut expected = vec![
-            service.to_owned(),
+        let mut expected: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+        expected.extend([
             "grpc.health.v1.Health".to_owned(),
             herald_proto::REFLECTION_V1.to_owned(),
             herald_proto::REFLECTION_V1ALPHA.to_owned(),
-        ];
+        ]);
         expected.sort();
         assert_eq!(reflected_services!(v1, addr), expected, "{addr}, v1");
         assert_eq!(

@@ -349,7 +349,7 @@ pub async fn serve(
     let stop = outbox.stop_on_failure(&shutdown);
     tokio::spawn(outbox.clone().replay(stop.clone()));
     let (health, reflection, reflection_v1alpha) =
-        herald_proto::standard_services("herald.v1.NotificationService").await?;
+        herald_proto::standard_services(&["herald.v1.NotificationService"]).await?;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(?addr, "ingress listening");
     let router = herald_proto::server::builder()
