@@ -173,7 +173,7 @@ impl Connector for FcmConnector {
 
 #[cfg(test)]
 mod tests {
-    use herald_schemas::{Channel, Priority};
+    use herald_schemas::Channel;
 
     use super::*;
 
@@ -284,23 +284,7 @@ mod tests {
             ..config(key)
         })
         .expect("starts");
-        let mut d = Dispatch {
-            delivery_id: "d1".into(),
-            notification_id: "n1".into(),
-            attempt: 1,
-            tenant: "t".into(),
-            recipient_user_id: "u".into(),
-            category: "news".into(),
-            priority: Priority::Normal,
-            channel: Channel::PushFcm,
-            address: "token".into(),
-            title: "Hi".into(),
-            body: "there".into(),
-            action_url: None,
-            requested_at_ms: 1,
-            not_before_ms: None,
-            last_error: None,
-        };
+        let mut d = crate::test_dispatch(Channel::PushFcm, "token");
         for address in [String::new(), "a b".into(), "x".repeat(5_000), "t\n".into()] {
             d.address = address;
             let outcome = connector.send(&d).await;

@@ -5,27 +5,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_runtime::lag::{LagReader, PartitionLag, group_lag, table};
+use herald_runtime::lag::{LagReader, PartitionLag, table};
 use herald_runtime::topics::Topics;
 use herald_telemetry::metrics::{CONSUMER_LAG, LAG_COLLECTED_AT, LAG_ERRORS};
 use tokio_util::sync::CancellationToken;
 
 use crate::components::runners;
 use crate::config::Config;
-
-/// Every runner's lag: (runner name, its rows).
-async fn all(config: &Config) -> anyhow::Result<Vec<(String, Vec<PartitionLag>)>> {
-    let topics = Topics::new(&config.kafka.topic_prefix);
-    let mut all = Vec::new();
-    for (name, inputs) in runners(&topics) {
-        let group = topics.group(&name);
-        let rows = group_lag(&config.kafka, &group, &inputs)
-            .await
-            .with_context(|| format!("reading the lag of {group}"))?;
-        all.push((name, rows));
-    }
-    Ok(all)
-}
 
 /// Every runner's lag through `reader`'s consumers (kept from one collection to the next).
 async fn read_all(
@@ -57,7 +43,8 @@ async fn read_all(
 
 /// Every runner's lag, as a table.
 pub async fn once(config: &Config) -> anyhow::Result<String> {
-    let rows: Vec<PartitionLag> = all(config)
+    let reader = std::sync::Arc::new(std::sync::Mutex::new(LagReader::new(&config.kafka)));
+    let rows: Vec<PartitionLag> = read_all(config, &reader)
         .await?
         .into_iter()
         .flat_map(|(_, r)| r)

@@ -55,11 +55,16 @@ impl Management {
         tenant: &str,
         user: &str,
     ) -> Result<(String, String), Status> {
-        let caller = self.auth.authenticate(metadata).await?;
-        caller.service(Scope::Manage)?;
-        let tenant = caller.tenant_for(tenant)?;
+        let tenant = self.tenant(metadata, tenant).await?;
         id("recipient_user_id", user)?;
         Ok((tenant, user.to_owned()))
+    }
+
+    /// The tenant a call acts on: its API key's, which must have the `manage` scope.
+    async fn tenant(&self, metadata: &MetadataMap, tenant: &str) -> Result<String, Status> {
+        let caller = self.auth.authenticate(metadata).await?;
+        caller.service(Scope::Manage)?;
+        Ok(caller.tenant_for(tenant)?)
     }
 }
 
@@ -234,9 +239,7 @@ impl Management {
     /// `PutTemplate`: each part checked (names, sizes, template syntax), then stored.
     async fn template(&self, request: Request<PutTemplateRequest>) -> Result<Vec<String>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let caller = self.auth.authenticate(&metadata).await?;
-        caller.service(Scope::Manage)?;
-        let tenant = caller.tenant_for(&req.tenant)?;
+        let tenant = self.tenant(&metadata, &req.tenant).await?;
         let parts = herald_templates::Parts {
             template_id: &req.template_id,
             locale: &req.locale,

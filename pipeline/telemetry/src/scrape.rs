@@ -142,11 +142,15 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
 
 /// A histogram's cumulative bucket counts by upper bound (`+Inf` last), from the samples of
 /// `<name>_bucket` whose labels include every pair of `with`, summed over the rest.
-pub fn buckets(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Vec<(f64, f64)> {
+pub fn buckets<'a>(
+    samples: impl IntoIterator<Item = &'a Sample>,
+    name: &str,
+    with: &[(&str, &str)],
+) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket");
     let mut counts: Vec<(f64, f64)> = Vec::new();
     for s in samples
-        .iter()
+        .into_iter()
         .filter(|s| s.name == bucket && with.iter().all(|(k, v)| s.label(k) == *v))
     {
         let le = match s.label("le") {

@@ -36,8 +36,7 @@ impl Snapshot {
 
     /// Cumulative bucket counts of histogram `name` for samples whose label `by` is `key`.
     fn buckets(&self, name: &str, by: &str, key: &str) -> Vec<(f64, f64)> {
-        let all: Vec<Sample> = self.all().cloned().collect();
-        buckets(&all, name, &[(by, key)])
+        buckets(self.all(), name, &[(by, key)])
     }
 }
 

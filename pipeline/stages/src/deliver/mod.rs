@@ -219,10 +219,6 @@ impl DeliverProcessor {
         .record(took_ms as f64 / 1_000.0);
     }
 
-    fn channel_name(&self, dispatches: &[Dispatch]) -> &'static str {
-        dispatches.first().map_or("", |d| d.channel.as_str())
-    }
-
     /// What an attempt that ended as `verdict` writes: its result; for a failure for now, also
     /// the next attempt — or, with the budget spent, the dead letter.
     fn emitted(
@@ -317,7 +313,7 @@ impl DeliverProcessor {
         }
         let call = herald_telemetry::trace::child_of(
             "provider.send_many",
-            self.channel_name(&dispatches),
+            dispatches.first().map_or("", |d| d.channel.as_str()),
             inputs.first().and_then(|i| i.trace),
         );
         let outcomes = self.connector.send_many(&dispatches).instrument(call).await;
