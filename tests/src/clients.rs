@@ -110,3 +110,31 @@ impl Platform {
         query_on(channel, &self.api_key(tenant).await?)
     }
 }
+
+/// The first event of notification `id`'s timeline (tenant `tenant`) that `pick` picks, once
+/// there is one (at most 90 s).
+pub async fn first_event<T>(
+    query: &QueryClient,
+    tenant: &str,
+    id: &str,
+    pick: impl Fn(&herald_proto::v1::DeliveryEvent) -> Option<T> + Copy,
+) -> anyhow::Result<T> {
+    crate::eventually(
+        std::time::Duration::from_secs(90),
+        "a timeline event",
+        || {
+            let mut query = query.clone();
+            let request = herald_proto::v1::GetNotificationRequest {
+                tenant: tenant.to_owned(),
+                notification_id: id.to_owned(),
+            };
+            async move {
+                let Ok(got) = query.get_notification(request).await else {
+                    return Ok(None);
+                };
+                Ok(got.into_inner().timeline.iter().find_map(pick))
+            }
+        },
+    )
+    .await
+}

@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use herald_proto::v1::{
-    Channel, ContactAddress, DeliveryEvent, DeliveryState, EraseRecipientRequest,
-    ExportRecipientRequest, GetNotificationRequest, ListInboxRequest, Preference,
-    PutContactRequest, RemoveContactRequest, SetPreferenceRequest,
+    Channel, ContactAddress, DeliveryState, EraseRecipientRequest, ExportRecipientRequest,
+    ListInboxRequest, Preference, PutContactRequest, RemoveContactRequest, SetPreferenceRequest,
 };
-use herald_tests::clients::QueryClient;
+use herald_tests::clients::{QueryClient, first_event};
 use herald_tests::{Broker, Platform, eventually, inline_request};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -42,36 +41,13 @@ fn preference(channel: Channel, category: &str, opted_out: bool) -> SetPreferenc
     }
 }
 
-/// The first event of `id`'s timeline that `pick` picks, once there is one (at most 90 s).
-async fn first_event<T>(
-    query: &QueryClient,
-    id: &str,
-    pick: impl Fn(&DeliveryEvent) -> Option<T> + Copy,
-) -> anyhow::Result<T> {
-    eventually(Duration::from_secs(90), "a timeline event", || {
-        let mut query = query.clone();
-        let id = id.to_owned();
-        async move {
-            let got = query
-                .get_notification(GetNotificationRequest {
-                    tenant: "acme".into(),
-                    notification_id: id,
-                })
-                .await;
-            let Ok(got) = got else { return Ok(None) };
-            Ok(got.into_inner().timeline.iter().find_map(pick))
-        }
-    })
-    .await
-}
-
 /// The final state of `id` on `channel`, once it has one.
 async fn final_state(query: &QueryClient, id: &str, channel: Channel) -> anyhow::Result<i32> {
     let finals = [
         DeliveryState::Delivered as i32,
         DeliveryState::Suppressed as i32,
     ];
-    first_event(query, id, |e| {
+    first_event(query, "acme", id, |e| {
         (e.channel == channel as i32 && finals.contains(&e.state)).then_some(e.state)
     })
     .await
@@ -319,7 +295,7 @@ async fn templates() -> anyhow::Result<()> {
     assert_eq!(entry.title, "Order A-7");
     assert_eq!(entry.body, "Hi Ana, our best customer.");
     // The one without `vip` failed, saying which variable it lacked.
-    let reason = first_event(&query, &incomplete, |e| {
+    let reason = first_event(&query, "acme", &incomplete, |e| {
         (e.state == DeliveryState::Failed as i32).then(|| e.reason.clone())
     })
     .await?;

@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use herald_connectors::Connector;
 use herald_connectors::recording::RecordingProvider;
 use herald_connectors::registry;
+use herald_runtime::release::Releaser;
 use herald_runtime::runner::{self, Processor, RunnerSpec};
 use herald_runtime::topics::{Topics, ensure_topics};
 use herald_schemas::Channel;
@@ -25,7 +26,7 @@ use crate::config::{Config, parse_listen};
 /// The stages `herald stage` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
-    /// requested → enriched
+    /// requested (+ released from quiet hours) → enriched
     Enrich,
     /// enriched → admitted
     RateLimit,
@@ -54,7 +55,10 @@ impl Stage {
 /// the topics it reads. `herald stage` starts these; `herald lag` reads their groups.
 pub fn runners(topics: &Topics) -> Vec<(String, Vec<String>)> {
     let mut all = vec![
-        ("enrich".to_owned(), vec![topics.requested()]),
+        (
+            "enrich".to_owned(),
+            vec![topics.requested(), topics.released()],
+        ),
         ("rate-limit".to_owned(), vec![topics.enriched()]),
         ("rate-limit.deferred".to_owned(), vec![topics.deferred()]),
         ("fan-out".to_owned(), vec![topics.admitted()]),
@@ -202,6 +206,15 @@ pub async fn stage(
     match stage {
         Stage::Enrich => {
             let store = crate::store::open(config).await?;
+            // Requests held for quiet hours go back to `released` when due.
+            let releaser = Releaser::new(
+                &config.kafka,
+                Arc::clone(&store),
+                topics.released(),
+                Arc::new(herald_store::SystemClock),
+            )?;
+            let every = Duration::from_millis(config.management.release_every_ms.max(10));
+            tokio::spawn(releaser.run(every, shutdown.clone()));
             let critical = config.management.critical_categories.clone();
             let p = EnrichProcessor::new(store, topics.clone(), critical);
             let inputs = inputs(&topics, &name)?;

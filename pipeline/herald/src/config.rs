@@ -47,14 +47,19 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ManagementConfig {
     /// Categories no recipient can opt out of (security alerts, one-time codes): the management
-    /// API refuses such an opt-out, and the enrich stage applies none to them.
+    /// API refuses such an opt-out, and the enrich stage applies neither opt-outs nor quiet hours
+    /// to them.
     pub critical_categories: Vec<String>,
+    /// How often the enrich stage looks for notifications whose recipient's quiet hours have
+    /// ended, to release them (a held notification goes out at most this late).
+    pub release_every_ms: u64,
 }
 
 impl Default for ManagementConfig {
     fn default() -> Self {
         ManagementConfig {
             critical_categories: vec!["security".into()],
+            release_every_ms: 1_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The management API (`herald.v1.ManagementService`), served by the query process: a tenant's
 //! backend registers and removes its recipients' addresses (checked by [`contacts`] first, a
-//! refusal naming the field), sets their preferences (critical categories cannot be muted), and
+//! refusal naming the field), sets their preferences (critical categories cannot be muted) and
+//! quiet hours (checked by `herald_store::quiet`), and
 //! exports or erases a recipient's data on request; and uploads templates (checked by
 //! `herald-templates`). Every call needs an API key with the
 //! `manage` scope and acts on the key's tenant.
@@ -15,12 +16,15 @@ use herald_proto::v1::management_service_server::ManagementService;
 use herald_proto::v1::{
     ContactAddress, EraseRecipientRequest, EraseRecipientResponse, ExportRecipientRequest,
     ExportRecipientResponse, InboxEntry, Preference, PutContactRequest, PutContactResponse,
-    PutTemplateRequest, PutTemplateResponse, RemoveContactRequest, RemoveContactResponse,
-    SetPreferenceRequest, SetPreferenceResponse,
+    PutTemplateRequest, PutTemplateResponse, QuietHours as QuietHoursMessage, RemoveContactRequest,
+    RemoveContactResponse, SetPreferenceRequest, SetPreferenceResponse, SetQuietHoursRequest,
+    SetQuietHoursResponse,
 };
 use herald_proto::{FieldViolation, store_status};
 use herald_schemas::Channel;
-use herald_store::{Contact, InboxQuery, Store, TemplateRecord};
+use herald_store::{
+    Contact, InboxQuery, QuietHours, QuietHoursError, Store, TemplateRecord, quiet,
+};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -88,6 +92,18 @@ fn channel(field: &str, value: i32) -> Result<Channel, Status> {
     channel_from_proto(value).ok_or_else(|| {
         FieldViolation::new(field, "must name a channel (CHANNEL_SMS, CHANNEL_EMAIL, …)")
             .into_status()
+    })
+}
+
+/// Quiet hours as asked for, checked field by field.
+fn quiet_hours(q: &QuietHoursMessage) -> Result<QuietHours, Status> {
+    let violation =
+        |field: &str, e: QuietHoursError| FieldViolation::new(field, e.to_string()).into_status();
+    quiet::parse_minute(&q.start).map_err(|e| violation("quiet_hours.start", e))?;
+    quiet::parse_minute(&q.end).map_err(|e| violation("quiet_hours.end", e))?;
+    QuietHours::parse(&q.start, &q.end, &q.time_zone).map_err(|e| match e {
+        QuietHoursError::Empty => violation("quiet_hours.end", e),
+        e => violation("quiet_hours.time_zone", e),
     })
 }
 
@@ -167,6 +183,22 @@ impl ManagementService for Management {
         Ok(Response::new(SetPreferenceResponse {}))
     }
 
+    async fn set_quiet_hours(
+        &self,
+        request: Request<SetQuietHoursRequest>,
+    ) -> Result<Response<SetQuietHoursResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        let quiet = req.quiet_hours.map(|q| quiet_hours(&q)).transpose()?;
+        self.store
+            .set_quiet_hours(&tenant, &user, quiet.as_ref())
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(SetQuietHoursResponse {}))
+    }
+
     async fn export_recipient(
         &self,
         request: Request<ExportRecipientRequest>,
@@ -200,6 +232,11 @@ impl ManagementService for Management {
                 .collect(),
             inbox,
             inbox_truncated,
+            quiet_hours: profile.quiet_hours.map(|q| QuietHoursMessage {
+                start: quiet::format_minute(q.start_minute),
+                end: quiet::format_minute(q.end_minute),
+                time_zone: q.time_zone,
+            }),
         }))
     }
 
@@ -284,5 +321,50 @@ impl Management {
                 None => return Ok((entries, false)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    fn field_of(start: &str, end: &str, zone: &str) -> String {
+        let status = quiet_hours(&QuietHoursMessage {
+            start: start.into(),
+            end: end.into(),
+            time_zone: zone.into(),
+        })
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let details = status.get_error_details();
+        details.bad_request().unwrap().field_violations[0]
+            .field
+            .clone()
+    }
+
+    #[test]
+    fn quiet_hours_are_refused_naming_the_field_at_fault() {
+        assert_eq!(field_of("24:00", "07:00", "UTC"), "quiet_hours.start");
+        assert_eq!(field_of("22:00", "", "UTC"), "quiet_hours.end");
+        assert_eq!(field_of("07:00", "07:00", "UTC"), "quiet_hours.end");
+        assert_eq!(field_of("22:00", "07:00", ""), "quiet_hours.time_zone");
+        assert_eq!(
+            field_of("22:00", "07:00", "Nowhere/City"),
+            "quiet_hours.time_zone"
+        );
+    }
+
+    #[test]
+    fn good_quiet_hours_are_read_in_minutes() {
+        let q = quiet_hours(&QuietHoursMessage {
+            start: "22:30".into(),
+            end: "06:45".into(),
+            time_zone: "America/Sao_Paulo".into(),
+        })
+        .unwrap();
+        assert_eq!((q.start_minute, q.end_minute), (1350, 405));
     }
 }

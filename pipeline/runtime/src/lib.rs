@@ -4,6 +4,7 @@
 //! - [`config`]: the `[kafka]` settings and the librdkafka client configs built from them.
 //! - [`topics`]: topic names under a prefix, and creating them at start-up.
 //! - [`outbox`]: a producer that keeps what Kafka cannot take in the store and replays it.
+//! - [`release`]: producing notifications held in the store (quiet hours) once they are due.
 //! - [`runner`]: the one generic consume → process → produce → commit loop; a stage only
 //!   supplies a [`runner::Processor`].
 
@@ -13,6 +14,7 @@ pub mod fatal;
 pub mod lag;
 pub mod outbox;
 pub mod probe;
+pub mod release;
 pub mod runner;
 pub mod topics;
 

@@ -40,6 +40,11 @@ impl Topics {
     pub fn requested(&self) -> String {
         self.name("requested")
     }
+    /// Requests held for their recipient's quiet hours, released when the hours end; read by
+    /// the enrich stage along with `requested` (a released request is not held again).
+    pub fn released(&self) -> String {
+        self.name("released")
+    }
     /// Output of the enrich stage.
     pub fn enriched(&self) -> String {
         self.name("enriched")
@@ -113,6 +118,7 @@ impl Topics {
     pub fn all(&self) -> Vec<String> {
         let mut all = vec![
             self.requested(),
+            self.released(),
             self.enriched(),
             self.deferred(),
             self.admitted(),

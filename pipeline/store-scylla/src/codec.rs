@@ -52,6 +52,14 @@ pub(crate) fn channel(value: &str) -> Result<Channel> {
     Channel::parse(value).ok_or_else(|| corrupt(format!("unknown channel {value:?}")))
 }
 
+/// A minute of the day as stored (quiet hours).
+pub(crate) fn minute(value: i32) -> Result<u16> {
+    u16::try_from(value)
+        .ok()
+        .filter(|m| *m < herald_store::quiet::MINUTES_PER_DAY)
+        .ok_or_else(|| corrupt(format!("minute of the day {value} out of range")))
+}
+
 fn opt_channel(value: Option<String>) -> Result<Option<Channel>> {
     value.as_deref().map(channel).transpose()
 }

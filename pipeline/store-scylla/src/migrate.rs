@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_outbox_leases.cql"),
     migration!(6, "0006_api_keys.cql"),
     migration!(7, "0007_template_index.cql"),
+    migration!(8, "0008_quiet_hours.cql"),
 ];
 
 /// Runs before any migration: the hot keyspace (which 0001 also creates) and the record of

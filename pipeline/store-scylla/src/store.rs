@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
     ApiKeyRecord, Clock, Contact, DeliveryEventRecord, Erasure, FailurePage, FailureQuery,
-    FeedCursor, FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage,
-    InboxQuery, LedgerBegin, LedgerEntry, NotificationRecord, OutboxRecord, RecipientProfile,
-    Retention, RetentionReport, Store, SystemClock, TemplateRecord,
+    FeedCursor, FeedPage, HeldRecord, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord,
+    InboxPage, InboxQuery, LedgerBegin, LedgerEntry, NotificationRecord, OutboxRecord, QuietHours,
+    RecipientProfile, Retention, RetentionReport, Store, SystemClock, TemplateRecord,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -255,6 +255,27 @@ impl Store for ScyllaStore {
             .inner
             .set_opt_out(tenant, user_id, channel, category, opted_out)
             .await?)
+    }
+
+    async fn set_quiet_hours(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        quiet: Option<&QuietHours>,
+    ) -> StoreResult<()> {
+        Ok(self.inner.set_quiet_hours(tenant, user_id, quiet).await?)
+    }
+
+    async fn hold(&self, h: &HeldRecord) -> StoreResult<()> {
+        Ok(self.inner.hold(h).await?)
+    }
+
+    async fn held_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<HeldRecord>> {
+        Ok(self.inner.held_due(now_ms, limit).await?)
+    }
+
+    async fn forget_held(&self, released: &[HeldRecord]) -> StoreResult<()> {
+        Ok(self.inner.forget_held(released).await?)
     }
 
     async fn template(

@@ -148,6 +148,18 @@ async fn erasing_a_recipient() {
 }
 
 #[tokio::test]
+async fn quiet_hours_and_held_notifications() {
+    on_kassandra(|addr| async move {
+        let (session, config) = session(addr).await;
+        migrate(&session, &config).await.unwrap();
+        let clock = ManualClock::at(NOW);
+        let store = store(&session, &config, &clock).await;
+        conformance::quiet_hours_and_held_notifications(&store, &clock).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tenants_are_isolated_for_point_reads() {
     on_kassandra(|addr| async move {
         let (session, config) = session(addr).await;

@@ -59,3 +59,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at_ms INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant, created_at_ms, key_id);
+
+-- Quiet hours of recipients: a daily window [start, end) in minutes of their local day.
+CREATE TABLE IF NOT EXISTS quiet_hours (
+    tenant       TEXT    NOT NULL,
+    user_id      TEXT    NOT NULL,
+    start_minute INTEGER NOT NULL,
+    end_minute   INTEGER NOT NULL,
+    time_zone    TEXT    NOT NULL,
+    PRIMARY KEY (tenant, user_id)
+) WITHOUT ROWID;
+
+-- Notifications held for quiet hours, until released (rows leave one by one when released).
+CREATE TABLE IF NOT EXISTS held (
+    tenant            TEXT    NOT NULL,
+    notification_id   TEXT    NOT NULL,
+    release_at_ms     INTEGER NOT NULL,
+    recipient_user_id TEXT    NOT NULL,
+    payload           BLOB    NOT NULL,
+    PRIMARY KEY (tenant, notification_id, release_at_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS held_by_release ON held (release_at_ms, tenant, notification_id);

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use herald_schemas::Channel;
 use herald_store::{
     ApiKeyRecord, Clock, Contact, DeliveryEventRecord, Erasure, FailurePage, FailureQuery,
-    FeedCursor, FeedPage, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord, InboxPage,
-    InboxQuery, LedgerBegin, LedgerEntry, Month, NotificationRecord, OutboxRecord,
-    RecipientProfile, Retention, RetentionReport, Store, StoreError, SystemClock, TemplateRecord,
-    Write,
+    FeedCursor, FeedPage, HeldRecord, IdempotencyClaim, IdempotencyRecord, InboxEntryRecord,
+    InboxPage, InboxQuery, LedgerBegin, LedgerEntry, Month, NotificationRecord, OutboxRecord,
+    QuietHours, RecipientProfile, Retention, RetentionReport, Store, StoreError, SystemClock,
+    TemplateRecord, Write,
 };
 use rusqlite::Connection;
 
@@ -243,6 +243,31 @@ impl Store for SqliteStore {
         let (tenant, user, category) = (tenant.to_owned(), user_id.to_owned(), category.to_owned());
         self.with(move |inner| inner.set_opt_out(&tenant, &user, channel, &category, opted_out))
             .await
+    }
+
+    async fn set_quiet_hours(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        quiet: Option<&QuietHours>,
+    ) -> StoreResult<()> {
+        let (tenant, user, quiet) = (tenant.to_owned(), user_id.to_owned(), quiet.cloned());
+        self.with(move |inner| inner.set_quiet_hours(&tenant, &user, quiet.as_ref()))
+            .await
+    }
+
+    async fn hold(&self, h: &HeldRecord) -> StoreResult<()> {
+        let h = h.clone();
+        self.with(move |inner| inner.hold(&h)).await
+    }
+
+    async fn held_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<HeldRecord>> {
+        self.with(move |inner| inner.held_due(now_ms, limit)).await
+    }
+
+    async fn forget_held(&self, released: &[HeldRecord]) -> StoreResult<()> {
+        let released = released.to_vec();
+        self.with(move |inner| inner.forget_held(&released)).await
     }
 
     async fn template(

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
                 an_invalid_address_is_removed_unless_replaced
                 api_keys_by_id_and_by_tenant
                 erasing_a_recipient_leaves_nothing_of_theirs
+                quiet_hours_and_held_notifications
                 idempotency_keys
                 idempotency_key_claims_race
                 outbox_per_owner
@@ -880,6 +881,11 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
         .await
         .unwrap();
 
+    let night = QuietHours::parse("22:00", "07:00", "Asia/Seoul").unwrap();
+    store
+        .set_quiet_hours("t1", "gone", Some(&night))
+        .await
+        .unwrap();
     let erased = store.erase_recipient("t1", "gone").await.unwrap();
     assert_eq!(
         erased,
@@ -911,6 +917,83 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
         store.erase_recipient("t1", "gone").await.unwrap(),
         Erasure::default()
     );
+}
+
+/// Quiet hours are set, replaced and cleared per recipient; held notifications come back once
+/// due, earliest first, until forgotten; holding one again changes nothing.
+pub async fn quiet_hours_and_held_notifications(store: &dyn Store, _clock: &ManualClock) {
+    let night = QuietHours::parse("22:00", "07:00", "Asia/Seoul").unwrap();
+    let lunch = QuietHours::parse("12:00", "13:30", "Europe/Berlin").unwrap();
+    store
+        .set_quiet_hours("t1", "qa", Some(&night))
+        .await
+        .unwrap();
+    store
+        .set_quiet_hours("t1", "qa", Some(&lunch))
+        .await
+        .unwrap();
+    store
+        .set_quiet_hours("t2", "qa", Some(&night))
+        .await
+        .unwrap();
+    let profile = store.recipient_profile("t1", "qa").await.unwrap();
+    assert_eq!(profile.quiet_hours, Some(lunch));
+    store.set_quiet_hours("t1", "qa", None).await.unwrap();
+    assert_eq!(
+        store
+            .recipient_profile("t1", "qa")
+            .await
+            .unwrap()
+            .quiet_hours,
+        None
+    );
+    assert_eq!(
+        store
+            .recipient_profile("t2", "qa")
+            .await
+            .unwrap()
+            .quiet_hours,
+        Some(night)
+    );
+
+    let held = |tenant: &str, id: &str, release_at_ms: i64| HeldRecord {
+        tenant: tenant.into(),
+        notification_id: id.into(),
+        recipient_user_id: "qa".into(),
+        release_at_ms,
+        payload: format!("request {id}").into_bytes(),
+    };
+    let hour = 3_600_000;
+    // Across hours and days, and one far behind the clock (a releaser that was down).
+    let rows = [
+        held("t1", "late", NOW + 5 * hour),
+        held("t2", "b", NOW - 2),
+        held("t1", "a", NOW - 2),
+        held("t1", "old", NOW - 40 * hour),
+        held("t1", "now", NOW),
+        held("t1", "c", NOW - hour),
+    ];
+    for h in rows.iter().chain(&rows[..2]) {
+        store.hold(h).await.unwrap();
+    }
+    let due = store.held_due(NOW, 10).await.unwrap();
+    let ids: Vec<_> = due.iter().map(|h| h.notification_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["old", "c", "a", "b", "now"],
+        "earliest first, each once"
+    );
+    assert_eq!(due[0], rows[3], "read back whole");
+    let first = store.held_due(NOW, 2).await.unwrap();
+    assert_eq!(first, due[..2]);
+    store.forget_held(&first).await.unwrap();
+    store.forget_held(&first).await.unwrap();
+    let ids: Vec<_> = store.held_due(NOW, 10).await.unwrap();
+    assert_eq!(ids, due[2..]);
+    store.forget_held(&due[2..]).await.unwrap();
+    assert!(store.held_due(NOW, 10).await.unwrap().is_empty());
+    let later = store.held_due(NOW + 5 * hour, 10).await.unwrap();
+    assert_eq!(later, vec![rows[0].clone()]);
 }
 
 /// API keys are read back by id, listed per tenant oldest first, and replaced whole (a

@@ -4,6 +4,7 @@
 //!
 //! - [`model`]: the rows (notifications, delivery timeline, inbox, contacts, templates, ledger).
 //! - [`StoreError`] (`error.rs`): failures classified by what the caller should do.
+//! - [`quiet`]: quiet hours, the window in a recipient's time zone and when it ends.
 //! - [`retention`]: the two tiers, months, and the injectable [`Clock`].
 //! - [`token`]: opaque page and resume tokens bound to their listing.
 //! - `conformance` (feature `conformance`): one test body for every backend, and
@@ -16,6 +17,7 @@
 pub mod conformance;
 mod error;
 pub mod model;
+pub mod quiet;
 pub mod retention;
 pub mod token;
 
@@ -24,6 +26,7 @@ use herald_schemas::Channel;
 
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use quiet::{QuietHours, QuietHoursError};
 pub use retention::{Clock, ManualClock, Month, Retention, SystemClock};
 
 /// Everything Herald persists. Implementations make every write idempotent, keep time-series
@@ -127,8 +130,16 @@ pub trait Store: Send + Sync + 'static {
         category: &str,
         opted_out: bool,
     ) -> Result<()>;
-    /// Erases what is kept of a recipient, on their request: contacts, opt-outs and every inbox
-    /// entry (both tiers, the feed included). Idempotent; returns what this call removed.
+    /// Sets (or, with `None`, clears) a recipient's quiet hours.
+    async fn set_quiet_hours(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        quiet: Option<&QuietHours>,
+    ) -> Result<()>;
+    /// Erases what is kept of a recipient, on their request: contacts, opt-outs, quiet hours
+    /// and every inbox entry (both tiers, the feed included). Idempotent; returns what this
+    /// call removed. Notifications on their way (held ones included) are not recalled.
     async fn erase_recipient(&self, tenant: &str, user_id: &str) -> Result<Erasure>;
     /// Finds a template in `locale`, falling back to the template's other locales
     /// (language without region, then any).
@@ -151,6 +162,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every template of `tenant`, every locale, sorted by id then locale (what an export
     /// writes).
     async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
+
+    // Notifications held for quiet hours.
+
+    /// Keeps a notification until its release. Upsert by (tenant, notification id, release
+    /// time): a replayed hold is the same row.
+    async fn hold(&self, h: &HeldRecord) -> Result<()>;
+    /// Up to `limit` held notifications due at `now_ms`, earliest release first.
+    async fn held_due(&self, now_ms: i64, limit: usize) -> Result<Vec<HeldRecord>>;
+    /// Forgets held notifications once released (idempotent).
+    async fn forget_held(&self, released: &[HeldRecord]) -> Result<()>;
 
     // Callers: API keys.
 

@@ -2,6 +2,8 @@
 
 use herald_schemas::{Channel, DeliveryState, Priority};
 
+use crate::quiet::QuietHours;
+
 /// A notification as accepted by the ingress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
@@ -318,6 +320,21 @@ pub struct RecipientProfile {
     pub contacts: Vec<Contact>,
     /// (channel, category) pairs the recipient opted out of; category `*` means all categories.
     pub opt_outs: Vec<(Channel, String)>,
+    /// When their notifications wait (none: never).
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// A notification held during its recipient's quiet hours, until `release_at_ms`
+/// ([`crate::Store::hold`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct HeldRecord {
+    pub tenant: String,
+    pub notification_id: String,
+    pub recipient_user_id: String,
+    pub release_at_ms: i64,
+    /// The request as it was read (a framed `NotificationRequested`), released unchanged.
+    pub payload: Vec<u8>,
 }
 
 /// A template for one locale: title, body and action URL in Jinja syntax (`herald-templates`),

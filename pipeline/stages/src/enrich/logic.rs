@@ -1,4 +1,5 @@
-//! Enrich, the pure part: pick the channels, resolve addresses, apply opt-outs, render content.
+//! Enrich, the pure part: hold for quiet hours, pick the channels, resolve addresses, apply
+//! opt-outs, render content.
 //! Every channel that cannot be served gets a recorded `SUPPRESSED` (or `FAILED`) result with a
 //! reason; nothing is dropped silently.
 
@@ -6,7 +7,7 @@ use herald_schemas::{
     Channel, ChannelContent, DeliveryResult, DeliveryState, NotificationEnriched,
     NotificationRequested,
 };
-use herald_store::{RecipientProfile, TemplateRecord};
+use herald_store::{QuietHours, QuietHoursError, RecipientProfile, TemplateRecord};
 
 use herald_templates::{RenderError, render};
 
@@ -51,8 +52,8 @@ fn wanted_channels(request: &NotificationRequested, profile: &RecipientProfile) 
     }
 }
 
-/// The profile as it applies to a notification of `category`: no opt-out applies to a critical
-/// category (one no recipient may mute, such as security alerts).
+/// The profile as it applies to a notification of `category`: neither opt-outs nor quiet hours
+/// apply to a critical category (one no recipient may mute, such as security alerts).
 pub fn applicable(
     mut profile: RecipientProfile,
     category: &str,
@@ -60,8 +61,59 @@ pub fn applicable(
 ) -> RecipientProfile {
     if critical.iter().any(|c| c == category) {
         profile.opt_outs.clear();
+        profile.quiet_hours = None;
     }
     profile
+}
+
+/// Whether a notification waits for its recipient's quiet hours ([`quiet_hold`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuietHold {
+    /// Go on now.
+    Deliver,
+    /// Held until this instant (ms since the epoch).
+    Until(i64),
+    /// The stored quiet hours cannot be used (say, a zone this build does not know): the
+    /// notification goes on now rather than waiting for ever, and the caller logs why.
+    Unusable(QuietHoursError),
+}
+
+/// Decides whether a request read at `now_ms` (its record's time, so a replay decides the same)
+/// waits. A request `released` from a hold is never held again.
+pub fn quiet_hold(profile: &RecipientProfile, released: bool, now_ms: i64) -> QuietHold {
+    let Some(quiet) = profile.quiet_hours.as_ref().filter(|_| !released) else {
+        return QuietHold::Deliver;
+    };
+    match quiet.release_at(now_ms) {
+        Ok(None) => QuietHold::Deliver,
+        Ok(Some(until)) => QuietHold::Until(until),
+        Err(e) => QuietHold::Unusable(e),
+    }
+}
+
+/// The `DEFERRED` result of a notification held until `until_ms` by `quiet`: one per
+/// notification (attempt 0; the rate limiter's deferrals count from 1).
+pub fn held_result(
+    request: &NotificationRequested,
+    quiet: &QuietHours,
+    until_ms: i64,
+    now_ms: i64,
+) -> DeliveryResult {
+    let subject = Subject {
+        notification_id: &request.notification_id,
+        tenant: &request.tenant,
+        recipient_user_id: &request.recipient_user_id,
+        category: &request.category,
+    };
+    let reason = format!(
+        "held for the recipient's quiet hours ({}) until {}",
+        quiet.describe(),
+        quiet.local_time(until_ms)
+    );
+    let mut result = result_for(subject, None, DeliveryState::Deferred, Some(reason), now_ms);
+    result.result_id =
+        herald_schemas::ids::result_id(&request.notification_id, None, 0, DeliveryState::Deferred);
+    result
 }
 
 fn opted_out(profile: &RecipientProfile, channel: Channel, category: &str) -> bool {

@@ -1,4 +1,7 @@
-//! The enrich stage: `requested` → `enriched` (+ suppressed results on `delivery-result`).
+//! The enrich stage: `requested` (and `released`) → `enriched` (+ suppressed results on
+//! `delivery-result`). A request arriving in its recipient's quiet hours is held in the store
+//! instead, with a `DEFERRED` result; `herald_runtime::release` puts it on `released` when the
+//! hours end.
 
 mod logic;
 
@@ -8,10 +11,13 @@ use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
-use herald_store::Store;
+use herald_store::{HeldRecord, RecipientProfile, Store};
+use tracing::warn;
 
 pub use herald_templates::render;
-pub use logic::{Enrichment, TemplateLookup, applicable, enrich};
+pub use logic::{
+    Enrichment, QuietHold, TemplateLookup, applicable, enrich, held_result, quiet_hold,
+};
 
 use crate::wire::{decode, output};
 
@@ -19,19 +25,52 @@ use crate::wire::{decode, output};
 pub struct EnrichProcessor {
     store: Arc<dyn Store>,
     topics: Topics,
+    /// The topic of requests released from quiet hours.
+    released: String,
     /// Categories no opt-out applies to.
     critical: Vec<String>,
 }
 
 impl EnrichProcessor {
-    /// A processor reading from `store` and writing to `topics`; opt-outs do not apply to the
-    /// `critical` categories.
+    /// A processor reading from `store` and writing to `topics`; neither opt-outs nor quiet
+    /// hours apply to the `critical` categories.
     pub fn new(store: Arc<dyn Store>, topics: Topics, critical: Vec<String>) -> EnrichProcessor {
         EnrichProcessor {
             store,
+            released: topics.released(),
             topics,
             critical,
         }
+    }
+
+    /// Keeps the request in the store until `until` (the releaser puts it on `released` then)
+    /// and says so with a `DEFERRED` result. Holding again on a replay writes the same row.
+    async fn hold(
+        &self,
+        request: &NotificationRequested,
+        profile: &RecipientProfile,
+        until: i64,
+        input: &Input<'_>,
+    ) -> Result<Vec<Output>, ProcessError> {
+        let Some(quiet) = &profile.quiet_hours else {
+            return Err(ProcessError::Fatal("held without quiet hours".into()));
+        };
+        let held = HeldRecord {
+            tenant: request.tenant.clone(),
+            notification_id: request.notification_id.clone(),
+            recipient_user_id: request.recipient_user_id.clone(),
+            release_at_ms: until,
+            payload: input.payload.to_vec(),
+        };
+        self.store.hold(&held).await?;
+        let result = held_result(request, quiet, until, input.timestamp_ms);
+        let (tenant, user) = (&request.tenant, &request.recipient_user_id);
+        Ok(vec![output(
+            self.topics.delivery_result(),
+            tenant,
+            user,
+            &result,
+        )?])
     }
 }
 
@@ -45,6 +84,15 @@ impl Processor for EnrichProcessor {
             .recipient_profile(&request.tenant, &request.recipient_user_id)
             .await?;
         let profile = applicable(profile, &request.category, &self.critical);
+        let released = input.topic == self.released;
+        match quiet_hold(&profile, released, input.timestamp_ms) {
+            QuietHold::Deliver => {}
+            QuietHold::Until(until) => return self.hold(&request, &profile, until, input).await,
+            QuietHold::Unusable(e) => warn!(
+                tenant = %request.tenant, error = %e,
+                "the recipient's quiet hours cannot be used; delivering now"
+            ),
+        }
         let template = match &request.template {
             Some(t) => {
                 self.store

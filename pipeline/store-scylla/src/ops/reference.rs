@@ -1,8 +1,8 @@
-//! Recipients (contacts, opt-outs) and templates: hot keyspace only, no TTL.
+//! Recipients (contacts, opt-outs, quiet hours) and templates: hot keyspace only, no TTL.
 
 use herald_schemas::Channel;
 use herald_store::retention::DAY_MS;
-use herald_store::{Contact, Erasure, Month, RecipientProfile, TemplateRecord};
+use herald_store::{Contact, Erasure, Month, QuietHours, RecipientProfile, TemplateRecord};
 
 use crate::Result;
 use crate::codec;
@@ -19,9 +19,14 @@ impl Inner {
         user_id: &str,
     ) -> Result<RecipientProfile> {
         let st = &self.st.shared;
-        let (contacts, opt_outs) = futures::try_join!(
+        let (contacts, opt_outs, quiet) = futures::try_join!(
             all::<(String, String)>(&self.session, &st.select_contacts, (tenant, user_id)),
             all::<(String, String)>(&self.session, &st.select_opt_outs, (tenant, user_id)),
+            all::<(i32, i32, String)>(
+                &self.session,
+                &self.st.quiet.select_quiet_hours,
+                (tenant, user_id)
+            ),
         )?;
         let mut contacts = contacts
             .into_iter()
@@ -38,7 +43,44 @@ impl Inner {
             .map(|(channel, category)| Ok((codec::channel(&channel)?, category)))
             .collect::<Result<Vec<_>>>()?;
         opt_outs.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
-        Ok(RecipientProfile { contacts, opt_outs })
+        let quiet_hours = quiet
+            .into_iter()
+            .next()
+            .map(|(start, end, time_zone)| {
+                Ok::<_, crate::Error>(QuietHours {
+                    start_minute: codec::minute(start)?,
+                    end_minute: codec::minute(end)?,
+                    time_zone,
+                })
+            })
+            .transpose()?;
+        Ok(RecipientProfile {
+            contacts,
+            opt_outs,
+            quiet_hours,
+        })
+    }
+
+    pub(crate) async fn set_quiet_hours(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        quiet: Option<&QuietHours>,
+    ) -> Result<()> {
+        let st = &self.st.quiet;
+        match quiet {
+            Some(q) => {
+                let values = (
+                    tenant,
+                    user_id,
+                    i32::from(q.start_minute),
+                    i32::from(q.end_minute),
+                    q.time_zone.as_str(),
+                );
+                exec(&self.session, &st.insert_quiet_hours, values).await
+            }
+            None => exec(&self.session, &st.delete_quiet_hours, (tenant, user_id)).await,
+        }
     }
 
     /// Deletes the recipient's contacts and opt-outs (one partition each), and in both tiers
@@ -48,6 +90,8 @@ impl Inner {
         let shared = &self.st.shared;
         exec(&self.session, &shared.delete_contacts_of, (tenant, user_id)).await?;
         exec(&self.session, &shared.delete_opt_outs_of, (tenant, user_id)).await?;
+        let quiet = &self.st.quiet.delete_quiet_hours;
+        exec(&self.session, quiet, (tenant, user_id)).await?;
         let mut ids = std::collections::BTreeSet::new();
         let top = self.time.now().saturating_add(DAY_MS);
         for month in Month::newest_first(self.time.oldest_kept(), top) {

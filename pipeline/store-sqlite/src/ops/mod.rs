@@ -2,6 +2,7 @@
 //! store's inner state (`store.rs` runs them on the blocking pool).
 
 mod batch;
+mod held;
 mod inbox;
 mod ingress;
 mod keys;

@@ -1,8 +1,9 @@
-//! Reference data, in the main file (it does not age): recipients' contacts and opt-outs, and
+//! Reference data, in the main file (it does not age): recipients' contacts, opt-outs and quiet
+//! hours, and
 //! templates with their locale fallback.
 
 use herald_schemas::Channel;
-use herald_store::{Contact, Erasure, RecipientProfile, TemplateRecord};
+use herald_store::{Contact, Erasure, QuietHours, RecipientProfile, TemplateRecord};
 use rusqlite::{OptionalExtension, params};
 
 use crate::codec::{template_row, text_enum};
@@ -34,7 +35,53 @@ impl Inner {
                 Ok((text_enum(0, r.get(0)?, Channel::parse)?, r.get(1)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(RecipientProfile { contacts, opt_outs })
+        let quiet_hours = c
+            .prepare_cached(
+                "SELECT start_minute, end_minute, time_zone FROM quiet_hours
+                 WHERE tenant = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![tenant, user], |r| {
+                Ok(QuietHours {
+                    start_minute: r.get(0)?,
+                    end_minute: r.get(1)?,
+                    time_zone: r.get(2)?,
+                })
+            })
+            .optional()?;
+        Ok(RecipientProfile {
+            contacts,
+            opt_outs,
+            quiet_hours,
+        })
+    }
+
+    pub(crate) fn set_quiet_hours(
+        &self,
+        tenant: &str,
+        user: &str,
+        quiet: Option<&QuietHours>,
+    ) -> Result<()> {
+        let c = self.main()?;
+        match quiet {
+            Some(q) => c
+                .prepare_cached(
+                    "INSERT INTO quiet_hours (tenant, user_id, start_minute, end_minute, time_zone)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO UPDATE SET start_minute = excluded.start_minute,
+                         end_minute = excluded.end_minute, time_zone = excluded.time_zone",
+                )?
+                .execute(params![
+                    tenant,
+                    user,
+                    q.start_minute,
+                    q.end_minute,
+                    q.time_zone
+                ])?,
+            None => c
+                .prepare_cached("DELETE FROM quiet_hours WHERE tenant = ?1 AND user_id = ?2")?
+                .execute(params![tenant, user])?,
+        };
+        Ok(())
     }
 
     pub(crate) fn put_contact(&self, tenant: &str, user: &str, contact: &Contact) -> Result<()> {
@@ -83,6 +130,8 @@ impl Inner {
                 .execute(params![tenant, user])?;
             let opt_outs = c
                 .prepare_cached("DELETE FROM opt_outs WHERE tenant = ?1 AND user_id = ?2")?
+                .execute(params![tenant, user])?;
+            c.prepare_cached("DELETE FROM quiet_hours WHERE tenant = ?1 AND user_id = ?2")?
                 .execute(params![tenant, user])?;
             (contacts, opt_outs)
         };

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use herald_schemas::{
     Channel, DeliveryState, InlineContent, NotificationRequested, Priority, TemplateRef,
 };
-use herald_store::{Contact, RecipientProfile, TemplateRecord};
+use herald_store::{Contact, QuietHours, RecipientProfile, TemplateRecord};
 
 use super::*;
 use crate::enrich::TemplateLookup;
@@ -40,6 +40,7 @@ fn profile() -> RecipientProfile {
             },
         ],
         opt_outs: vec![(Channel::Sms, "orders".into())],
+        quiet_hours: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn opt_out_of_everything_leaves_only_results() {
     let p = RecipientProfile {
         contacts: vec![],
         opt_outs: vec![(Channel::InApp, "*".into())],
+        quiet_hours: None,
     };
     let e = enrich(&request(), &p, TemplateLookup::NotNeeded, 1);
     assert!(e.enriched.is_none());
@@ -252,4 +254,83 @@ fn no_opt_out_applies_to_a_critical_category() {
     );
     assert_eq!(applicable(muted.clone(), "news", &critical), muted);
     assert_eq!(applicable(muted.clone(), "security", &[]), muted);
+}
+
+/// 2026-03-10T23:30:00Z: 08:30 in Seoul, 00:30 in Berlin.
+const LATE: i64 = 1_773_185_400_000;
+
+fn quiet_in(zone: &str) -> RecipientProfile {
+    RecipientProfile {
+        quiet_hours: Some(QuietHours::parse("22:00", "07:00", zone).expect("valid hours")),
+        ..profile()
+    }
+}
+
+#[test]
+fn without_quiet_hours_nothing_waits() {
+    assert_eq!(quiet_hold(&profile(), false, LATE), QuietHold::Deliver);
+}
+
+#[test]
+fn outside_the_recipients_quiet_hours_nothing_waits() {
+    assert_eq!(
+        quiet_hold(&quiet_in("Asia/Seoul"), false, LATE),
+        QuietHold::Deliver
+    );
+}
+
+#[test]
+fn inside_them_the_notification_waits_until_they_end() {
+    // 07:00 in Berlin on the 11th (UTC+1).
+    assert_eq!(
+        quiet_hold(&quiet_in("Europe/Berlin"), false, LATE),
+        QuietHold::Until(1_773_208_800_000)
+    );
+}
+
+#[test]
+fn a_released_notification_is_not_held_again() {
+    assert_eq!(
+        quiet_hold(&quiet_in("Europe/Berlin"), true, LATE),
+        QuietHold::Deliver
+    );
+}
+
+#[test]
+fn a_critical_category_is_not_held() {
+    let critical = vec!["security".to_owned()];
+    let profile = applicable(quiet_in("Europe/Berlin"), "security", &critical);
+    assert_eq!(quiet_hold(&profile, false, LATE), QuietHold::Deliver);
+}
+
+#[test]
+fn unusable_stored_hours_deliver_now_and_say_why() {
+    let mut profile = quiet_in("Europe/Berlin");
+    if let Some(q) = profile.quiet_hours.as_mut() {
+        q.time_zone = "Gone/Zone".into();
+    }
+    assert!(matches!(
+        quiet_hold(&profile, false, LATE),
+        QuietHold::Unusable(herald_store::QuietHoursError::UnknownZone(_))
+    ));
+}
+
+#[test]
+fn a_held_notification_has_one_deferred_result_saying_until_when() {
+    let quiet = QuietHours::parse("22:00", "07:00", "Europe/Berlin").expect("valid hours");
+    let r = held_result(&request(), &quiet, 1_773_208_800_000, LATE);
+    assert_eq!((r.channel, r.state), (None, DeliveryState::Deferred));
+    assert_eq!(r.at_ms, LATE);
+    let reason = r.reason.unwrap_or_default();
+    assert!(reason.contains("22:00–07:00 Europe/Berlin"), "{reason}");
+    assert!(reason.contains("2026-03-11T07:00:00+01:00"), "{reason}");
+    // Not the id of the rate limiter's first deferral.
+    assert_ne!(
+        r.result_id,
+        herald_schemas::ids::result_id("n1", None, 1, DeliveryState::Deferred)
+    );
+    assert_eq!(
+        held_result(&request(), &quiet, 1, LATE).result_id,
+        r.result_id
+    );
 }

@@ -11,6 +11,10 @@ use scylla::statement::{Consistency, SerialConsistency};
 
 use crate::{CqlServer, Error, Result};
 
+mod quiet;
+
+pub(crate) use quiet::QuietStatements;
+
 const NOTIFICATION_COLUMNS: &str =
     "tenant, notification_id, recipient_user_id, category, priority, created_at_ms";
 const EVENT_COLUMNS: &str = "tenant, notification_id, result_id, recipient_user_id, category, channel, state, reason, at_ms";
@@ -120,6 +124,7 @@ pub(crate) struct Statements {
     pub hot: TierStatements,
     pub archive: TierStatements,
     pub shared: HotStatements,
+    pub quiet: QuietStatements,
 }
 
 struct Preparer<'a> {
@@ -477,6 +482,7 @@ impl Statements {
             hot: p.tier(hot).await?,
             archive: p.tier(archive).await?,
             shared: p.shared().await?,
+            quiet: p.quiet().await?,
         })
     }
 

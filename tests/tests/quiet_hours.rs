@@ -1,0 +1,209 @@
+//! Quiet hours against a running platform: bad hours are refused naming the field; a
+//! notification arriving in the recipient's quiet hours is held (a DEFERRED result says until
+//! when) while a critical one goes through; the enrich stage is killed while it is held; it is
+//! delivered once, after the hours end; with the hours cleared, nothing waits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_proto::v1::{
+    Channel, DeliveryState, ExportRecipientRequest, GetNotificationRequest, ListInboxRequest,
+    QuietHours, SetQuietHoursRequest,
+};
+use herald_tests::clients::{QueryClient, first_event};
+use herald_tests::{Broker, Platform, eventually, inline_request};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// The hold lasts up to ~75 s (quiet hours end on a minute), plus a platform's start.
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+fn quiet(start: &str, end: &str, zone: &str) -> SetQuietHoursRequest {
+    SetQuietHoursRequest {
+        tenant: "acme".into(),
+        recipient_user_id: "noor".into(),
+        quiet_hours: Some(QuietHours {
+            start: start.into(),
+            end: end.into(),
+            time_zone: zone.into(),
+        }),
+    }
+}
+
+fn hhmm(minute: u64) -> String {
+    let minute = minute % 1440;
+    format!("{:02}:{:02}", minute / 60, minute % 60)
+}
+
+fn now_ms() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(now.as_millis()).unwrap()
+}
+
+/// The time of `state` on `channel` in `id`'s timeline, once there is one.
+async fn at(query: &QueryClient, id: &str, channel: Option<Channel>, state: DeliveryState) -> i64 {
+    let channel = channel.map_or(0, |c| c as i32);
+    first_event(query, "acme", id, |e| {
+        (e.channel == channel && e.state == state as i32).then_some(e.at_ms)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_hold_a_notification_until_they_end_across_a_restart() {
+    tokio::time::timeout(TEST_LIMIT, hold_and_release())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn hold_and_release() -> anyhow::Result<()> {
+    let broker = Broker::transactional().await?;
+    let platform = Platform::configure(&broker, "")?.start().await?;
+    let mut manage = platform.management_client("acme", None).await?;
+
+    for (request, field) in [
+        (quiet("25:00", "07:00", "UTC"), "quiet_hours.start"),
+        (quiet("22:00", "7:00", "UTC"), "quiet_hours.end"),
+        (quiet("22:00", "22:00", "UTC"), "quiet_hours.end"),
+        (
+            quiet("22:00", "07:00", "Mars/Olympus"),
+            "quiet_hours.time_zone",
+        ),
+    ] {
+        let status = manage.set_quiet_hours(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            field
+        );
+    }
+
+    // Quiet from the minute before now until a minute boundary at least 20 s ahead, in UTC.
+    let now = now_ms();
+    let minute = now / 60_000;
+    let end_minute = if now % 60_000 < 40_000 {
+        minute + 1
+    } else {
+        minute + 2
+    };
+    let release_ms = i64::try_from(end_minute * 60_000)?;
+    manage
+        .set_quiet_hours(quiet(&hhmm(minute - 1), &hhmm(end_minute), "UTC"))
+        .await?;
+
+    let mut ingress = platform.ingress_client("acme").await?;
+    let query = platform.query_client("acme").await?;
+    let send = |category: &str| {
+        let mut request = inline_request("acme", "noor", category, category);
+        request.channels = vec![Channel::InApp as i32];
+        request
+    };
+    let news = ingress.send_notification(send("news")).await?.into_inner();
+    let security = ingress
+        .send_notification(send("security"))
+        .await?
+        .into_inner();
+
+    let reason = first_event(&query, "acme", &news.notification_id, |e| {
+        (e.state == DeliveryState::Deferred as i32).then(|| e.reason.clone())
+    })
+    .await?;
+    assert!(reason.contains("quiet hours"), "{reason}");
+    assert!(reason.contains("+00:00"), "says until when: {reason}");
+    // The critical one is not held.
+    let security_at = at(
+        &query,
+        &security.notification_id,
+        Some(Channel::InApp),
+        DeliveryState::Delivered,
+    )
+    .await;
+    assert!(
+        security_at < release_ms,
+        "security delivered before the hours end"
+    );
+
+    // The stage that held it dies while it waits; the supervisor starts it again.
+    assert!(
+        platform.kill_component("stage enrich"),
+        "enrich was running"
+    );
+
+    let delivered = at(
+        &query,
+        &news.notification_id,
+        Some(Channel::InApp),
+        DeliveryState::Delivered,
+    )
+    .await;
+    assert!(
+        delivered >= release_ms,
+        "delivered at {delivered}, before the quiet hours ended at {release_ms}"
+    );
+    let inbox = eventually(Duration::from_secs(30), "both entries", || {
+        let mut query = query.clone();
+        async move {
+            let page = query
+                .list_inbox(ListInboxRequest {
+                    tenant: "acme".into(),
+                    recipient_user_id: "noor".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            Ok((page.entries.len() >= 2).then_some(page.entries))
+        }
+    })
+    .await?;
+    let mut ids: Vec<&str> = inbox.iter().map(|e| e.notification_id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [
+        news.notification_id.as_str(),
+        security.notification_id.as_str(),
+    ];
+    want.sort_unstable();
+    assert_eq!(ids, want, "each delivered once");
+
+    // The export shows the hours; once cleared, nothing waits.
+    let export = manage
+        .export_recipient(ExportRecipientRequest {
+            tenant: "acme".into(),
+            recipient_user_id: "noor".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(export.quiet_hours.unwrap().end, hhmm(end_minute));
+    manage
+        .set_quiet_hours(SetQuietHoursRequest {
+            quiet_hours: None,
+            ..quiet("", "", "")
+        })
+        .await?;
+    let later = ingress.send_notification(send("news")).await?.into_inner();
+    at(
+        &query,
+        &later.notification_id,
+        Some(Channel::InApp),
+        DeliveryState::Delivered,
+    )
+    .await;
+    let timeline = query
+        .clone()
+        .get_notification(GetNotificationRequest {
+            tenant: "acme".into(),
+            notification_id: later.notification_id,
+        })
+        .await?
+        .into_inner()
+        .timeline;
+    assert!(
+        timeline
+            .iter()
+            .all(|e| e.state != DeliveryState::Deferred as i32),
+        "not held once the hours are cleared: {timeline:?}"
+    );
+    Ok(())
+}
