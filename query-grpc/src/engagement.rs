@@ -1,4 +1,5 @@
-//! Engagement events for analysts, written to `<prefix>.engagement`: READ when entries are marked
+//! Engagement events for analysts, written to `<prefix>.engagement` (and, through the same
+//! outbox, the management API's changes to `<prefix>.changes`): READ when entries are marked
 //! read, OPENED from `RecordOpened`, CLICKED from the click redirect ([`crate::clicks`]). The read state is stored first; an event the broker cannot take right now waits in the
 //! store's outbox ([`herald_runtime::outbox`]) and is replayed later, so a Kafka outage neither
 //! fails `MarkRead` nor loses the event. Event ids are stable per (notification, kind): a replay
@@ -10,7 +11,7 @@ use std::time::Duration;
 use herald_runtime::KafkaConfig;
 use herald_runtime::outbox::{Outbox, OutboxError};
 use herald_runtime::topics::Topics;
-use herald_schemas::{Channel, Engagement, EngagementKind, ids};
+use herald_schemas::{Change, Channel, Engagement, EngagementKind, ids};
 use herald_store::{InboxEntryRecord, OutboxRecord, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -40,6 +41,35 @@ pub struct Engaged<'a> {
 pub struct EngagementSink {
     outbox: Outbox,
     topic: String,
+    changes_topic: String,
+}
+
+/// Publishes the management API's changes ([`herald_management::Changes`]) through the
+/// engagement sink's outbox: produced, or kept and replayed.
+pub struct ChangeSink {
+    outbox: Outbox,
+    topic: String,
+}
+
+#[tonic::async_trait]
+impl herald_management::Changes for ChangeSink {
+    async fn publish(&self, change: Change) -> Result<(), String> {
+        let payload = herald_schemas::codec::encode(&change).map_err(|e| e.to_string())?;
+        let record = OutboxRecord {
+            owner: String::new(),
+            id: format!("{}@{}", change.key(), change.at_ms),
+            topic: self.topic.clone(),
+            key: change.key().into_bytes(),
+            payload,
+            headers: Vec::new(),
+            created_at_ms: change.at_ms,
+        };
+        self.outbox
+            .send_or_store(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl EngagementSink {
@@ -55,9 +85,11 @@ impl EngagementSink {
             // Read marks are stored before their events: never refused for a full outbox.
             kafka.outbox_times(WAIT_FOR_KAFKA, 0),
         )?;
+        let topics = Topics::new(&kafka.topic_prefix);
         Ok(EngagementSink {
             outbox,
-            topic: Topics::new(&kafka.topic_prefix).engagement(),
+            topic: topics.engagement(),
+            changes_topic: topics.changes(),
         })
     }
 
@@ -122,6 +154,15 @@ impl EngagementSink {
             headers: Vec::new(),
             created_at_ms: event.at_ms,
         })
+    }
+
+    /// The management API's announcements of what it changed, through the same outbox, to
+    /// `<p>.changes`.
+    pub fn changes(&self) -> ChangeSink {
+        ChangeSink {
+            outbox: self.outbox.clone(),
+            topic: self.changes_topic.clone(),
+        }
     }
 
     /// A token cancelled with `shutdown` or when the producer fails fatally.

@@ -515,6 +515,8 @@ pub async fn serve(
             herald_management::Management::new(
                 Arc::clone(&store),
                 Arc::clone(&auth),
+                sink.as_ref()
+                    .map(|s| Arc::new(s.changes()) as Arc<dyn herald_management::Changes>),
                 options.critical_categories.clone(),
             ),
         )))

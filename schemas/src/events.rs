@@ -230,6 +230,43 @@ pub struct Engagement {
     pub at_ms: i64,
 }
 
+/// A [`ChangeKind::Template`] change with this id names every template of its tenant (an
+/// import).
+pub const ALL_TEMPLATES: &str = "*";
+
+/// What changed ([`Change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChangeKind {
+    /// A recipient's contacts, opt-outs or quiet hours.
+    Recipient,
+    /// A template, any of its locales.
+    Template,
+}
+
+/// Topic `changes` (compacted): a recipient's or a template's stored data changed; enrich
+/// instances drop it from their caches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub tenant: String,
+    /// The recipient's user id or the template id.
+    pub id: String,
+    pub at_ms: i64,
+}
+
+impl Change {
+    /// The record key: one per changed thing, so compaction keeps the latest.
+    pub fn key(&self) -> String {
+        let kind = match self.kind {
+            ChangeKind::Recipient => "recipient",
+            ChangeKind::Template => "template",
+        };
+        format!("{kind}/{}/{}", self.tenant, self.id)
+    }
+}
+
 /// Topic `dead-letter`: an input record a stage could not process, whole, with where it came
 /// from and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +334,7 @@ event!(Dispatch, "dispatch.avsc", ["history/dispatch.v1.avsc"]);
 event!(DeliveryResult, "delivery_result.avsc");
 event!(Engagement, "engagement.avsc");
 event!(DeadLetter, "dead_letter.avsc");
+event!(Change, "change.avsc");
 
 macro_rules! symbols {
     ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {

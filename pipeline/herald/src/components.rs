@@ -8,12 +8,13 @@ use clap::ValueEnum;
 use herald_connectors::Connector;
 use herald_connectors::recording::RecordingProvider;
 use herald_connectors::registry;
+use herald_runtime::follow::follow;
 use herald_runtime::release::Releaser;
 use herald_runtime::runner::{self, Processor, RunnerSpec};
 use herald_runtime::topics::{Topics, ensure_topics};
-use herald_schemas::Channel;
+use herald_schemas::{Change, Channel};
 use herald_stages::deliver::DeliverProcessor;
-use herald_stages::enrich::EnrichProcessor;
+use herald_stages::enrich::{EnrichProcessor, Lookups};
 use herald_stages::fan_out::FanOutProcessor;
 use herald_stages::rate_limit::{DeferredRelay, KafkaStateLog, RateLimitProcessor};
 use herald_stages::store_writer::StoreWriterProcessor;
@@ -215,8 +216,15 @@ pub async fn stage(
             )?;
             let every = Duration::from_millis(config.management.release_every_ms.max(10));
             tokio::spawn(releaser.run(every, shutdown.clone()));
+            let lookups = Arc::new(Lookups::new(store, config.enrich.cache()));
+            tokio::spawn(forget_changes(
+                config.kafka.clone(),
+                topics.changes(),
+                Arc::clone(&lookups),
+                shutdown.clone(),
+            ));
             let critical = config.management.critical_categories.clone();
-            let p = EnrichProcessor::new(store, topics.clone(), critical);
+            let p = EnrichProcessor::new(lookups, topics.clone(), critical);
             let inputs = inputs(&topics, &name)?;
             run_one(config, name, inputs, p, shutdown).await
         }
@@ -268,6 +276,28 @@ pub async fn stage(
             run_one(config, name, inputs, p, shutdown).await
         }
         Stage::Deliver => deliver(config, channels, shutdown).await,
+    }
+}
+
+/// Drops from the enrich caches what `<p>.changes` says changed, until `shutdown`.
+async fn forget_changes(
+    kafka: herald_runtime::KafkaConfig,
+    topic: String,
+    lookups: Arc<Lookups>,
+    shutdown: CancellationToken,
+) {
+    let followed = follow(
+        &kafka,
+        &topic,
+        shutdown,
+        |value| match herald_schemas::codec::decode::<Change>(value) {
+            Ok(change) => lookups.forget(&change),
+            Err(e) => warn!(error = %e, "an unreadable record on the changes topic; skipped"),
+        },
+    )
+    .await;
+    if let Err(e) = followed {
+        warn!(error = %e, "cannot follow the changes topic: cached entries live their full ttl");
     }
 }
 

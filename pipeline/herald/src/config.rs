@@ -40,6 +40,39 @@ pub struct Config {
     pub links: LinksConfig,
     /// `[management]`: the management API's rules.
     pub management: ManagementConfig,
+    /// `[enrich]`: the enrich stage's caches.
+    pub enrich: EnrichConfig,
+}
+
+/// `[enrich]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    /// Recipient profiles (and, separately, templates) each enrich instance keeps; 0: none.
+    pub cache_entries: u64,
+    /// The longest a cached entry is used: how stale it can be if a change on `<p>.changes`
+    /// is missed (changes drop entries at once otherwise).
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        let d = herald_stages::enrich::CacheConfig::default();
+        EnrichConfig {
+            cache_entries: d.entries,
+            cache_ttl_ms: u64::try_from(d.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl EnrichConfig {
+    /// The caches' bounds.
+    pub fn cache(&self) -> herald_stages::enrich::CacheConfig {
+        herald_stages::enrich::CacheConfig {
+            entries: self.cache_entries,
+            ttl: std::time::Duration::from_millis(self.cache_ttl_ms.max(1)),
+        }
+    }
 }
 
 /// `[management]`.

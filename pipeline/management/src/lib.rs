@@ -21,9 +21,10 @@ use herald_proto::v1::{
     SetQuietHoursResponse,
 };
 use herald_proto::{FieldViolation, store_status};
-use herald_schemas::Channel;
+use herald_schemas::{Change, ChangeKind, Channel};
 use herald_store::{
-    Contact, InboxQuery, QuietHours, QuietHoursError, Store, TemplateRecord, quiet,
+    Clock, Contact, InboxQuery, QuietHours, QuietHoursError, Store, SystemClock, TemplateRecord,
+    quiet,
 };
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -34,22 +35,57 @@ pub const MAX_EXPORTED_ENTRIES: usize = 10_000;
 /// Longest recipient id and category (as the ingress accepts).
 const MAX_ID: usize = 128;
 
+/// Where the management API says what it changed, so that caches elsewhere (the enrich
+/// stage's) drop it: `<p>.changes` through an outbox in the query process.
+#[tonic::async_trait]
+pub trait Changes: Send + Sync {
+    /// Publishes `change`, or keeps it to publish later; an error only if neither worked.
+    async fn publish(&self, change: Change) -> Result<(), String>;
+}
+
 /// The management service.
 pub struct Management {
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
+    /// `None` without a broker (tests of the API alone): there are no caches to tell.
+    changes: Option<Arc<dyn Changes>>,
     /// Categories no recipient can opt out of (`[management] critical_categories`).
     critical: Vec<String>,
 }
 
 impl Management {
-    /// A service over `store`, checking callers with `auth`.
-    pub fn new(store: Arc<dyn Store>, auth: Arc<Authenticator>, critical: Vec<String>) -> Self {
+    /// A service over `store`, checking callers with `auth`, announcing its writes to
+    /// `changes`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
+        changes: Option<Arc<dyn Changes>>,
+        critical: Vec<String>,
+    ) -> Self {
         Management {
             store,
             auth,
+            changes,
             critical,
         }
+    }
+
+    /// Announces that `id` (a recipient or a template) of `tenant` changed. The store is
+    /// written already: a failure here is UNAVAILABLE, and the caller's retry (every call is
+    /// idempotent) announces it again.
+    async fn changed(&self, kind: ChangeKind, tenant: &str, id: &str) -> Result<(), Status> {
+        let Some(changes) = &self.changes else {
+            return Ok(());
+        };
+        let change = Change {
+            kind,
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            at_ms: SystemClock.now_ms(),
+        };
+        changes.publish(change).await.map_err(|e| {
+            Status::unavailable(format!("stored, but announcing the change failed: {e}"))
+        })
     }
 
     /// The (tenant, recipient) a call acts on: the key's tenant, a valid recipient id.
@@ -126,6 +162,7 @@ impl ManagementService for Management {
             .put_contact(&tenant, &user, &contact)
             .await
             .map_err(|e| store_status(&e))?;
+        self.changed(ChangeKind::Recipient, &tenant, &user).await?;
         Ok(Response::new(PutContactResponse {
             contact: Some(ContactAddress {
                 channel: channel_to_proto(channel) as i32,
@@ -156,6 +193,9 @@ impl ManagementService for Management {
                 .await
                 .map_err(|e| store_status(&e))?;
         }
+        if removed {
+            self.changed(ChangeKind::Recipient, &tenant, &user).await?;
+        }
         Ok(Response::new(RemoveContactResponse { removed }))
     }
 
@@ -180,6 +220,7 @@ impl ManagementService for Management {
             .set_opt_out(&tenant, &user, channel, &preference.category, req.opted_out)
             .await
             .map_err(|e| store_status(&e))?;
+        self.changed(ChangeKind::Recipient, &tenant, &user).await?;
         Ok(Response::new(SetPreferenceResponse {}))
     }
 
@@ -196,6 +237,7 @@ impl ManagementService for Management {
             .set_quiet_hours(&tenant, &user, quiet.as_ref())
             .await
             .map_err(|e| store_status(&e))?;
+        self.changed(ChangeKind::Recipient, &tenant, &user).await?;
         Ok(Response::new(SetQuietHoursResponse {}))
     }
 
@@ -261,6 +303,7 @@ impl ManagementService for Management {
             .erase_recipient(&tenant, &user)
             .await
             .map_err(|e| store_status(&e))?;
+        self.changed(ChangeKind::Recipient, &tenant, &user).await?;
         // No user id in the log: the point of the call is to forget them.
         info!(%tenant, contacts = erased.contacts, opt_outs = erased.opt_outs,
               inbox_entries = erased.inbox_entries, "erased a recipient on request");
@@ -298,6 +341,8 @@ impl Management {
             .put_template(&record)
             .await
             .map_err(|e| store_status(&e))?;
+        self.changed(ChangeKind::Template, &record.tenant, &record.template_id)
+            .await?;
         Ok(variables)
     }
 

@@ -3,6 +3,7 @@
 //! - [`changelog`]: reading a stage's state records back when it (re)starts a partition.
 //! - [`config`]: the `[kafka]` settings and the librdkafka client configs built from them.
 //! - [`topics`]: topic names under a prefix, and creating them at start-up.
+//! - [`follow`]: reading a topic from its end without a group (cache invalidation).
 //! - [`outbox`]: a producer that keeps what Kafka cannot take in the store and replays it.
 //! - [`release`]: producing notifications held in the store (quiet hours) once they are due.
 //! - [`runner`]: the one generic consume → process → produce → commit loop; a stage only
@@ -11,6 +12,7 @@
 pub mod changelog;
 pub mod config;
 pub mod fatal;
+pub mod follow;
 pub mod lag;
 pub mod outbox;
 pub mod probe;

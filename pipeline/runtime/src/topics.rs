@@ -109,6 +109,12 @@ impl Topics {
     pub fn rate_limit_state(&self) -> String {
         self.name("rate-limit-state")
     }
+    /// Changes to recipients and templates (compacted, 1 partition; key `<kind>/<tenant>/<id>`):
+    /// written by the management API, template imports and the deliver stage (an address its
+    /// provider refused); every enrich instance follows it to drop what it cached.
+    pub fn changes(&self) -> String {
+        self.name("changes")
+    }
     /// The consumer group of a stage.
     pub fn group(&self, stage: &str) -> String {
         self.name(&format!("stage.{stage}"))
@@ -122,6 +128,7 @@ impl Topics {
             self.enriched(),
             self.deferred(),
             self.admitted(),
+            self.changes(),
         ];
         all.extend(Channel::ALL.map(|c| self.dispatch(c)));
         all.extend(Channel::ALL.into_iter().flat_map(|c| self.retries(c)));
@@ -160,6 +167,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let topics = Topics::new(&config.topic_prefix);
     let names = topics.all();
     let registry = topics.txn_ids();
+    let changes = topics.changes();
     let changelog = topics.rate_limit_state();
     let retention = (config.topic_retention_ms > 0).then(|| {
         let segment = (config.topic_retention_ms / 24).max(60_000);
@@ -169,7 +177,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
         .iter()
         .map(|n| {
             let replication = TopicReplication::Fixed(config.replication_factor);
-            if *n == registry {
+            if *n == registry || *n == changes {
                 // Small and keyed: one partition, the latest value per key kept.
                 return NewTopic::new(n, 1, replication).set("cleanup.policy", "compact");
             }

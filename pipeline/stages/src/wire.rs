@@ -2,7 +2,7 @@
 
 use herald_runtime::runner::{Output, ProcessError};
 use herald_schemas::codec::{self, Event};
-use herald_schemas::{Channel, DeliveryResult, DeliveryState, ids};
+use herald_schemas::{Change, Channel, DeliveryResult, DeliveryState, ids};
 
 /// Decodes an input record; an undecodable record is poison.
 pub(crate) fn decode<E: Event>(payload: &[u8]) -> Result<E, ProcessError> {
@@ -20,6 +20,17 @@ pub(crate) fn output<E: Event>(
     Ok(Output {
         topic,
         key: format!("{tenant}/{recipient}"),
+        payload,
+        partition: None,
+    })
+}
+
+/// `change` as a record of `topic` (`<p>.changes`), keyed by what changed.
+pub(crate) fn change_output(topic: String, change: &Change) -> Result<Output, ProcessError> {
+    let payload = codec::encode(change).map_err(|e| ProcessError::Fatal(e.to_string()))?;
+    Ok(Output {
+        topic,
+        key: change.key(),
         payload,
         partition: None,
     })

@@ -67,6 +67,12 @@ fn every_schema_round_trips() {
         priority: Priority::Critical,
         ..requested()
     });
+    round_trip(Change {
+        kind: ChangeKind::Template,
+        tenant: "t".into(),
+        id: "welcome".into(),
+        at_ms: 1_763_800_060_000,
+    });
     round_trip(NotificationEnriched {
         notification_id: "n".into(),
         tenant: "t".into(),
@@ -301,6 +307,7 @@ fn fingerprints_differ_between_schemas() {
         DeliveryResult::schema().fingerprint,
         Engagement::schema().fingerprint,
         DeadLetter::schema().fingerprint,
+        Change::schema().fingerprint,
         NotificationEnriched::history()[0].fingerprint,
     ];
     for (i, a) in all.iter().enumerate() {
@@ -412,6 +419,7 @@ fn fingerprints_are_the_specifications() {
         (DeliveryResult::schema().fingerprint, "3059ebba77ce74b6"),
         (Engagement::schema().fingerprint, "6f4c0e103a0d7f4c"),
         (DeadLetter::schema().fingerprint, "c138f08e8e0c4a11"),
+        (Change::schema().fingerprint, "ac9a6270c3a5cb19"),
         (Dispatch::schema().fingerprint, "3a04df4bba294a26"),
         (Dispatch::history()[0].fingerprint, "7652fe400e26f589"),
         (

@@ -35,6 +35,11 @@ pub enum TemplatesCommand {
         /// Write the refused rows here as CSV (row, column, error).
         #[arg(long)]
         errors: Option<PathBuf>,
+        /// Do not tell running enrich stages (on `<p>.changes`) to drop their cached templates
+        /// of TENANT: for a store no Herald runs on yet. Without it, an unreachable broker is
+        /// reported, and the caches pick the new templates up within `[enrich] cache_ttl_ms`.
+        #[arg(long)]
+        no_announce: bool,
     },
 }
 
@@ -60,6 +65,7 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
             file,
             apply_valid,
             errors,
+            no_announce,
         } => {
             let meta = std::fs::metadata(&file).with_context(|| format!("{}", file.display()))?;
             if meta.len() > workbook::MAX_FILE_BYTES as u64 {
@@ -96,13 +102,50 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
             if !good.is_empty() {
                 eprintln!();
             }
+            let announced = if no_announce || good.is_empty() {
+                String::new()
+            } else {
+                match announce(config, &tenant).await {
+                    Ok(()) => "; running enrich stages told".to_owned(),
+                    Err(e) => format!(
+                        "; telling running enrich stages failed ({e}): they use the new templates \
+                         within [enrich] cache_ttl_ms ({} ms)",
+                        config.enrich.cache_ttl_ms
+                    ),
+                }
+            };
             Ok(format!(
-                "imported {} templates into {tenant}; {} rows refused",
+                "imported {} templates into {tenant}; {} rows refused{announced}",
                 good.len(),
                 refused.len()
             ))
         }
     }
+}
+
+/// Publishes one change naming every template of `tenant` (id `*`), waiting at most 10 s.
+async fn announce(config: &Config, tenant: &str) -> anyhow::Result<()> {
+    use herald_schemas::{Change, ChangeKind};
+    use herald_store::Clock;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let change = Change {
+        kind: ChangeKind::Template,
+        tenant: tenant.to_owned(),
+        id: herald_schemas::ALL_TEMPLATES.to_owned(),
+        at_ms: herald_store::SystemClock.now_ms(),
+    };
+    let mut producer = config.kafka.producer();
+    producer.set("message.timeout.ms", "10000");
+    let producer: FutureProducer = producer.create()?;
+    let topic = herald_runtime::topics::Topics::new(&config.kafka.topic_prefix).changes();
+    let (key, payload) = (change.key(), herald_schemas::codec::encode(&change)?);
+    let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+    producer
+        .send(record, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
 }
 
 fn column(name: &str) -> String {

@@ -60,7 +60,7 @@ use async_trait::async_trait;
 use herald_connectors::Connector;
 use herald_runtime::runner::{self, Failed, Input, Output, ProcessError, Processor, lanes};
 use herald_runtime::topics::Topics;
-use herald_schemas::{DeliveryState, Dispatch};
+use herald_schemas::{Change, ChangeKind, DeliveryState, Dispatch};
 use herald_store::{Clock, Contact, LedgerEntry, Store};
 use tracing::{Instrument, info, warn};
 
@@ -69,7 +69,7 @@ pub use logic::{ledger_entry, result};
 use retry::{Plan, RetryPolicy};
 
 use crate::rate_limit::wait_for;
-use crate::wire::{decode, output};
+use crate::wire::{change_output, decode, output};
 use crate::{Subject, attempt_result};
 
 /// How many recipients' dispatches a non-idempotent connector is called for at once (the keys
@@ -248,7 +248,18 @@ impl DeliverProcessor {
             Verdict::Report(entry) => {
                 self.observe(d, entry.state);
                 let r = result(d, &entry);
-                return Ok(vec![output(results, &d.tenant, &d.recipient_user_id, &r)?]);
+                let mut out = vec![output(results, &d.tenant, &d.recipient_user_id, &r)?];
+                if entry.state == DeliveryState::InvalidToken {
+                    // The refused address was removed: enrich caches must drop the recipient.
+                    let change = Change {
+                        kind: ChangeKind::Recipient,
+                        tenant: d.tenant.clone(),
+                        id: d.recipient_user_id.clone(),
+                        at_ms: input.timestamp_ms,
+                    };
+                    out.push(change_output(self.topics.changes(), &change)?);
+                }
+                return Ok(out);
             }
             Verdict::Later(later) => later,
         };

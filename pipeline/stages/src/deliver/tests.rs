@@ -385,6 +385,15 @@ async fn an_address_the_provider_refuses_is_removed_from_the_contacts_once_repor
     assert!(result.reason.unwrap().contains("21211"));
     let profile = store.recipient_profile("t", "ann").await.unwrap();
     assert_eq!(profile.contacts, vec![email.clone()]);
+    // Enrich caches are told to drop her profile.
+    assert_eq!(out.len(), 2);
+    assert!(out[1].topic.ends_with(".changes"), "{}", out[1].topic);
+    let change: herald_schemas::Change = decode(&out[1].payload).unwrap();
+    assert_eq!(
+        (change.kind, change.tenant.as_str(), change.id.as_str()),
+        (herald_schemas::ChangeKind::Recipient, "t", "ann")
+    );
+    assert_eq!(out[1].key, "recipient/t/ann");
 
     // A replay reports the recorded outcome again without a call; the number registered
     // since then is kept.
@@ -394,7 +403,7 @@ async fn an_address_the_provider_refuses_is_removed_from_the_contacts_once_repor
     };
     store.put_contact("t", "ann", &new_phone).await.unwrap();
     let again = deliver.process(&one(&payload, 1)).await.expect("handled");
-    assert_eq!(again.len(), 1);
+    assert_eq!(again.len(), 2);
     let profile = store.recipient_profile("t", "ann").await.unwrap();
     assert_eq!(profile.contacts, vec![email, new_phone]);
 }

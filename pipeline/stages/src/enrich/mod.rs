@@ -3,6 +3,7 @@
 //! instead, with a `DEFERRED` result; `herald_runtime::release` puts it on `released` when the
 //! hours end.
 
+mod cache;
 mod logic;
 
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
 use herald_runtime::topics::Topics;
 use herald_schemas::NotificationRequested;
-use herald_store::{HeldRecord, RecipientProfile, Store};
+use herald_store::{HeldRecord, RecipientProfile};
 use tracing::warn;
 
+pub use cache::{CacheConfig, Lookups};
 pub use herald_templates::render;
 pub use logic::{
     Enrichment, QuietHold, TemplateLookup, applicable, enrich, held_result, quiet_hold,
@@ -21,9 +23,9 @@ pub use logic::{
 
 use crate::wire::{decode, output};
 
-/// Loads the recipient and template from the store, then runs [`enrich`].
+/// Loads the recipient and template (through the caches), then runs [`enrich`].
 pub struct EnrichProcessor {
-    store: Arc<dyn Store>,
+    lookups: Arc<Lookups>,
     topics: Topics,
     /// The topic of requests released from quiet hours.
     released: String,
@@ -32,11 +34,11 @@ pub struct EnrichProcessor {
 }
 
 impl EnrichProcessor {
-    /// A processor reading from `store` and writing to `topics`; neither opt-outs nor quiet
+    /// A processor reading through `lookups` and writing to `topics`; neither opt-outs nor quiet
     /// hours apply to the `critical` categories.
-    pub fn new(store: Arc<dyn Store>, topics: Topics, critical: Vec<String>) -> EnrichProcessor {
+    pub fn new(lookups: Arc<Lookups>, topics: Topics, critical: Vec<String>) -> EnrichProcessor {
         EnrichProcessor {
-            store,
+            lookups,
             released: topics.released(),
             topics,
             critical,
@@ -62,7 +64,7 @@ impl EnrichProcessor {
             release_at_ms: until,
             payload: input.payload.to_vec(),
         };
-        self.store.hold(&held).await?;
+        self.lookups.store().hold(&held).await?;
         let result = held_result(request, quiet, until, input.timestamp_ms);
         let (tenant, user) = (&request.tenant, &request.recipient_user_id);
         Ok(vec![output(
@@ -80,8 +82,8 @@ impl Processor for EnrichProcessor {
         let request: NotificationRequested = decode(input.payload)?;
         // Store errors convert by meaning: retry, dead-letter, or stop.
         let profile = self
-            .store
-            .recipient_profile(&request.tenant, &request.recipient_user_id)
+            .lookups
+            .profile(&request.tenant, &request.recipient_user_id)
             .await?;
         let profile = applicable(profile, &request.category, &self.critical);
         let released = input.topic == self.released;
@@ -95,7 +97,7 @@ impl Processor for EnrichProcessor {
         }
         let template = match &request.template {
             Some(t) => {
-                self.store
+                self.lookups
                     .template(&request.tenant, &t.template_id, t.locale.as_deref())
                     .await?
             }
