@@ -230,6 +230,28 @@ pub struct Engagement {
     pub at_ms: i64,
 }
 
+/// Topic `broadcasts`: one notification to every subscriber of a topic, expanded in chunks by
+/// the broadcast stage (which writes the record again with [`BroadcastRequested::after`]
+/// advanced, in the transaction of the chunk it wrote).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct BroadcastRequested {
+    pub broadcast_id: String,
+    pub tenant: String,
+    /// The subscription topic.
+    pub topic: String,
+    pub category: String,
+    pub priority: Priority,
+    pub template: Option<TemplateRef>,
+    pub inline: Option<InlineContent>,
+    pub channels: Vec<Channel>,
+    pub requested_at_ms: i64,
+    /// The last subscriber expanded so far (user ids ascending).
+    pub after: Option<String>,
+    /// Notifications written so far.
+    pub expanded: i64,
+}
+
 /// A [`ChangeKind::Template`] change with this id names every template of its tenant (an
 /// import).
 pub const ALL_TEMPLATES: &str = "*";
@@ -335,6 +357,7 @@ event!(DeliveryResult, "delivery_result.avsc");
 event!(Engagement, "engagement.avsc");
 event!(DeadLetter, "dead_letter.avsc");
 event!(Change, "change.avsc");
+event!(BroadcastRequested, "broadcast_requested.avsc");
 
 macro_rules! symbols {
     ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {

@@ -17,6 +17,21 @@ pub fn notification_id_for_key(tenant: &str, idempotency_key: &str) -> Uuid {
     )
 }
 
+/// The id of a broadcast sent with `broadcast_key`: a retried `Broadcast` is the same one.
+pub fn broadcast_id(tenant: &str, broadcast_key: &str) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, format!("b/{tenant}/{broadcast_key}").as_bytes())
+}
+
+/// The notification id of one subscriber's copy of a broadcast: expanding it again (after a
+/// crash, a retried request) gives the same ids, so each subscriber gets it once.
+pub fn broadcast_notification_id(broadcast_id: &str, user_id: &str) -> String {
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("bn/{broadcast_id}/{user_id}").as_bytes(),
+    )
+    .to_string()
+}
+
 /// A fresh, time-ordered notification id for a request without an idempotency key.
 pub fn new_notification_id() -> Uuid {
     Uuid::now_v7()

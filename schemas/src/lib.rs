@@ -10,6 +10,7 @@
 //! | `delivery-result` | [`DeliveryResult`] | `delivery_result.avsc` |
 //! | `engagement` | [`Engagement`] | `engagement.avsc` |
 //! | `changes` | [`Change`] | `change.avsc` |
+//! | `broadcasts` | [`BroadcastRequested`] | `broadcast_requested.avsc` |
 //!
 //! Every record value on every topic is framed with Avro *single-object encoding*
 //! (`C3 01`, the 8-byte CRC-64-AVRO fingerprint of the writer schema, then the Avro binary body):

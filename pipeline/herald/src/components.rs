@@ -11,8 +11,9 @@ use herald_connectors::registry;
 use herald_runtime::follow::follow;
 use herald_runtime::release::Releaser;
 use herald_runtime::runner::{self, Processor, RunnerSpec};
-use herald_runtime::topics::{Topics, ensure_topics};
+use herald_runtime::topics::{Lane, Topics, ensure_topics};
 use herald_schemas::{Change, Channel};
+use herald_stages::broadcast::{self, BroadcastProcessor};
 use herald_stages::deliver::DeliverProcessor;
 use herald_stages::enrich::{EnrichProcessor, Lookups};
 use herald_stages::fan_out::FanOutProcessor;
@@ -27,7 +28,8 @@ use crate::config::{Config, parse_listen};
 /// The stages `herald stage` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Stage {
-    /// requested (+ released from quiet hours) → enriched
+    /// requested (+ released from quiet hours) → enriched, per lane; and broadcasts expanded
+    /// into the bulk lane's requested
     Enrich,
     /// enriched → admitted
     RateLimit,
@@ -53,30 +55,46 @@ impl Stage {
 }
 
 /// Every runner of every stage: its name (its consumer group is `<prefix>.stage.<name>`) and
-/// the topics it reads. `herald stage` starts these; `herald lag` reads their groups.
+/// the topics it reads. Each lane has runners of its own (the bulk lane's names end in `.bulk`);
+/// the store writer reads both lanes, the broadcast expander feeds the bulk lane. `herald stage`
+/// starts these; `herald lag` reads their groups.
 pub fn runners(topics: &Topics) -> Vec<(String, Vec<String>)> {
+    let main = topics.in_lane(Lane::Main);
+    let bulk = topics.in_lane(Lane::Bulk);
     let mut all = vec![
-        (
-            "enrich".to_owned(),
-            vec![topics.requested(), topics.released()],
-        ),
-        ("rate-limit".to_owned(), vec![topics.enriched()]),
-        ("rate-limit.deferred".to_owned(), vec![topics.deferred()]),
-        ("fan-out".to_owned(), vec![topics.admitted()]),
+        ("broadcast".to_owned(), vec![topics.broadcasts()]),
         (
             "store-writer".to_owned(),
-            vec![topics.requested(), topics.delivery_result()],
+            vec![main.requested(), bulk.requested(), topics.delivery_result()],
         ),
     ];
-    for channel in Channel::ALL {
-        all.push((
-            deliver_runner(channel),
-            std::iter::once(topics.dispatch(channel))
-                .chain(topics.retries(channel))
-                .collect(),
-        ));
+    for lane in Lane::ALL {
+        let t = topics.in_lane(lane);
+        let mut enrich_inputs = vec![t.requested()];
+        if lane == Lane::Main {
+            enrich_inputs.push(topics.released());
+        }
+        all.extend([
+            (laned("enrich", lane), enrich_inputs),
+            (laned("rate-limit", lane), vec![t.enriched()]),
+            (laned("rate-limit.deferred", lane), vec![t.deferred()]),
+            (laned("fan-out", lane), vec![t.admitted()]),
+        ]);
+        for channel in Channel::ALL {
+            all.push((
+                laned(&deliver_runner(channel), lane),
+                std::iter::once(t.dispatch(channel))
+                    .chain(t.retries(channel))
+                    .collect(),
+            ));
+        }
     }
     all
+}
+
+/// A runner's name in `lane`.
+fn laned(name: &str, lane: Lane) -> String {
+    format!("{name}{}", lane.suffix())
 }
 
 fn deliver_runner(channel: Channel) -> String {
@@ -216,53 +234,93 @@ pub async fn stage(
             )?;
             let every = Duration::from_millis(config.management.release_every_ms.max(10));
             tokio::spawn(releaser.run(every, shutdown.clone()));
-            let lookups = Arc::new(Lookups::new(store, config.enrich.cache()));
+            let lookups = Arc::new(Lookups::new(Arc::clone(&store), config.enrich.cache()));
             tokio::spawn(forget_changes(
                 config.kafka.clone(),
                 topics.changes(),
                 Arc::clone(&lookups),
                 shutdown.clone(),
             ));
-            let critical = config.management.critical_categories.clone();
-            let p = EnrichProcessor::new(lookups, topics.clone(), critical);
-            let inputs = inputs(&topics, &name)?;
-            run_one(config, name, inputs, p, shutdown).await
-        }
-        Stage::RateLimit => {
-            // The limiter and the relay of deferred notifications, each its own group.
-            let partitions = limiter_partitions(config, &topics).await?;
             let mut runners = tokio::task::JoinSet::new();
-            let p = RateLimitProcessor::new(
-                topics.clone(),
-                &config.rate_limit,
-                partitions,
-                Box::new(KafkaStateLog::new(config.kafka.clone(), &topics)),
-                Arc::new(herald_store::SystemClock),
-            );
+            for lane in Lane::ALL {
+                let critical = config.management.critical_categories.clone();
+                let t = topics.in_lane(lane);
+                let p = EnrichProcessor::new(Arc::clone(&lookups), t, critical);
+                let name = laned(&name, lane);
+                spawn_runner(
+                    &mut runners,
+                    config,
+                    &name,
+                    inputs(&topics, &name)?,
+                    p,
+                    &shutdown,
+                );
+            }
+            // Broadcasts are expanded here too, into the bulk lane: their own consumer group.
+            let p = BroadcastProcessor::new(store, topics.clone(), broadcast::CHUNK);
+            let expander = "broadcast";
             spawn_runner(
                 &mut runners,
                 config,
-                &name,
-                inputs(&topics, &name)?,
+                expander,
+                inputs(&topics, expander)?,
                 p,
-                &shutdown,
-            );
-            let relay = DeferredRelay::new(topics.clone(), Arc::new(herald_store::SystemClock));
-            let relay_name = format!("{name}.deferred");
-            spawn_runner(
-                &mut runners,
-                config,
-                &relay_name,
-                inputs(&topics, &relay_name)?,
-                relay,
                 &shutdown,
             );
             wait_all(runners, shutdown).await
         }
+        Stage::RateLimit => {
+            // Per lane, the limiter and the relay of deferred notifications, each its own group.
+            let mut runners = tokio::task::JoinSet::new();
+            for lane in Lane::ALL {
+                let t = topics.in_lane(lane);
+                let partitions = limiter_partitions(config, &t).await?;
+                let p = RateLimitProcessor::new(
+                    t.clone(),
+                    &config.rate_limit,
+                    partitions,
+                    Box::new(KafkaStateLog::new(config.kafka.clone(), &t)),
+                    Arc::new(herald_store::SystemClock),
+                );
+                let limiter = laned(&name, lane);
+                spawn_runner(
+                    &mut runners,
+                    config,
+                    &limiter,
+                    inputs(&topics, &limiter)?,
+                    p,
+                    &shutdown,
+                );
+                let relay = DeferredRelay::new(t, Arc::new(herald_store::SystemClock));
+                let relay_name = laned(&format!("{name}.deferred"), lane);
+                let relay_inputs = inputs(&topics, &relay_name)?;
+                spawn_runner(
+                    &mut runners,
+                    config,
+                    &relay_name,
+                    relay_inputs,
+                    relay,
+                    &shutdown,
+                );
+            }
+            wait_all(runners, shutdown).await
+        }
         Stage::FanOut => {
-            let p = FanOutProcessor::new(topics.clone(), config.links.load()?);
-            let inputs = inputs(&topics, &name)?;
-            run_one(config, name, inputs, p, shutdown).await
+            let mut runners = tokio::task::JoinSet::new();
+            let links = config.links.load()?;
+            for lane in Lane::ALL {
+                let p = FanOutProcessor::new(topics.in_lane(lane), links.clone());
+                let name = laned(&name, lane);
+                spawn_runner(
+                    &mut runners,
+                    config,
+                    &name,
+                    inputs(&topics, &name)?,
+                    p,
+                    &shutdown,
+                );
+            }
+            wait_all(runners, shutdown).await
         }
         Stage::StoreWriter => {
             let store = crate::store::open(config).await?;
@@ -341,24 +399,27 @@ async fn deliver(
     };
     let mut runners = tokio::task::JoinSet::new();
     for &channel in channels {
+        // One connector per channel: both lanes share its provider connections and limits.
         let connector = registry::connector(&config.provider, channel, &parts)
             .with_context(|| format!("the {} channel's provider", channel.as_str()))?;
-        let p = DeliverProcessor::new(
-            Arc::clone(&store),
-            connector,
-            topics.clone(),
-            config.deliver.retry(channel),
-            Arc::new(herald_store::SystemClock),
-        );
-        let name = deliver_runner(channel);
-        spawn_runner(
-            &mut runners,
-            config,
-            &name,
-            inputs(&topics, &name)?,
-            p,
-            &shutdown,
-        );
+        for lane in Lane::ALL {
+            let p = DeliverProcessor::new(
+                Arc::clone(&store),
+                Arc::clone(&connector),
+                topics.in_lane(lane),
+                config.deliver.retry(channel),
+                Arc::new(herald_store::SystemClock),
+            );
+            let name = laned(&deliver_runner(channel), lane);
+            spawn_runner(
+                &mut runners,
+                config,
+                &name,
+                inputs(&topics, &name)?,
+                p,
+                &shutdown,
+            );
+        }
     }
     wait_all(runners, shutdown).await
 }

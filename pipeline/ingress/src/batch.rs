@@ -37,7 +37,10 @@ impl Ingress {
             .map_err(|over| Status::resource_exhausted(over.to_string()))?;
         let mut written = Vec::with_capacity(events.len());
         for chunk in events.chunks(CONCURRENT_WRITES) {
-            let writes = chunk.iter().map(|event| self.write(event, traced.clone()));
+            let lane = crate::lane_of(herald_schemas::Priority::Normal, true);
+            let writes = chunk
+                .iter()
+                .map(|event| self.write(event, traced.clone(), lane));
             written.extend(futures::future::join_all(writes).await);
         }
         for (result, event) in written.into_iter().zip(&events) {

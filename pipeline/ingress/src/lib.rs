@@ -4,9 +4,11 @@
 //! answers `ACCEPTED` once the broker has acknowledged the write — or, when Kafka does not answer
 //! within `kafka_wait_ms`, once the request is kept in the store's durable outbox, from which it
 //! is replayed ([`herald_runtime::outbox`]). An idempotency key reused for a different request is
-//! refused with ALREADY_EXISTS.
+//! refused with ALREADY_EXISTS. `SendBatch` writes one event per recipient and `Broadcast` one
+//! event for a topic's subscribers, both on the bulk lane ([`lane_of`]).
 
 mod batch;
+mod broadcast;
 pub mod quota;
 pub mod validate;
 
@@ -20,14 +22,14 @@ use herald_proto::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
 use herald_proto::v1::{
-    DeliveryState, SendBatchRequest, SendBatchResponse, SendNotificationRequest,
-    SendNotificationResponse,
+    BroadcastRequest, BroadcastResponse, DeliveryState, SendBatchRequest, SendBatchResponse,
+    SendNotificationRequest, SendNotificationResponse,
 };
 use herald_runtime::KafkaConfig;
 use herald_runtime::outbox::{Outbox, OutboxError, Sent};
 use herald_runtime::runner::{NOTIFICATION_ID, TRACEPARENT};
-use herald_runtime::topics::Topics;
-use herald_schemas::NotificationRequested;
+use herald_runtime::topics::{Lane, Topics};
+use herald_schemas::{NotificationRequested, Priority};
 use herald_store::{IdempotencyClaim, IdempotencyRecord, OutboxRecord, Store, StoreError};
 use herald_telemetry::metrics::{INGRESS_REQUESTS, INGRESS_SECONDS, RequestMeters};
 use herald_telemetry::trace;
@@ -93,13 +95,25 @@ pub struct Ingress {
     auth: Arc<Authenticator>,
     policy: validate::Policy,
     store: Arc<dyn Store>,
-    topic: String,
+    topics: Topics,
     in_flight: Arc<Semaphore>,
     quotas: Arc<quota::Quotas>,
     /// Requests and their latency by outcome.
     meters: RequestMeters,
     /// The same for `SendBatch`.
     batch_meters: RequestMeters,
+    /// The same for `Broadcast`.
+    broadcast_meters: RequestMeters,
+}
+
+/// The lane a notification travels: batches and low-priority notifications go in bulk, so
+/// they never queue ahead of the rest (broadcasts always do, expanded by the pipeline).
+pub fn lane_of(priority: Priority, batch: bool) -> Lane {
+    if batch || priority == Priority::Low {
+        Lane::Bulk
+    } else {
+        Lane::Main
+    }
 }
 
 impl Ingress {
@@ -131,10 +145,11 @@ impl Ingress {
             auth,
             policy,
             store,
-            topic: Topics::new(&kafka.topic_prefix).requested(),
+            topics: Topics::new(&kafka.topic_prefix),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "SendNotification"),
             batch_meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "SendBatch"),
+            broadcast_meters: RequestMeters::new(INGRESS_REQUESTS, INGRESS_SECONDS, "Broadcast"),
             quotas: Arc::new(quota::Quotas::new(
                 limits.tenant_quota,
                 &limits.tenant_quotas,
@@ -224,6 +239,19 @@ impl NotificationService for Ingress {
         self.batch_meters.observe(code as i32, began.elapsed());
         result
     }
+
+    async fn broadcast(
+        &self,
+        request: Request<BroadcastRequest>,
+    ) -> Result<Response<BroadcastResponse>, Status> {
+        let began = Instant::now();
+        let result = self.accept_broadcast(request).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.broadcast_meters.observe(code as i32, began.elapsed());
+        result
+    }
 }
 
 impl Ingress {
@@ -258,19 +286,21 @@ impl Ingress {
             .quotas
             .admit(&event.tenant)
             .map_err(|over| Status::resource_exhausted(over.to_string()))?;
-        self.write(&event, trace).await?;
+        self.write(&event, trace, lane_of(event.priority, false))
+            .await?;
         Ok(Response::new(SendNotificationResponse {
             notification_id: event.notification_id,
             status: DeliveryState::Accepted as i32,
         }))
     }
 
-    /// Writes one accepted event: its idempotency key checked, then produced (or kept in the
-    /// outbox), carrying `trace`.
+    /// Writes one accepted event to `lane`: its idempotency key checked, then produced (or kept
+    /// in the outbox), carrying `trace`.
     async fn write(
         &self,
         event: &NotificationRequested,
         trace: Option<String>,
+        lane: Lane,
     ) -> Result<(), Status> {
         self.check_idempotency_key(event).await?;
         let payload = herald_schemas::codec::encode(event)
@@ -278,7 +308,7 @@ impl Ingress {
         let record = OutboxRecord {
             owner: String::new(),
             id: event.notification_id.clone(),
-            topic: self.topic.clone(),
+            topic: self.topics.in_lane(lane).requested(),
             key: format!("{}/{}", event.tenant, event.recipient_user_id).into_bytes(),
             payload,
             headers: trace
@@ -291,10 +321,16 @@ impl Ingress {
                 .collect(),
             created_at_ms: event.requested_at_ms,
         };
+        self.produce(record, &event.tenant).await
+    }
+
+    /// Produces `record` or keeps it in the outbox; a refusal as the caller's status.
+    async fn produce(&self, record: OutboxRecord, tenant: &str) -> Result<(), Status> {
+        let id = record.id.clone();
         match self.outbox.send_or_keep(record).await {
             Ok(sent) => {
                 if sent == Sent::Kept {
-                    debug!(id = %event.notification_id, "accepted into the outbox (Kafka is slow or down)");
+                    debug!(%id, "accepted into the outbox (Kafka is slow or down)");
                 }
                 Ok(())
             }
@@ -306,7 +342,7 @@ impl Ingress {
                  with the same idempotency_key"
             ))),
             Err(OutboxError::Store(e)) => {
-                warn!(error = %e, tenant = %event.tenant, "neither Kafka nor the outbox took a request");
+                warn!(error = %e, %tenant, "neither Kafka nor the outbox took a request");
                 Err(store_failure(
                     "neither Kafka nor the outbox accepted the request (when retrying, use the \
                      same idempotency_key)",

@@ -262,5 +262,6 @@ pub fn to_event_with(
 }
 
 pub mod batch;
+pub mod broadcast;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use herald_proto::v1::{
     ExportRecipientResponse, InboxEntry, Preference, PutContactRequest, PutContactResponse,
     PutTemplateRequest, PutTemplateResponse, QuietHours as QuietHoursMessage, RemoveContactRequest,
     RemoveContactResponse, SetPreferenceRequest, SetPreferenceResponse, SetQuietHoursRequest,
-    SetQuietHoursResponse,
+    SetQuietHoursResponse, SubscribeRequest, SubscribeResponse,
 };
 use herald_proto::{FieldViolation, store_status};
 use herald_schemas::{Change, ChangeKind, Channel};
@@ -121,6 +121,19 @@ fn id(field: &str, value: &str) -> Result<(), Status> {
     match bad {
         Some(why) => Err(FieldViolation::new(field, why).into_status()),
         None => Ok(()),
+    }
+}
+
+/// A subscription topic's name: `[A-Za-z0-9._-]{1,64}`.
+fn topic(field: &str, value: &str) -> Result<(), Status> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldViolation::new(field, "must be 1 to 64 of A-Z a-z 0-9 . _ -").into_status())
     }
 }
 
@@ -241,6 +254,22 @@ impl ManagementService for Management {
         Ok(Response::new(SetQuietHoursResponse {}))
     }
 
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<SubscribeResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let (tenant, user) = self
+            .recipient(&metadata, &req.tenant, &req.recipient_user_id)
+            .await?;
+        topic("topic", &req.topic)?;
+        self.store
+            .subscribe(&tenant, &user, &req.topic, req.subscribed)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(SubscribeResponse {}))
+    }
+
     async fn export_recipient(
         &self,
         request: Request<ExportRecipientRequest>,
@@ -255,6 +284,11 @@ impl ManagementService for Management {
             .await
             .map_err(|e| store_status(&e))?;
         let (inbox, inbox_truncated) = self.inbox(&tenant, &user).await?;
+        let topics = self
+            .store
+            .subscriptions_of(&tenant, &user)
+            .await
+            .map_err(|e| store_status(&e))?;
         Ok(Response::new(ExportRecipientResponse {
             contacts: profile
                 .contacts
@@ -279,6 +313,7 @@ impl ManagementService for Management {
                 end: quiet::format_minute(q.end_minute),
                 time_zone: q.time_zone,
             }),
+            topics,
         }))
     }
 
@@ -311,6 +346,7 @@ impl ManagementService for Management {
             contacts: erased.contacts,
             opt_outs: erased.opt_outs,
             inbox_entries: erased.inbox_entries,
+            subscriptions: erased.subscriptions,
         }))
     }
 }

@@ -18,48 +18,100 @@ pub const RETRY_TIERS: [(&str, Duration); 3] = [
     ("1h", Duration::from_secs(3_600)),
 ];
 
-/// The names of every topic, derived from the prefix.
+/// A priority lane. Bulk traffic (broadcasts, batches, low-priority notifications) has topics
+/// and consumers of its own at every hop from `requested` to the provider call, so a broadcast
+/// never queues ahead of a one-time code: the main lane's runners never see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Everything but bulk: single notifications of normal, high and critical priority.
+    Main,
+    /// Broadcasts, batches and low-priority notifications.
+    Bulk,
+}
+
+impl Lane {
+    /// Both lanes, main first.
+    pub const ALL: [Lane; 2] = [Lane::Main, Lane::Bulk];
+
+    /// What a lane's topics, groups and runners carry after their main-lane name (`.bulk`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Lane::Main => "",
+            Lane::Bulk => ".bulk",
+        }
+    }
+}
+
+/// The names of every topic, derived from the prefix, for one lane: the topics a notification
+/// passes through (`requested` to `retry`, and the rate limiter's changelog) are the lane's own;
+/// results, engagement, dead letters, changes and broadcasts are shared.
 #[derive(Debug, Clone)]
 pub struct Topics {
     prefix: String,
+    lane: Lane,
 }
 
 impl Topics {
-    /// Names under `prefix`.
+    /// Names under `prefix`, main lane.
     pub fn new(prefix: &str) -> Topics {
         Topics {
             prefix: prefix.to_owned(),
+            lane: Lane::Main,
         }
+    }
+
+    /// The same names for `lane`.
+    pub fn in_lane(&self, lane: Lane) -> Topics {
+        Topics {
+            prefix: self.prefix.clone(),
+            lane,
+        }
+    }
+
+    /// The lane these names are for.
+    pub fn lane(&self) -> Lane {
+        self.lane
     }
 
     fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }
 
-    /// Validated requests from the ingress.
+    /// A topic of the lane's own.
+    fn laned(&self, suffix: &str) -> String {
+        format!("{}.{suffix}{}", self.prefix, self.lane.suffix())
+    }
+
+    /// Validated requests from the ingress (per lane).
     pub fn requested(&self) -> String {
-        self.name("requested")
+        self.laned("requested")
+    }
+    /// Broadcasts to a topic's subscribers, expanded by the broadcast stage into the bulk
+    /// lane's `requested` (shared; key tenant/topic).
+    pub fn broadcasts(&self) -> String {
+        self.name("broadcasts")
     }
     /// Requests held for their recipient's quiet hours, released when the hours end; read by
     /// the enrich stage along with `requested` (a released request is not held again).
     pub fn released(&self) -> String {
         self.name("released")
     }
-    /// Output of the enrich stage.
+    /// Output of the enrich stage (per lane).
     pub fn enriched(&self) -> String {
-        self.name("enriched")
+        self.laned("enriched")
     }
-    /// Over-limit notifications waiting to be re-evaluated (rate-limit stage, `defer` mode).
+    /// Over-limit notifications waiting to be re-evaluated (rate-limit stage, `defer` mode;
+    /// per lane).
     pub fn deferred(&self) -> String {
-        self.name("deferred")
+        self.laned("deferred")
     }
-    /// Output of the rate-limit stage.
+    /// Output of the rate-limit stage (per lane).
     pub fn admitted(&self) -> String {
-        self.name("admitted")
+        self.laned("admitted")
     }
-    /// One dispatch topic per channel.
+    /// One dispatch topic per channel (per lane).
     pub fn dispatch(&self, channel: Channel) -> String {
-        self.name(&format!("dispatch.{}", channel.as_str()))
+        self.laned(&format!("dispatch.{}", channel.as_str()))
     }
     /// The retry topic of `channel` for a delivery to try again after `wait`: the first tier of
     /// [`RETRY_TIERS`] whose bound is at least the wait (the last takes any longer wait). Read
@@ -71,14 +123,14 @@ impl Topics {
             .iter()
             .find(|(_, bound)| wait <= *bound)
             .unwrap_or(&RETRY_TIERS[RETRY_TIERS.len() - 1]);
-        self.name(&format!("retry.{}.{tier}", channel.as_str()))
+        self.laned(&format!("retry.{}.{tier}", channel.as_str()))
     }
 
     /// Every retry topic of `channel`, shortest tier first.
     pub fn retries(&self, channel: Channel) -> Vec<String> {
         RETRY_TIERS
             .iter()
-            .map(|(tier, _)| self.name(&format!("retry.{}.{tier}", channel.as_str())))
+            .map(|(tier, _)| self.laned(&format!("retry.{}.{tier}", channel.as_str())))
             .collect()
     }
     /// Every state change; read by the store writer and analysts.
@@ -107,7 +159,7 @@ impl Topics {
     /// The rate-limit stage's changelog: its limiters' state after each decision, in the
     /// partition of the input it decided (compacted; key tenant/recipient/category).
     pub fn rate_limit_state(&self) -> String {
-        self.name("rate-limit-state")
+        self.laned("rate-limit-state")
     }
     /// Changes to recipients and templates (compacted, 1 partition; key `<kind>/<tenant>/<id>`):
     /// written by the management API, template imports and the deliver stage (an address its
@@ -120,26 +172,30 @@ impl Topics {
         self.name(&format!("stage.{stage}"))
     }
 
-    /// Every topic Herald uses.
+    /// Every topic Herald uses, both lanes'.
     pub fn all(&self) -> Vec<String> {
         let mut all = vec![
-            self.requested(),
             self.released(),
-            self.enriched(),
-            self.deferred(),
-            self.admitted(),
+            self.broadcasts(),
             self.changes(),
-        ];
-        all.extend(Channel::ALL.map(|c| self.dispatch(c)));
-        all.extend(Channel::ALL.into_iter().flat_map(|c| self.retries(c)));
-        all.extend([
             self.delivery_result(),
             self.engagement(),
             self.dead_letter(),
             self.txn_probe(),
             self.txn_ids(),
-            self.rate_limit_state(),
-        ]);
+        ];
+        for lane in Lane::ALL {
+            let t = self.in_lane(lane);
+            all.extend([
+                t.requested(),
+                t.enriched(),
+                t.deferred(),
+                t.admitted(),
+                t.rate_limit_state(),
+            ]);
+            all.extend(Channel::ALL.map(|c| t.dispatch(c)));
+            all.extend(Channel::ALL.into_iter().flat_map(|c| t.retries(c)));
+        }
         all
     }
 }
@@ -168,7 +224,10 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     let names = topics.all();
     let registry = topics.txn_ids();
     let changes = topics.changes();
-    let changelog = topics.rate_limit_state();
+    let changelogs: Vec<String> = Lane::ALL
+        .iter()
+        .map(|l| topics.in_lane(*l).rate_limit_state())
+        .collect();
     let retention = (config.topic_retention_ms > 0).then(|| {
         let segment = (config.topic_retention_ms / 24).max(60_000);
         (config.topic_retention_ms.to_string(), segment.to_string())
@@ -182,7 +241,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
                 return NewTopic::new(n, 1, replication).set("cleanup.policy", "compact");
             }
             let topic = NewTopic::new(n, config.partitions, replication);
-            if *n == changelog {
+            if changelogs.contains(n) {
                 // Partitioned as the input it records; the newest state per key is enough.
                 // Hourly segments, so compaction (which skips the active segment) keeps up.
                 return topic
@@ -235,6 +294,40 @@ mod tests {
         let all = t.all();
         for c in Channel::ALL {
             assert!(t.retries(c).iter().all(|r| all.contains(r)));
+        }
+    }
+
+    #[test]
+    fn the_bulk_lane_has_its_own_pipeline_topics_and_shares_the_rest() {
+        let main = Topics::new("p");
+        let bulk = main.in_lane(Lane::Bulk);
+        assert_eq!(bulk.requested(), "p.requested.bulk");
+        assert_eq!(bulk.dispatch(Channel::Sms), "p.dispatch.sms.bulk");
+        assert_eq!(
+            bulk.retry(Channel::Sms, Duration::from_secs(1)),
+            "p.retry.sms.30s.bulk"
+        );
+        assert_eq!(bulk.rate_limit_state(), "p.rate-limit-state.bulk");
+        assert_eq!(main.requested(), "p.requested");
+        for shared in [
+            Topics::delivery_result,
+            Topics::dead_letter,
+            Topics::changes,
+        ] {
+            assert_eq!(shared(&bulk), shared(&main));
+        }
+        let all = main.all();
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len(), "no topic twice");
+        for t in [
+            bulk.requested(),
+            bulk.enriched(),
+            bulk.admitted(),
+            main.broadcasts(),
+        ] {
+            assert!(all.contains(&t), "{t}");
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_runtime::runner::{Input, Output, ProcessError, Processor};
-use herald_runtime::topics::Topics;
+use herald_runtime::topics::{Lane, Topics};
 use herald_schemas::{DeliveryResult, DeliveryState, NotificationRequested, ids};
 use herald_store::{DeliveryEventRecord, NotificationRecord, Store, Write};
 use tracing::Instrument;
@@ -55,7 +55,7 @@ pub fn event_row(r: &DeliveryResult) -> DeliveryEventRecord {
 /// The store writer's processor; it produces nothing.
 pub struct StoreWriterProcessor {
     store: Arc<dyn Store>,
-    requested_topic: String,
+    requested_topics: Vec<String>,
 }
 
 impl StoreWriterProcessor {
@@ -63,7 +63,9 @@ impl StoreWriterProcessor {
     pub fn new(store: Arc<dyn Store>, topics: &Topics) -> StoreWriterProcessor {
         StoreWriterProcessor {
             store,
-            requested_topic: topics.requested(),
+            requested_topics: Lane::ALL
+                .map(|lane| topics.in_lane(lane).requested())
+                .to_vec(),
         }
     }
 }
@@ -71,7 +73,7 @@ impl StoreWriterProcessor {
 impl StoreWriterProcessor {
     /// The store rows for one record.
     fn rows(&self, input: &Input<'_>) -> Result<Vec<Write>, ProcessError> {
-        if input.topic == self.requested_topic {
+        if self.requested_topics.iter().any(|t| t == input.topic) {
             let r: NotificationRequested = decode(input.payload)?;
             let (notification, accepted) = accepted_rows(&r);
             Ok(vec![

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_api_keys.cql"),
     migration!(7, "0007_template_index.cql"),
     migration!(8, "0008_quiet_hours.cql"),
+    migration!(9, "0009_subscriptions.cql"),
 ];
 
 /// Runs before any migration: the hot keyspace (which 0001 also creates) and the record of

@@ -266,6 +266,33 @@ impl Store for ScyllaStore {
         Ok(self.inner.set_quiet_hours(tenant, user_id, quiet).await?)
     }
 
+    async fn subscribe(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        topic: &str,
+        subscribed: bool,
+    ) -> StoreResult<()> {
+        Ok(self
+            .inner
+            .subscribe(tenant, user_id, topic, subscribed)
+            .await?)
+    }
+
+    async fn subscriptions_of(&self, tenant: &str, user_id: &str) -> StoreResult<Vec<String>> {
+        Ok(self.inner.subscriptions_of(tenant, user_id).await?)
+    }
+
+    async fn subscribers(
+        &self,
+        tenant: &str,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        Ok(self.inner.subscribers(tenant, topic, after, limit).await?)
+    }
+
     async fn hold(&self, h: &HeldRecord) -> StoreResult<()> {
         Ok(self.inner.hold(h).await?)
     }

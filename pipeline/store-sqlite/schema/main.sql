@@ -80,3 +80,12 @@ CREATE TABLE IF NOT EXISTS held (
     PRIMARY KEY (tenant, notification_id, release_at_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS held_by_release ON held (release_at_ms, tenant, notification_id);
+
+-- Topic subscriptions: who receives a topic's broadcasts (expanded in user id order).
+CREATE TABLE IF NOT EXISTS subscriptions (
+    tenant  TEXT NOT NULL,
+    topic   TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, topic, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscriptions_by_user ON subscriptions (tenant, user_id, topic);

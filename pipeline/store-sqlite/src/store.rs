@@ -256,6 +256,37 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn subscribe(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        topic: &str,
+        subscribed: bool,
+    ) -> StoreResult<()> {
+        let (tenant, user, topic) = (tenant.to_owned(), user_id.to_owned(), topic.to_owned());
+        self.with(move |inner| inner.subscribe(&tenant, &user, &topic, subscribed))
+            .await
+    }
+
+    async fn subscriptions_of(&self, tenant: &str, user_id: &str) -> StoreResult<Vec<String>> {
+        let (tenant, user) = (tenant.to_owned(), user_id.to_owned());
+        self.with(move |inner| inner.subscriptions_of(&tenant, &user))
+            .await
+    }
+
+    async fn subscribers(
+        &self,
+        tenant: &str,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let (tenant, topic) = (tenant.to_owned(), topic.to_owned());
+        let after = after.map(str::to_owned);
+        self.with(move |inner| inner.subscribers(&tenant, &topic, after.as_deref(), limit))
+            .await
+    }
+
     async fn hold(&self, h: &HeldRecord) -> StoreResult<()> {
         let h = h.clone();
         self.with(move |inner| inner.hold(&h)).await

@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
                 api_keys_by_id_and_by_tenant
                 erasing_a_recipient_leaves_nothing_of_theirs
                 quiet_hours_and_held_notifications
+                subscribers_page_by_user_id
                 idempotency_keys
                 idempotency_key_claims_race
                 outbox_per_owner
@@ -881,6 +882,14 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
         .await
         .unwrap();
 
+    store
+        .subscribe("t1", "gone", "releases", true)
+        .await
+        .unwrap();
+    store
+        .subscribe("t1", "stays", "releases", true)
+        .await
+        .unwrap();
     let night = QuietHours::parse("22:00", "07:00", "Asia/Seoul").unwrap();
     store
         .set_quiet_hours("t1", "gone", Some(&night))
@@ -892,7 +901,8 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
         Erasure {
             contacts: 2,
             opt_outs: 2,
-            inbox_entries: 3
+            inbox_entries: 3,
+            subscriptions: 1,
         }
     );
     assert_eq!(
@@ -905,6 +915,17 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
             .is_empty()
     );
     assert_eq!(store.unread_count("t1", "gone", 100).await.unwrap(), 0);
+    assert!(
+        store
+            .subscriptions_of("t1", "gone")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.subscriptions_of("t1", "stays").await.unwrap(),
+        ["releases"]
+    );
     // Everyone else is untouched.
     for (tenant, user) in [("t1", "stays"), ("t2", "gone")] {
         let profile = store.recipient_profile(tenant, user).await.unwrap();
@@ -994,6 +1015,56 @@ pub async fn quiet_hours_and_held_notifications(store: &dyn Store, _clock: &Manu
     assert!(store.held_due(NOW, 10).await.unwrap().is_empty());
     let later = store.held_due(NOW + 5 * hour, 10).await.unwrap();
     assert_eq!(later, vec![rows[0].clone()]);
+}
+
+/// A topic's subscribers come back in user id order, a page at a time from where the last
+/// ended; subscribing twice is once; tenants and topics are apart.
+pub async fn subscribers_page_by_user_id(store: &dyn Store, _clock: &ManualClock) {
+    for (tenant, user, topic) in [
+        ("t1", "u03", "releases"),
+        ("t1", "u01", "releases"),
+        ("t1", "u02", "releases"),
+        ("t1", "u01", "alerts"),
+        ("t1", "u01", "releases"),
+        ("t2", "u00", "releases"),
+    ] {
+        store.subscribe(tenant, user, topic, true).await.unwrap();
+    }
+    let page = |after: Option<&'static str>, limit| async move {
+        store
+            .subscribers("t1", "releases", after, limit)
+            .await
+            .unwrap()
+    };
+    assert_eq!(page(None, 2).await, ["u01", "u02"]);
+    assert_eq!(page(Some("u02"), 2).await, ["u03"]);
+    assert!(page(Some("u03"), 2).await.is_empty());
+    assert!(page(None, 0).await.is_empty());
+    assert_eq!(page(None, 10).await, ["u01", "u02", "u03"]);
+    store
+        .subscribe("t1", "u02", "releases", false)
+        .await
+        .unwrap();
+    store
+        .subscribe("t1", "u02", "releases", false)
+        .await
+        .unwrap();
+    assert_eq!(page(None, 10).await, ["u01", "u03"]);
+    assert_eq!(
+        store.subscriptions_of("t1", "u01").await.unwrap(),
+        ["alerts", "releases"]
+    );
+    assert_eq!(
+        store.subscribers("t2", "releases", None, 10).await.unwrap(),
+        ["u00"]
+    );
+    assert!(
+        store
+            .subscribers("t1", "none", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// API keys are read back by id, listed per tenant oldest first, and replaced whole (a

@@ -137,8 +137,8 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         quiet: Option<&QuietHours>,
     ) -> Result<()>;
-    /// Erases what is kept of a recipient, on their request: contacts, opt-outs, quiet hours
-    /// and every inbox entry (both tiers, the feed included). Idempotent; returns what this
+    /// Erases what is kept of a recipient, on their request: contacts, opt-outs, quiet hours,
+    /// subscriptions and every inbox entry (both tiers, the feed included). Idempotent; returns what this
     /// call removed. Notifications on their way (held ones included) are not recalled.
     async fn erase_recipient(&self, tenant: &str, user_id: &str) -> Result<Erasure>;
     /// Finds a template in `locale`, falling back to the template's other locales
@@ -162,6 +162,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every template of `tenant`, every locale, sorted by id then locale (what an export
     /// writes).
     async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
+
+    // Topic subscriptions: who receives a topic's broadcasts.
+
+    /// Subscribes a recipient to a topic, or (`subscribed` false) unsubscribes them.
+    /// Idempotent.
+    async fn subscribe(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        topic: &str,
+        subscribed: bool,
+    ) -> Result<()>;
+    /// The topics a recipient is subscribed to, sorted.
+    async fn subscriptions_of(&self, tenant: &str, user_id: &str) -> Result<Vec<String>>;
+    /// Up to `limit` subscribers of a topic with user ids above `after`, ascending: a broadcast
+    /// is expanded page by page from where the last page ended.
+    async fn subscribers(
+        &self,
+        tenant: &str,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
 
     // Notifications held for quiet hours.
 

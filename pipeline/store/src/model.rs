@@ -302,6 +302,8 @@ pub struct Erasure {
     pub opt_outs: u32,
     /// Inbox entries.
     pub inbox_entries: u32,
+    /// Topic subscriptions.
+    pub subscriptions: u32,
 }
 
 /// One way to reach a recipient.

@@ -67,6 +67,23 @@ fn every_schema_round_trips() {
         priority: Priority::Critical,
         ..requested()
     });
+    round_trip(BroadcastRequested {
+        broadcast_id: "b".into(),
+        tenant: "t".into(),
+        topic: "releases".into(),
+        category: "news".into(),
+        priority: Priority::Low,
+        template: None,
+        inline: Some(InlineContent {
+            title: "v2".into(),
+            body: "is out".into(),
+            action_url: None,
+        }),
+        channels: vec![Channel::InApp],
+        requested_at_ms: 1_763_800_060_000,
+        after: Some("u042".into()),
+        expanded: 42,
+    });
     round_trip(Change {
         kind: ChangeKind::Template,
         tenant: "t".into(),
@@ -308,6 +325,7 @@ fn fingerprints_differ_between_schemas() {
         Engagement::schema().fingerprint,
         DeadLetter::schema().fingerprint,
         Change::schema().fingerprint,
+        BroadcastRequested::schema().fingerprint,
         NotificationEnriched::history()[0].fingerprint,
     ];
     for (i, a) in all.iter().enumerate() {
@@ -420,6 +438,7 @@ fn fingerprints_are_the_specifications() {
         (Engagement::schema().fingerprint, "6f4c0e103a0d7f4c"),
         (DeadLetter::schema().fingerprint, "c138f08e8e0c4a11"),
         (Change::schema().fingerprint, "ac9a6270c3a5cb19"),
+        (BroadcastRequested::schema().fingerprint, "292e40bd8f11e29e"),
         (Dispatch::schema().fingerprint, "3a04df4bba294a26"),
         (Dispatch::history()[0].fingerprint, "7652fe400e26f589"),
         (

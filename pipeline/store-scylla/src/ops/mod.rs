@@ -1,6 +1,7 @@
 //! The [`herald_store::Store`] operations, one file per area, as methods of the store's inner
 //! state.
 
+mod audience;
 mod held;
 pub(crate) mod inbox;
 mod ingress;

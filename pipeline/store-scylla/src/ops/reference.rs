@@ -92,6 +92,7 @@ impl Inner {
         exec(&self.session, &shared.delete_opt_outs_of, (tenant, user_id)).await?;
         let quiet = &self.st.quiet.delete_quiet_hours;
         exec(&self.session, quiet, (tenant, user_id)).await?;
+        let subscriptions = self.unsubscribe_all(tenant, user_id).await?;
         let mut ids = std::collections::BTreeSet::new();
         let top = self.time.now().saturating_add(DAY_MS);
         for month in Month::newest_first(self.time.oldest_kept(), top) {
@@ -117,6 +118,7 @@ impl Inner {
             contacts: count(profile.contacts.len()),
             opt_outs: count(profile.opt_outs.len()),
             inbox_entries: count(ids.len()),
+            subscriptions: count(subscriptions),
         })
     }
 

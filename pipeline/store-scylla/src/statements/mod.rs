@@ -11,8 +11,10 @@ use scylla::statement::{Consistency, SerialConsistency};
 
 use crate::{CqlServer, Error, Result};
 
+mod audience;
 mod quiet;
 
+pub(crate) use audience::AudienceStatements;
 pub(crate) use quiet::QuietStatements;
 
 const NOTIFICATION_COLUMNS: &str =
@@ -125,6 +127,7 @@ pub(crate) struct Statements {
     pub archive: TierStatements,
     pub shared: HotStatements,
     pub quiet: QuietStatements,
+    pub audience: AudienceStatements,
 }
 
 struct Preparer<'a> {
@@ -483,6 +486,7 @@ impl Statements {
             archive: p.tier(archive).await?,
             shared: p.shared().await?,
             quiet: p.quiet().await?,
+            audience: p.audience().await?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The [`herald_store::Store`] operations, one file per area, as synchronous methods of the
 //! store's inner state (`store.rs` runs them on the blocking pool).
 
+mod audience;
 mod batch;
 mod held;
 mod inbox;

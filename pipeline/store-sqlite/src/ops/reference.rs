@@ -123,7 +123,7 @@ impl Inner {
     /// Deletes the recipient's contacts and opt-outs (main file) and inbox rows (every month
     /// file kept); counts what went.
     pub(crate) fn erase_recipient(&self, tenant: &str, user: &str) -> Result<Erasure> {
-        let (contacts, opt_outs) = {
+        let (contacts, opt_outs, subscriptions) = {
             let c = self.main()?;
             let contacts = c
                 .prepare_cached("DELETE FROM contacts WHERE tenant = ?1 AND user_id = ?2")?
@@ -133,7 +133,10 @@ impl Inner {
                 .execute(params![tenant, user])?;
             c.prepare_cached("DELETE FROM quiet_hours WHERE tenant = ?1 AND user_id = ?2")?
                 .execute(params![tenant, user])?;
-            (contacts, opt_outs)
+            let subscriptions = c
+                .prepare_cached("DELETE FROM subscriptions WHERE tenant = ?1 AND user_id = ?2")?
+                .execute(params![tenant, user])?;
+            (contacts, opt_outs, subscriptions)
         };
         let mut inbox_entries = 0;
         for (_, month) in self.kept_months()? {
@@ -146,6 +149,7 @@ impl Inner {
             contacts: count(contacts),
             opt_outs: count(opt_outs),
             inbox_entries: count(inbox_entries),
+            subscriptions: count(subscriptions),
         })
     }
 
