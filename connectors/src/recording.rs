@@ -154,6 +154,29 @@ pub fn latencies_since(path: &Path, after_seq: i64) -> Result<(Vec<i64>, i64), R
     Ok((rows.into_iter().map(|r| r.1).collect(), last))
 }
 
+/// As [`latencies_since`], only of calls whose title is `title` (one kind of traffic among
+/// others), with how many there were in all (since the start).
+pub fn latencies_titled(
+    path: &Path,
+    title: &str,
+    after_seq: i64,
+) -> Result<(Vec<i64>, u64), RecordingError> {
+    let conn = connect(path)?;
+    let mut stmt = conn.prepare(
+        "SELECT recorded_at_ms - requested_at_ms FROM calls
+         WHERE seq > ?1 AND title = ?2 ORDER BY seq",
+    )?;
+    let ms = stmt
+        .query_map(params![after_seq, title], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let all: i64 = conn.query_row(
+        "SELECT COUNT(DISTINCT delivery_id) FROM calls WHERE title = ?1",
+        params![title],
+        |r| r.get(0),
+    )?;
+    Ok((ms, all.max(0) as u64))
+}
+
 /// How many calls the provider has received (repeats included).
 pub fn call_count(path: &Path) -> Result<u64, RecordingError> {
     let conn = connect(path)?;

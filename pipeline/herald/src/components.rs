@@ -485,10 +485,28 @@ mod tests {
     fn every_runner_reads_something_and_is_found_by_name() {
         let topics = Topics::new("t");
         let all = runners(&topics);
-        assert_eq!(all.len(), 5 + Channel::ALL.len());
+        // The broadcast expander and the store writer, then per lane enrich, rate-limit, its
+        // relay, fan-out and a deliver runner per channel.
+        assert_eq!(all.len(), 2 + 2 * (4 + Channel::ALL.len()));
+        let mut names: Vec<&String> = all.iter().map(|(n, _)| n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "one group per runner");
         for (name, reads) in &all {
             assert!(!reads.is_empty(), "{name}");
             assert_eq!(&inputs(&topics, name).expect("found by its name"), reads);
+            // A bulk runner reads only the bulk lane's topics, a main one none of them.
+            if name.ends_with(".bulk") {
+                assert!(
+                    reads.iter().all(|t| t.ends_with(".bulk")),
+                    "{name}: {reads:?}"
+                );
+            } else if name != "store-writer" {
+                assert!(
+                    !reads.iter().any(|t| t.ends_with(".bulk")),
+                    "{name}: {reads:?}"
+                );
+            }
         }
         assert!(inputs(&topics, "nothing").is_err());
     }

@@ -7,12 +7,13 @@
 //! with Herald's number of hops vs Herald end to end), [`query`] (ListInbox vs raw store reads),
 //! [`outbox`] (the outbox's drain after an outage vs raw produce), [`providers`] (each
 //! connector vs a bare client, and one channel's rate while another's provider answers 503),
-//! [`templates`] (importing 10,000 templates from a workbook vs calamine + SQLite), and the peak
-//! RSS of every Herald process.
+//! [`templates`] (importing 10,000 templates from a workbook vs calamine + SQLite), [`lanes`]
+//! (one-time codes during a broadcast vs alone), and the peak RSS of every Herald process.
 
 pub mod bare;
 pub mod callgrind;
 pub mod hops;
+pub mod lanes;
 pub mod load;
 pub mod outbox;
 pub mod pipeline;
@@ -141,6 +142,10 @@ pub async fn main() -> anyhow::Result<()> {
     );
     let templates = templates::run().await?;
     report.insert("templates".into(), templates.json());
+
+    // 7: the priority lanes: one-time codes alone, then during a broadcast on the bulk lane.
+    let lanes = lanes::run(&broker).await?;
+    report.insert("lanes".into(), lanes.json());
 
     #[allow(clippy::print_stdout)]
     {
@@ -319,6 +324,17 @@ pub async fn main() -> anyhow::Result<()> {
         templates.baseline_per_s,
         "/s",
         "-",
+    ));
+    let ((_, idle_p99), (_, busy_p99)) = lanes.quantiles();
+    table.push((
+        format!(
+            "OTP e2e p99 during a {}-subscriber broadcast vs idle",
+            lanes::SUBSCRIBERS
+        ),
+        busy_p99,
+        idle_p99,
+        "ms",
+        "~1",
     ));
     let rows: Vec<Value> = table
         .iter()

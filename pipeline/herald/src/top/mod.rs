@@ -134,6 +134,7 @@ fn draw(frame: &mut Frame<'_>, v: &View, every: Duration) {
         Row::new(vec![
             s.stage.clone(),
             s.lag.map_or("-".into(), |l| format!("{l:.0}")),
+            s.bulk_lag.map_or("-".into(), |l| format!("{l:.0}")),
             rate(s.in_per_s),
             rate(s.out_per_s),
             format!("{:.0}", s.dead_letters),
@@ -144,14 +145,26 @@ fn draw(frame: &mut Frame<'_>, v: &View, every: Duration) {
         rows,
         [
             Constraint::Length(20),
+            Constraint::Length(8),
             Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(7),
-            Constraint::Length(11),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Length(6),
+            Constraint::Length(10),
         ],
     )
-    .header(Row::new(["STAGE", "LAG", "IN/s", "OUT/s", "DEAD", "BATCH p99"]).style(bold))
+    .header(
+        Row::new([
+            "STAGE",
+            "LAG",
+            "BULK LAG",
+            "IN/s",
+            "OUT/s",
+            "DEAD",
+            "BATCH p99",
+        ])
+        .style(bold),
+    )
     .block(Block::bordered().title(" stages "));
     frame.render_widget(stage_table, stages);
     let rows = v.channels.iter().map(|c| {

@@ -40,14 +40,16 @@ impl Snapshot {
     }
 }
 
-/// One stage runner's row.
+/// One stage runner's row, both lanes together (the bulk lane's runners are `<runner>.bulk`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRow {
     /// The runner (`enrich`, `deliver.sms`, …).
     pub stage: String,
-    /// Records not yet consumed (from the lag exporter), if known.
+    /// Records not yet consumed on the main lane (from the lag exporter), if known.
     pub lag: Option<f64>,
-    /// Records in per second over the interval.
+    /// The same on the bulk lane, if the runner has one and it is known.
+    pub bulk_lag: Option<f64>,
+    /// Records in per second over the interval (both lanes).
     pub in_per_s: f64,
     /// Records out per second.
     pub out_per_s: f64,
@@ -102,22 +104,32 @@ pub fn view(before: &Snapshot, now: &Snapshot, seconds: f64, expected: &[&str]) 
     let ins = rate(m::STAGE_IN, "stage");
     let outs = rate(m::STAGE_OUT, "stage");
     let dead = now.by(m::STAGE_DEAD_LETTERS, "stage", &[]);
-    let names: std::collections::BTreeSet<&String> = lag.keys().chain(ins.keys()).collect();
+    let runners: std::collections::BTreeSet<&String> = lag.keys().chain(ins.keys()).collect();
+    let names: std::collections::BTreeSet<&str> = runners.iter().map(|r| main_of(r)).collect();
+    let both = |per: &BTreeMap<String, f64>, name: &str| {
+        per.get(name).copied().unwrap_or(0.0) + per.get(&bulk_of(name)).copied().unwrap_or(0.0)
+    };
+    let batches = |snapshot: &Snapshot, name: &str| {
+        let bulk = snapshot.buckets(m::STAGE_BATCH_SECONDS, "stage", &bulk_of(name));
+        let mut main = snapshot.buckets(m::STAGE_BATCH_SECONDS, "stage", name);
+        for (le, count) in bulk {
+            match main.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += count,
+                None => main.push((le, count)),
+            }
+        }
+        main
+    };
     let stages = names
         .into_iter()
         .map(|stage| StageRow {
-            stage: stage.clone(),
+            stage: stage.to_owned(),
             lag: lag.get(stage).copied(),
-            in_per_s: ins.get(stage).copied().unwrap_or(0.0),
-            out_per_s: outs.get(stage).copied().unwrap_or(0.0),
-            dead_letters: dead.get(stage).copied().unwrap_or(0.0),
-            batch_p99_s: quantile(
-                0.99,
-                &delta(
-                    &before.buckets(m::STAGE_BATCH_SECONDS, "stage", stage),
-                    &now.buckets(m::STAGE_BATCH_SECONDS, "stage", stage),
-                ),
-            ),
+            bulk_lag: lag.get(&bulk_of(stage)).copied(),
+            in_per_s: both(&ins, stage),
+            out_per_s: both(&outs, stage),
+            dead_letters: both(&dead, stage),
+            batch_p99_s: quantile(0.99, &delta(&batches(before, stage), &batches(now, stage))),
         })
         .collect();
     let done = rate(&format!("{}_count", m::DELIVERY_SECONDS), "channel");
@@ -164,6 +176,16 @@ pub fn view(before: &Snapshot, now: &Snapshot, seconds: f64, expected: &[&str]) 
 
 /// The counts of each bucket of `now` less those of `before` (cumulative counts, so the
 /// difference is the interval's).
+/// The main lane's runner of `runner` (itself, or without `.bulk`).
+fn main_of(runner: &str) -> &str {
+    runner.strip_suffix(".bulk").unwrap_or(runner)
+}
+
+/// The bulk lane's runner of main-lane runner `name`.
+fn bulk_of(name: &str) -> String {
+    format!("{name}.bulk")
+}
+
 fn delta(before: &[(f64, f64)], now: &[(f64, f64)]) -> Vec<(f64, f64)> {
     now.iter()
         .map(|(le, v)| {
@@ -250,6 +272,61 @@ mod tests {
         );
         assert_eq!(row.batch_p99_s, None);
         assert_eq!(v.down, ["deliver"]);
+    }
+
+    #[test]
+    fn a_runner_s_two_lanes_are_one_row_with_the_bulk_lag_apart() {
+        let before = snapshot(&[(
+            "enrich",
+            vec![
+                sample(m::STAGE_IN, &[("stage", "enrich")], 10.0),
+                sample(m::STAGE_IN, &[("stage", "enrich.bulk")], 100.0),
+            ],
+        )]);
+        let now = snapshot(&[
+            (
+                "enrich",
+                vec![
+                    sample(m::STAGE_IN, &[("stage", "enrich")], 12.0),
+                    sample(m::STAGE_IN, &[("stage", "enrich.bulk")], 120.0),
+                    sample(m::STAGE_DEAD_LETTERS, &[("stage", "enrich.bulk")], 1.0),
+                ],
+            ),
+            (
+                "lag-exporter",
+                vec![
+                    sample(
+                        m::CONSUMER_LAG,
+                        &[("stage", "enrich"), ("partition", "0")],
+                        2.0,
+                    ),
+                    sample(
+                        m::CONSUMER_LAG,
+                        &[("stage", "enrich.bulk"), ("partition", "0")],
+                        900.0,
+                    ),
+                    sample(
+                        m::CONSUMER_LAG,
+                        &[("stage", "broadcast"), ("partition", "0")],
+                        0.0,
+                    ),
+                ],
+            ),
+        ]);
+        let v = view(&before, &now, 2.0, &[]);
+        let names: Vec<&str> = v.stages.iter().map(|r| r.stage.as_str()).collect();
+        assert_eq!(names, ["broadcast", "enrich"]);
+        let enrich = &v.stages[1];
+        assert_eq!(
+            (
+                enrich.in_per_s,
+                enrich.lag,
+                enrich.bulk_lag,
+                enrich.dead_letters
+            ),
+            (11.0, Some(2.0), Some(900.0), 1.0)
+        );
+        assert_eq!(v.stages[0].bulk_lag, None);
     }
 
     #[test]
