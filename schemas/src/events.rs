@@ -94,6 +94,9 @@ pub struct TemplateRef {
     pub template_id: String,
     pub locale: Option<String>,
     pub variables: HashMap<String, String>,
+    /// A pinned version; `None`: the latest.
+    #[serde(default)]
+    pub version: Option<i32>,
 }
 
 /// Content given in the request itself.
@@ -345,7 +348,11 @@ macro_rules! event {
     };
 }
 
-event!(NotificationRequested, "notification_requested.avsc");
+event!(
+    NotificationRequested,
+    "notification_requested.avsc",
+    ["history/notification_requested.v1.avsc"]
+);
 event!(
     NotificationEnriched,
     "notification_enriched.avsc",

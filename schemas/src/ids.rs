@@ -117,6 +117,11 @@ pub fn request_digest(r: &crate::NotificationRequested) -> String {
                 field(&mut out, k.as_bytes());
                 field(&mut out, v.as_bytes());
             }
+            // Only when pinned, so digests of requests from before versions stay the same.
+            if let Some(version) = t.version {
+                out.extend_from_slice(b"version");
+                out.extend_from_slice(&version.to_le_bytes());
+            }
         }
     }
     match &r.inline {
@@ -158,6 +163,7 @@ mod tests {
                 template_id: "welcome".into(),
                 locale: None,
                 variables,
+                version: None,
             }),
             inline: None,
             channels: vec![Channel::Email, Channel::InApp],

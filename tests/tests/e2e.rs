@@ -303,6 +303,8 @@ async fn edge_cases() -> anyhow::Result<()> {
                 title: "Welcome, {{name}}".into(),
                 body: "Glad you are here, {{name}}.".into(),
                 action_url: None,
+                channel: None,
+                version: 1,
             })
             .await?;
     }
@@ -436,6 +438,7 @@ async fn edge_cases() -> anyhow::Result<()> {
             template_id: template_id.into(),
             locale: "en-GB".into(),
             variables: [("name".to_string(), "Ana".to_string())].into(),
+            version: 0,
         })),
         ..inline("acme", "ana", "")
     };
@@ -452,6 +455,7 @@ async fn edge_cases() -> anyhow::Result<()> {
                 .iter()
                 .map(|k| (k.to_string(), format!("value of {k}")))
                 .collect(),
+            version: 0,
         })),
         ..inline("acme", "ana", "")
     };

@@ -104,6 +104,7 @@ async fn invalidate() -> anyhow::Result<()> {
         title: title.into(),
         body: "b".into(),
         action_url: String::new(),
+        channel: 0,
     };
     let in_app = || {
         let mut request = inline_request("acme", "omar", "digest", "unused");
@@ -112,6 +113,7 @@ async fn invalidate() -> anyhow::Result<()> {
             template_id: "digest".into(),
             locale: "en".into(),
             variables: Default::default(),
+            version: 0,
         }));
         request
     };

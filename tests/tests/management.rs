@@ -241,6 +241,7 @@ async fn templates() -> anyhow::Result<()> {
         title: "Order {{ order }}".into(),
         body: body.into(),
         action_url: String::new(),
+        channel: 0,
     };
     // A syntax error names the field and the line.
     let status = manage
@@ -266,6 +267,7 @@ async fn templates() -> anyhow::Result<()> {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            version: 0,
         }));
         request
     };
@@ -301,6 +303,40 @@ async fn templates() -> anyhow::Result<()> {
     .await?;
     assert!(reason.contains("\"vip\""), "{reason}");
 
+    // A second upload is version 2; a request pinning version 1 still gets the first.
+    let v2 = manage
+        .put_template(PutTemplateRequest {
+            title: "Order {{ order }} v2".into(),
+            ..template(body)
+        })
+        .await?
+        .into_inner();
+    assert_eq!((stored.version, v2.version), (1, 2));
+    let mut pinned = send("pia", &vars);
+    if let Some(Content::Template(t)) = pinned.content.as_mut() {
+        t.version = 1;
+    }
+    ingress.send_notification(pinned).await?;
+    ingress.send_notification(send("lia", &vars)).await?;
+    for (user, title) in [("pia", "Order A-7"), ("lia", "Order A-7 v2")] {
+        let got = eventually(Duration::from_secs(90), "the entry", || {
+            let mut query = query.clone();
+            async move {
+                let page = query
+                    .list_inbox(ListInboxRequest {
+                        tenant: "acme".into(),
+                        recipient_user_id: user.into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                Ok(page.entries.into_iter().next().map(|e| e.title))
+            }
+        })
+        .await?;
+        assert_eq!(got, title, "{user}");
+    }
+
     // The spreadsheet round: acme's templates exported, imported into globex as they are.
     let book = platform.write_file("acme.xlsx", "")?;
     let said = platform
@@ -313,7 +349,7 @@ async fn templates() -> anyhow::Result<()> {
             &book.display().to_string(),
         ])
         .await?;
-    assert!(said.contains("exported 1 templates"), "{said}");
+    assert!(said.contains("exported 2 templates"), "{said}");
     let said = platform
         .run_command(&[
             "templates",
@@ -323,17 +359,19 @@ async fn templates() -> anyhow::Result<()> {
             &book.display().to_string(),
         ])
         .await?;
-    assert!(said.contains("imported 1 templates"), "{said}");
+    assert!(said.contains("imported 2 templates"), "{said}");
     let store = herald_stores::open(&platform.store_url).await?;
     let (acme, globex) = (
         store.templates_of("acme").await?,
         store.templates_of("globex").await?,
     );
-    assert_eq!(globex.len(), 1);
-    assert_eq!(
-        (&globex[0].title, &globex[0].body),
-        (&acme[0].title, &acme[0].body)
-    );
+    assert_eq!(globex.len(), 2);
+    let content = |t: &[herald_store::TemplateRecord]| -> Vec<(u32, String, String)> {
+        t.iter()
+            .map(|t| (t.version, t.title.clone(), t.body.clone()))
+            .collect()
+    };
+    assert_eq!(content(&globex), content(&acme), "every version, as it was");
     // A file that is not a workbook: refused, nothing applied.
     let junk = platform.write_file("junk.xlsx", "template_id,locale\nx,en\n")?;
     let refused = platform

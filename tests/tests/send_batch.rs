@@ -24,6 +24,7 @@ fn batch(users: &[String]) -> SendBatchRequest {
             template_id: "welcome".into(),
             locale: "en".into(),
             variables: [("team".to_owned(), "Acme".to_owned())].into(),
+            version: 0,
         })),
         recipients: users
             .iter()
@@ -56,6 +57,8 @@ async fn batches() -> anyhow::Result<()> {
             title: "Welcome, {{name}}".into(),
             body: "The {{team}} team".into(),
             action_url: None,
+            channel: None,
+            version: 1,
         })
         .await?;
     let users: Vec<String> = (0..RECIPIENTS).map(|i| format!("b{i:02}")).collect();

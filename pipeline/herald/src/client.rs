@@ -141,6 +141,7 @@ pub async fn send(addr: &str, caller: &Caller, a: SendArgs) -> anyhow::Result<St
             template_id,
             locale: a.locale,
             variables: a.vars.into_iter().collect(),
+            version: 0,
         }),
         None => Content::Inline(InlineContent {
             title: a.title,

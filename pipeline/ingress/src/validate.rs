@@ -203,10 +203,17 @@ pub fn to_event_with(
                 text(&format!("template.variables[{k}]"), v, limits::BODY)?;
             }
             let variables = t.variables.into_iter().collect();
+            let version = match t.version {
+                0 => None,
+                v => Some(i32::try_from(v).map_err(|_| {
+                    FieldViolation::new("template.version", "is larger than any version")
+                })?),
+            };
             let template = TemplateRef {
                 template_id: t.template_id,
                 locale,
                 variables,
+                version,
             };
             (Some(template), None)
         }

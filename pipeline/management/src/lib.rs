@@ -321,8 +321,8 @@ impl ManagementService for Management {
         &self,
         request: Request<PutTemplateRequest>,
     ) -> Result<Response<PutTemplateResponse>, Status> {
-        let variables = self.template(request).await?;
-        Ok(Response::new(PutTemplateResponse { variables }))
+        let (variables, version) = self.template(request).await?;
+        Ok(Response::new(PutTemplateResponse { variables, version }))
     }
 
     async fn erase_recipient(
@@ -352,8 +352,12 @@ impl ManagementService for Management {
 }
 
 impl Management {
-    /// `PutTemplate`: each part checked (names, sizes, template syntax), then stored.
-    async fn template(&self, request: Request<PutTemplateRequest>) -> Result<Vec<String>, Status> {
+    /// `PutTemplate`: each part checked (names, sizes, template syntax), then stored as the
+    /// template's next version; the variables it uses and that version.
+    async fn template(
+        &self,
+        request: Request<PutTemplateRequest>,
+    ) -> Result<(Vec<String>, u32), Status> {
         let (metadata, _, req) = request.into_parts();
         let tenant = self.tenant(&metadata, &req.tenant).await?;
         let parts = herald_templates::Parts {
@@ -365,6 +369,18 @@ impl Management {
         };
         let variables = herald_templates::check(parts)
             .map_err(|r| FieldViolation::new(r.field, r.why).into_status())?;
+        let channel = match req.channel {
+            0 => None,
+            _ => Some(channel("channel", req.channel)?),
+        };
+        // Two uploads of one template at the same moment may get the same version: the later
+        // write wins that version (both are complete variants).
+        let variants = self
+            .store
+            .template_variants(&tenant, &req.template_id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let version = herald_store::variants::next_version(&variants);
         let record = TemplateRecord {
             tenant,
             template_id: req.template_id,
@@ -372,6 +388,8 @@ impl Management {
             title: req.title,
             body: req.body,
             action_url: (!req.action_url.is_empty()).then_some(req.action_url),
+            channel,
+            version,
         };
         self.store
             .put_template(&record)
@@ -379,7 +397,7 @@ impl Management {
             .map_err(|e| store_status(&e))?;
         self.changed(ChangeKind::Template, &record.tenant, &record.template_id)
             .await?;
-        Ok(variables)
+        Ok((variables, version))
     }
 
     /// The recipient's inbox, newest first, up to [`MAX_EXPORTED_ENTRIES`]; whether more were left.

@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_template_index.cql"),
     migration!(8, "0008_quiet_hours.cql"),
     migration!(9, "0009_subscriptions.cql"),
+    migration!(10, "0010_template_versions.cql"),
 ];
 
 /// Runs before any migration: the hot keyspace (which 0001 also creates) and the record of

@@ -305,13 +305,12 @@ impl Store for ScyllaStore {
         Ok(self.inner.forget_held(released).await?)
     }
 
-    async fn template(
+    async fn template_variants(
         &self,
         tenant: &str,
         template_id: &str,
-        locale: Option<&str>,
-    ) -> StoreResult<Option<TemplateRecord>> {
-        Ok(self.inner.template(tenant, template_id, locale).await?)
+    ) -> StoreResult<Vec<TemplateRecord>> {
+        Ok(self.inner.template_variants(tenant, template_id).await?)
     }
 
     async fn templates_of(&self, tenant: &str) -> StoreResult<Vec<TemplateRecord>> {

@@ -129,6 +129,7 @@ async fn conformance_point_reads_and_writes() {
         let store = store(&session, &config, &clock).await;
         conformance::notifications_and_timeline(&store, &clock).await;
         conformance::contacts_preferences_templates(&store, &clock).await;
+        conformance::template_versions_and_channels(&store, &clock).await;
         conformance::outbox_per_owner(&store, &clock).await;
         conformance::api_keys_by_id_and_by_tenant(&store, &clock).await;
     })

@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS opt_outs (
     PRIMARY KEY (tenant, user_id, channel, category)
 ) WITHOUT ROWID;
 
+-- Templates as stored before versions and channels: moved to template_versions below (version
+-- 1, every channel) at the first open, then empty.
 CREATE TABLE IF NOT EXISTS templates (
     tenant      TEXT NOT NULL,
     template_id TEXT NOT NULL,
@@ -25,6 +27,23 @@ CREATE TABLE IF NOT EXISTS templates (
     action_url  TEXT,
     PRIMARY KEY (tenant, template_id, locale)
 ) WITHOUT ROWID;
+
+-- Every variant of every template: per locale, channel ('' = every channel without its own)
+-- and version (1, 2, ...; old versions are kept, a request may pin one).
+CREATE TABLE IF NOT EXISTS template_versions (
+    tenant      TEXT    NOT NULL,
+    template_id TEXT    NOT NULL,
+    locale      TEXT    NOT NULL,
+    channel     TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    title       TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    action_url  TEXT,
+    PRIMARY KEY (tenant, template_id, locale, channel, version)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO template_versions
+    SELECT tenant, template_id, locale, '', 1, title, body, action_url FROM templates;
+DELETE FROM templates;
 
 CREATE TABLE IF NOT EXISTS outbox (
     owner         TEXT    NOT NULL,

@@ -88,13 +88,25 @@ pub(crate) fn inbox_row(r: &Row<'_>) -> rusqlite::Result<InboxEntryRecord> {
     })
 }
 
+/// The columns [`template_row`] reads, in order.
+pub(crate) const TEMPLATE_COLUMNS: &str =
+    "tenant, template_id, locale, channel, version, title, body, action_url";
+
+/// A `template_versions` row (channel `''`: every channel).
 pub(crate) fn template_row(r: &Row<'_>) -> rusqlite::Result<TemplateRecord> {
+    let channel: String = r.get(3)?;
     Ok(TemplateRecord {
         tenant: r.get(0)?,
         template_id: r.get(1)?,
         locale: r.get(2)?,
-        title: r.get(3)?,
-        body: r.get(4)?,
-        action_url: r.get(5)?,
+        channel: if channel.is_empty() {
+            None
+        } else {
+            Some(text_enum(3, channel, Channel::parse)?)
+        },
+        version: r.get(4)?,
+        title: r.get(5)?,
+        body: r.get(6)?,
+        action_url: r.get(7)?,
     })
 }

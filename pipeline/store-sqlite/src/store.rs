@@ -301,15 +301,13 @@ impl Store for SqliteStore {
         self.with(move |inner| inner.forget_held(&released)).await
     }
 
-    async fn template(
+    async fn template_variants(
         &self,
         tenant: &str,
         template_id: &str,
-        locale: Option<&str>,
-    ) -> StoreResult<Option<TemplateRecord>> {
+    ) -> StoreResult<Vec<TemplateRecord>> {
         let (tenant, id) = (tenant.to_owned(), template_id.to_owned());
-        let locale = locale.unwrap_or_default().to_owned();
-        self.with(move |inner| inner.template(&tenant, &id, &locale))
+        self.with(move |inner| inner.template_variants(&tenant, &id))
             .await
     }
 

@@ -51,6 +51,7 @@ macro_rules! conformance_tests {
                 tenants_are_isolated
                 tenants_are_isolated_for_point_reads
                 contacts_preferences_templates
+                template_versions_and_channels
                 an_invalid_address_is_removed_unless_replaced
                 api_keys_by_id_and_by_tenant
                 erasing_a_recipient_leaves_nothing_of_theirs
@@ -740,6 +741,8 @@ pub async fn contacts_preferences_templates(store: &dyn Store, _clock: &ManualCl
         tenant: "t1".into(),
         template_id: "welcome".into(),
         locale: locale.into(),
+        channel: None,
+        version: 1,
         title: title.into(),
         body: "Hello {{name}}".into(),
         action_url: None,
@@ -940,6 +943,58 @@ pub async fn erasing_a_recipient_leaves_nothing_of_theirs(store: &dyn Store, _cl
     );
 }
 
+/// Every variant of a template is kept (locale × channel × version) and read back in order; a
+/// variant written again is replaced, not added; the lookup by locale takes the latest version
+/// of the every-channel variant.
+pub async fn template_versions_and_channels(store: &dyn Store, _clock: &ManualClock) {
+    let variant =
+        |locale: &str, channel: Option<Channel>, version: u32, title: &str| TemplateRecord {
+            tenant: "tv".into(),
+            template_id: "code".into(),
+            locale: locale.into(),
+            channel,
+            version,
+            title: title.into(),
+            body: "{{ code }}".into(),
+            action_url: None,
+        };
+    let rows = [
+        variant("en", None, 1, "v1"),
+        variant("en", Some(Channel::Sms), 2, "sms v2"),
+        variant("en", None, 3, "v3"),
+        variant("de", None, 3, "de v3"),
+    ];
+    store.put_templates(&rows).await.unwrap();
+    store
+        .put_template(&variant("en", None, 3, "v3 fixed"))
+        .await
+        .unwrap();
+    let got = store.template_variants("tv", "code").await.unwrap();
+    let keys: Vec<(&str, Option<Channel>, u32, &str)> = got
+        .iter()
+        .map(|t| (t.locale.as_str(), t.channel, t.version, t.title.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("de", None, 3, "de v3"),
+            ("en", None, 1, "v1"),
+            ("en", None, 3, "v3 fixed"),
+            ("en", Some(Channel::Sms), 2, "sms v2"),
+        ]
+    );
+    let latest = store.template("tv", "code", Some("en")).await.unwrap();
+    assert_eq!(latest.map(|t| t.title).as_deref(), Some("v3 fixed"));
+    assert_eq!(store.templates_of("tv").await.unwrap(), got);
+    assert!(
+        store
+            .template_variants("t2", "code")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Quiet hours are set, replaced and cleared per recipient; held notifications come back once
 /// due, earliest first, until forgotten; holding one again changes nothing.
 pub async fn quiet_hours_and_held_notifications(store: &dyn Store, _clock: &ManualClock) {
@@ -1123,6 +1178,8 @@ pub async fn tenants_are_isolated_for_point_reads(store: &dyn Store, _clock: &Ma
         tenant: "t7".into(),
         template_id: "welcome".into(),
         locale: "en".into(),
+        channel: None,
+        version: 1,
         title: "Hi".into(),
         body: "Hello".into(),
         action_url: None,

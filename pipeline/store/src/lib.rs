@@ -6,6 +6,7 @@
 //! - [`StoreError`] (`error.rs`): failures classified by what the caller should do.
 //! - [`quiet`]: quiet hours, the window in a recipient's time zone and when it ends.
 //! - [`retention`]: the two tiers, months, and the injectable [`Clock`].
+//! - [`variants`]: which variant of a template (locale, channel, version) a request gets.
 //! - [`token`]: opaque page and resume tokens bound to their listing.
 //! - `conformance` (feature `conformance`): one test body for every backend, and
 //!   `conformance_tests!` to run it as one test per scenario, each on a fresh store.
@@ -20,6 +21,7 @@ pub mod model;
 pub mod quiet;
 pub mod retention;
 pub mod token;
+pub mod variants;
 
 use async_trait::async_trait;
 use herald_schemas::Channel;
@@ -141,15 +143,27 @@ pub trait Store: Send + Sync + 'static {
     /// subscriptions and every inbox entry (both tiers, the feed included). Idempotent; returns what this
     /// call removed. Notifications on their way (held ones included) are not recalled.
     async fn erase_recipient(&self, tenant: &str, user_id: &str) -> Result<Erasure>;
-    /// Finds a template in `locale`, falling back to the template's other locales
-    /// (language without region, then any).
+    /// Every variant of a template (every locale, channel and version); empty if there is no
+    /// such template. [`variants::choose`] picks from them.
+    async fn template_variants(
+        &self,
+        tenant: &str,
+        template_id: &str,
+    ) -> Result<Vec<TemplateRecord>>;
+    /// The latest version of a template's variant for every channel, in `locale` or its
+    /// fallback (language without region, then the first locale).
     async fn template(
         &self,
         tenant: &str,
         template_id: &str,
         locale: Option<&str>,
-    ) -> Result<Option<TemplateRecord>>;
-    /// Creates or replaces a template for one locale.
+    ) -> Result<Option<TemplateRecord>> {
+        let variants = self.template_variants(tenant, template_id).await?;
+        Ok(variants::choose(&variants, locale, None)
+            .and_then(|c| c.generic())
+            .cloned())
+    }
+    /// Creates or replaces one variant (tenant, id, locale, channel, version).
     async fn put_template(&self, t: &TemplateRecord) -> Result<()>;
     /// Creates or replaces many templates (an import): one transaction where the backend has
     /// them.
@@ -159,8 +173,8 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(())
     }
-    /// Every template of `tenant`, every locale, sorted by id then locale (what an export
-    /// writes).
+    /// Every template of `tenant`, every variant, sorted by id, locale, channel (every channel
+    /// first) and version (what an export writes).
     async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
 
     // Topic subscriptions: who receives a topic's broadcasts.

@@ -339,14 +339,19 @@ pub struct HeldRecord {
     pub payload: Vec<u8>,
 }
 
-/// A template for one locale: title, body and action URL in Jinja syntax (`herald-templates`),
-/// rendered with the request's variables.
+/// One variant of a template: for a locale, a channel (or every channel without a variant of
+/// its own) and a version; title, body and action URL in Jinja syntax (`herald-templates`),
+/// rendered with the request's variables. [`crate::variants`] picks what a request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct TemplateRecord {
     pub tenant: String,
     pub template_id: String,
     pub locale: String,
+    /// The channel this variant is for; `None`: every channel without one of its own.
+    pub channel: Option<Channel>,
+    /// 1, 2, …: every upload of a template makes a new version; a request may pin one.
+    pub version: u32,
     pub title: String,
     pub body: String,
     pub action_url: Option<String>,

@@ -18,6 +18,7 @@ fn requested() -> NotificationRequested {
             template_id: "order_shipped".into(),
             locale: Some("pt-BR".into()),
             variables: HashMap::from([("order".into(), "42".into())]),
+            version: None,
         }),
         inline: None,
         channels: vec![Channel::Email, Channel::InApp],
@@ -238,6 +239,37 @@ fn a_record_of_the_previous_schema_version_is_read_with_defaults() {
 }
 
 #[test]
+fn a_request_of_the_first_version_is_read_with_no_pinned_template_version() {
+    use apache_avro::types::Value;
+    let v1 = &NotificationRequested::history()[0];
+    let text = |s: &str| Value::String(s.into());
+    let template = Value::Record(vec![
+        ("template_id".into(), text("welcome")),
+        ("locale".into(), Value::Union(0, Box::new(Value::Null))),
+        ("variables".into(), Value::Map(HashMap::new())),
+    ]);
+    let record = Value::Record(vec![
+        ("notification_id".into(), text("n")),
+        ("tenant".into(), text("t")),
+        (
+            "idempotency_key".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
+        ("recipient_user_id".into(), text("u")),
+        ("category".into(), text("c")),
+        ("priority".into(), Value::Enum(1, "NORMAL".into())),
+        ("template".into(), Value::Union(1, Box::new(template))),
+        ("inline".into(), Value::Union(0, Box::new(Value::Null))),
+        ("channels".into(), Value::Array(vec![])),
+        ("requested_at_ms".into(), Value::TimestampMillis(9)),
+    ]);
+    let bytes = encode_value(v1, record).expect("a v1 request encodes");
+    let n: NotificationRequested = decode(&bytes).expect("read with the current schema");
+    let t = n.template.expect("its template");
+    assert_eq!((t.template_id.as_str(), t.version), ("welcome", None));
+}
+
+#[test]
 fn a_dispatch_of_the_first_version_is_read_as_a_first_attempt() {
     use apache_avro::types::Value;
     let v1 = &Dispatch::history()[0];
@@ -327,6 +359,7 @@ fn fingerprints_differ_between_schemas() {
         Change::schema().fingerprint,
         BroadcastRequested::schema().fingerprint,
         NotificationEnriched::history()[0].fingerprint,
+        NotificationRequested::history()[0].fingerprint,
     ];
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
@@ -378,7 +411,7 @@ proptest! {
         let event = NotificationRequested {
             tenant,
             recipient_user_id: user,
-            template: Some(TemplateRef { template_id: "t".into(), locale: None, variables: vars }),
+            template: Some(TemplateRef { template_id: "t".into(), locale: None, variables: vars, version: None }),
             requested_at_ms: at,
             ..requested()
         };
@@ -438,7 +471,7 @@ fn fingerprints_are_the_specifications() {
         (Engagement::schema().fingerprint, "6f4c0e103a0d7f4c"),
         (DeadLetter::schema().fingerprint, "c138f08e8e0c4a11"),
         (Change::schema().fingerprint, "ac9a6270c3a5cb19"),
-        (BroadcastRequested::schema().fingerprint, "292e40bd8f11e29e"),
+        (BroadcastRequested::schema().fingerprint, "3aa00d4947b61531"),
         (Dispatch::schema().fingerprint, "3a04df4bba294a26"),
         (Dispatch::history()[0].fingerprint, "7652fe400e26f589"),
         (
@@ -455,6 +488,10 @@ fn fingerprints_are_the_specifications() {
         ),
         (
             NotificationRequested::schema().fingerprint,
+            "4bc7259b6a3ad208",
+        ),
+        (
+            NotificationRequested::history()[0].fingerprint,
             "86fa415b7275ba15",
         ),
     ] {

@@ -1,5 +1,5 @@
-//! `herald templates export|import`: a tenant's templates as an .xlsx workbook (the columns and
-//! checks are in [`workbook`]). An import with a refused row applies nothing unless
+//! `herald templates export|import`: a tenant's templates as an .xlsx workbook, a row per
+//! variant (the columns and checks are in [`workbook`]). An import with a refused row applies nothing unless
 //! `--apply-valid` is given; the refused rows are printed, and written as CSV with `--errors`.
 
 mod workbook;
@@ -14,7 +14,7 @@ use crate::config::Config;
 /// The `herald templates` commands.
 #[derive(Debug, Subcommand)]
 pub enum TemplatesCommand {
-    /// Write every template of TENANT (every locale) to an .xlsx workbook.
+    /// Write every template of TENANT (every locale, channel and version) to an .xlsx workbook.
     Export {
         #[arg(long)]
         tenant: String,
@@ -23,7 +23,8 @@ pub enum TemplatesCommand {
         out: PathBuf,
     },
     /// Create or replace TENANT's templates from an .xlsx workbook (sheet `templates`, columns
-    /// template_id, locale, title, body, action_url).
+    /// template_id, locale, channel, version, title, body, action_url; a row without a version
+    /// is the template's next version, a row without a channel serves every channel).
     Import {
         #[arg(long)]
         tenant: String,
@@ -74,7 +75,7 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
                 ));
             }
             let bytes = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
-            let (good, refused) = workbook::read(&bytes, &tenant)
+            let (mut good, refused) = workbook::read(&bytes, &tenant)
                 .with_context(|| format!("{}: nothing imported", file.display()))?;
             if let Some(path) = &errors {
                 std::fs::write(path, workbook::errors_csv(&refused))
@@ -92,6 +93,7 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
                     good.len()
                 );
             }
+            workbook::assign_versions(&mut good, &store.templates_of(&tenant).await?);
             // In chunks: one store transaction each, and progress between them.
             let mut done = 0;
             for chunk in good.chunks(IMPORT_CHUNK) {

@@ -1,10 +1,13 @@
 //! Templates as a spreadsheet, pure: one sheet `templates` with the columns [`COLUMNS`], one row
-//! per template and locale, written with rust_xlsxwriter and read back with calamine. Reading
-//! refuses a file that is not a workbook, too large, a zip bomb (entries whose declared size or
-//! compression ratio is out of bounds, checked before anything is unpacked), without the sheet
-//! or with other columns; then checks every row (text cells only, no formulas, each template's
-//! names, sizes and syntax, no (id, locale) twice) and answers the good rows and the errors by
-//! row. Export → import → export gives the same rows.
+//! per template, locale, channel (empty: every channel) and version, written with
+//! rust_xlsxwriter and read back with calamine. Reading refuses a file that is not a workbook,
+//! too large, a zip bomb (entries whose declared size or compression ratio is out of bounds,
+//! checked before anything is unpacked), without the sheet or with other columns (the columns
+//! before versions, [`LEGACY_COLUMNS`], are read too); then checks every row (text cells only
+//! but a whole-number version, no formulas, each template's names, sizes and syntax, no
+//! variant twice) and answers the good rows and the errors by row. A row without a version is
+//! version 0 here: the importer makes it the template's next version. Export → import → export
+//! gives the same rows.
 
 use std::io::{Cursor, Read, Seek};
 
@@ -15,7 +18,18 @@ use herald_templates::{Parts, check};
 /// The sheet.
 pub const SHEET: &str = "templates";
 /// Its columns, in this order, on the first row.
-pub const COLUMNS: [&str; 5] = ["template_id", "locale", "title", "body", "action_url"];
+pub const COLUMNS: [&str; 7] = [
+    "template_id",
+    "locale",
+    "channel",
+    "version",
+    "title",
+    "body",
+    "action_url",
+];
+/// The columns of workbooks made before versions and channels: every row is then a new version
+/// for every channel.
+pub const LEGACY_COLUMNS: [&str; 5] = ["template_id", "locale", "title", "body", "action_url"];
 /// The largest file read.
 pub const MAX_FILE_BYTES: usize = 20 << 20;
 /// The largest an entry of the file may unpack to, and all of them together.
@@ -74,9 +88,12 @@ pub fn write(templates: &[TemplateRecord]) -> Result<Vec<u8>, WorkbookError> {
         sheet.write_string(0, col, name).map_err(err)?;
     }
     for (row, t) in (1u32..).zip(templates) {
+        let version = t.version.to_string();
         let cells = [
             t.template_id.as_str(),
             t.locale.as_str(),
+            t.channel.map_or("", herald_schemas::Channel::as_str),
+            version.as_str(),
             t.title.as_str(),
             t.body.as_str(),
             t.action_url.as_deref().unwrap_or_default(),
@@ -126,6 +143,17 @@ fn text(cell: &Data) -> Result<String, String> {
     }
 }
 
+/// A version cell: text, or a whole number (a spreadsheet turns `3` into one), as text.
+fn version_text(cell: &Data) -> Result<String, String> {
+    match cell {
+        Data::Float(f) if f.fract() == 0.0 && *f >= 1.0 && *f <= f64::from(u32::MAX) => {
+            Ok(format!("{f:.0}"))
+        }
+        Data::Int(i) => Ok(i.to_string()),
+        other => text(other),
+    }
+}
+
 /// The templates of `bytes` for `tenant`, and the rows refused. A whole-file problem is an
 /// error; row problems are listed (the caller decides whether to apply the good rows).
 pub fn read(
@@ -168,7 +196,12 @@ fn read_book<R: Read + Seek>(
         .copied()
         .take_while(|h| !h.is_empty())
         .collect();
-    if trimmed != COLUMNS {
+    let columns: &[&str] = if trimmed == LEGACY_COLUMNS {
+        &LEGACY_COLUMNS
+    } else {
+        &COLUMNS
+    };
+    if trimmed != columns {
         let missing: Vec<&str> = COLUMNS
             .iter()
             .copied()
@@ -207,14 +240,22 @@ fn read_book<R: Read + Seek>(
             refuse("", "formulas are not accepted: give the text itself".into());
             continue;
         }
-        let mut values = Vec::with_capacity(COLUMNS.len());
+        // By name, so a legacy row reads as a row without channel and version.
+        let mut values: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
         let mut bad = false;
-        for (column, cell) in COLUMNS
+        for (column, cell) in columns
             .iter()
             .zip(cells.iter().chain(std::iter::repeat(&Data::Empty)))
         {
-            match text(cell) {
-                Ok(v) => values.push(v),
+            let value = if *column == "version" {
+                version_text(cell)
+            } else {
+                text(cell)
+            };
+            match value {
+                Ok(v) => {
+                    values.insert(column, v);
+                }
                 Err(e) => {
                     refuse(column, e);
                     bad = true;
@@ -225,32 +266,97 @@ fn read_book<R: Read + Seek>(
         if bad {
             continue;
         }
+        let mut take = |column: &str| values.remove(column).unwrap_or_default();
+        let (id, locale, channel, version) = (
+            take("template_id"),
+            take("locale"),
+            take("channel"),
+            take("version"),
+        );
+        let (title, body, action_url) = (take("title"), take("body"), take("action_url"));
         let parts = Parts {
-            template_id: &values[0],
-            locale: &values[1],
-            title: &values[2],
-            body: &values[3],
-            action_url: &values[4],
+            template_id: &id,
+            locale: &locale,
+            title: &title,
+            body: &body,
+            action_url: &action_url,
         };
         if let Err(r) = check(parts) {
             refuse(r.field, r.why);
             continue;
         }
-        if !seen.insert((values[0].clone(), values[1].clone())) {
-            refuse("", format!("{} in {} is given twice", values[0], values[1]));
+        let channel = match channel.as_str() {
+            "" => None,
+            name => match herald_schemas::Channel::parse(name) {
+                Some(c) => Some(c),
+                None => {
+                    refuse(
+                        "channel",
+                        format!(
+                            "{name:?} is not a channel (empty for every channel, or one of \
+                             in_app, push_apns, push_fcm, sms, email, webhook)"
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        let version: u32 = match version.as_str() {
+            "" => 0,
+            v => match v.parse::<u32>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    refuse(
+                        "version",
+                        format!("{v:?} is not a version (1, 2, …, or empty)"),
+                    );
+                    continue;
+                }
+            },
+        };
+        let variant = format!(
+            "{id} in {locale} for {} at {}",
+            channel.map_or("every channel", herald_schemas::Channel::as_str),
+            if version == 0 {
+                "the next version".to_owned()
+            } else {
+                format!("version {version}")
+            }
+        );
+        if !seen.insert(variant.clone()) {
+            refuse("", format!("{variant} is given twice"));
             continue;
         }
-        let action_url = std::mem::take(&mut values[4]);
         good.push(TemplateRecord {
             tenant: tenant.to_owned(),
-            template_id: std::mem::take(&mut values[0]),
-            locale: std::mem::take(&mut values[1]),
-            title: std::mem::take(&mut values[2]),
-            body: std::mem::take(&mut values[3]),
+            template_id: id,
+            locale,
+            channel,
+            version,
+            title,
+            body,
             action_url: (!action_url.is_empty()).then_some(action_url),
         });
     }
     Ok((good, errors))
+}
+
+/// Gives the rows read without a version (0) their template's next version: one more than
+/// any version of that template stored (`existing`) or named in the file, the same for every
+/// such row of the template (they are one new upload of it).
+pub fn assign_versions(rows: &mut [TemplateRecord], existing: &[TemplateRecord]) {
+    let mut latest: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for t in existing.iter().chain(rows.iter()) {
+        let v = latest.entry(t.template_id.as_str()).or_default();
+        *v = (*v).max(t.version);
+    }
+    let next: std::collections::HashMap<String, u32> = latest
+        .into_iter()
+        .map(|(id, v)| (id.to_owned(), v.saturating_add(1)))
+        .collect();
+    for t in rows.iter_mut().filter(|t| t.version == 0) {
+        t.version = next.get(&t.template_id).copied().unwrap_or(1);
+    }
 }
 
 /// The refused rows as CSV (`row,column,error`), for the caller to fix them in the workbook.

@@ -99,6 +99,7 @@ mod tests {
                 template_id: "sale".into(),
                 locale: String::new(),
                 variables: [("season".to_owned(), "spring".to_owned())].into(),
+                version: 0,
             })),
             recipients: users
                 .iter()

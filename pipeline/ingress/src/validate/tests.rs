@@ -216,6 +216,7 @@ fn each_bad_field_is_named() {
             template_id: id.into(),
             locale: locale.into(),
             variables: Default::default(),
+            version: 0,
         }))
     };
     assert_eq!(
@@ -298,6 +299,7 @@ fn limits_are_inclusive() {
             template_id: "welcome".into(),
             locale: String::new(),
             variables: (0..n).map(|i| (format!("v{i}"), "x".into())).collect(),
+            version: 0,
         })),
         ..valid()
     };
@@ -366,6 +368,7 @@ fn valid_request() -> impl Strategy<Value = SendNotificationRequest> {
                 template_id,
                 locale,
                 variables,
+                version: 0,
             })
         });
     (

@@ -36,13 +36,13 @@ impl Default for CacheConfig {
 }
 
 type ProfileKey = (String, String);
-type TemplateKey = (String, String, String);
+type TemplateKey = (String, String);
 
 /// The store's reads enrich makes, cached.
 pub struct Lookups {
     store: Arc<dyn Store>,
     profiles: Option<Cache<ProfileKey, RecipientProfile>>,
-    templates: Option<Cache<TemplateKey, Option<TemplateRecord>>>,
+    templates: Option<Cache<TemplateKey, Arc<Vec<TemplateRecord>>>>,
     generation: AtomicU64,
 }
 
@@ -81,18 +81,18 @@ impl Lookups {
         self.through(self.profiles.as_ref(), key, load).await
     }
 
-    /// A template in `locale` or its fallback ([`Store::template`]); `None` is cached too.
+    /// Every variant of a template ([`Store::template_variants`]); none (no such template) is
+    /// cached too.
     pub async fn template(
         &self,
         tenant: &str,
         template_id: &str,
-        locale: Option<&str>,
-    ) -> Result<Option<TemplateRecord>, StoreError> {
-        let load = self.store.template(tenant, template_id, locale);
-        let key = || {
-            let locale = locale.unwrap_or_default();
-            (tenant.to_owned(), template_id.to_owned(), locale.to_owned())
+    ) -> Result<Arc<Vec<TemplateRecord>>, StoreError> {
+        let load = async {
+            let variants = self.store.template_variants(tenant, template_id).await?;
+            Ok(Arc::new(variants))
         };
+        let key = || (tenant.to_owned(), template_id.to_owned());
         self.through(self.templates.as_ref(), key, load).await
     }
 
@@ -137,10 +137,12 @@ impl Lookups {
             ChangeKind::Template => {
                 if let Some(cache) = &self.templates {
                     let (tenant, id) = (change.tenant.clone(), change.id.clone());
-                    // Only fails without support_invalidation_closures, set above.
-                    let all = id == herald_schemas::ALL_TEMPLATES;
-                    let _ = cache
-                        .invalidate_entries_if(move |k, _| k.0 == tenant && (all || k.1 == id));
+                    if id == herald_schemas::ALL_TEMPLATES {
+                        // Only fails without support_invalidation_closures, set above.
+                        let _ = cache.invalidate_entries_if(move |k, _| k.0 == tenant);
+                    } else {
+                        cache.invalidate(&(tenant, id));
+                    }
                 }
             }
         }
@@ -181,6 +183,8 @@ mod tests {
             title: title.into(),
             body: "b".into(),
             action_url: None,
+            channel: None,
+            version: 1,
         }
     }
 
@@ -223,11 +227,9 @@ mod tests {
         let read = |id: &'static str, locale: &'static str| {
             let l = &l;
             async move {
-                l.template("t", id, Some(locale))
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .title
+                let variants = l.template("t", id).await.unwrap();
+                let chosen = herald_store::variants::choose(&variants, Some(locale), None);
+                chosen.unwrap().generic().unwrap().title.clone()
             }
         };
         for (id, locale) in [("a", "en"), ("a", "de"), ("b", "en")] {
@@ -252,14 +254,14 @@ mod tests {
     #[tokio::test]
     async fn a_missing_template_is_cached_as_missing_until_told() {
         let (_dir, l) = lookups(CacheConfig::default()).await;
-        assert_eq!(l.template("t", "late", None).await.unwrap(), None);
+        assert!(l.template("t", "late").await.unwrap().is_empty());
         l.store()
             .put_template(&template("t", "late", "en", "x"))
             .await
             .unwrap();
-        assert_eq!(l.template("t", "late", None).await.unwrap(), None);
+        assert!(l.template("t", "late").await.unwrap().is_empty());
         l.forget(&change(ChangeKind::Template, "t", "late"));
-        assert!(l.template("t", "late", None).await.unwrap().is_some());
+        assert_eq!(l.template("t", "late").await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use herald_schemas::{
     Channel, ChannelContent, DeliveryResult, DeliveryState, NotificationEnriched,
     NotificationRequested,
 };
-use herald_store::{QuietHours, QuietHoursError, RecipientProfile, TemplateRecord};
+use herald_store::{QuietHours, QuietHoursError, RecipientProfile, TemplateRecord, variants};
 
 use herald_templates::{RenderError, render};
 
@@ -22,10 +22,123 @@ use crate::{Subject, result_for};
 pub enum TemplateLookup<'a> {
     /// The request carries inline content.
     NotNeeded,
-    /// Found, in the requested locale or a fallback.
-    Found(&'a TemplateRecord),
+    /// Found: every variant of it (locale × channel × version), from which the request's locale,
+    /// pinned version and each channel pick ([`herald_store::variants::choose`]).
+    Found(&'a [TemplateRecord]),
     /// No such template for this tenant.
     Missing,
+}
+
+/// Title, body and action URL of one channel's message.
+type Content = (String, String, Option<String>);
+
+/// Why a channel gets no content: the state to record and the reason.
+type NoContent = (DeliveryState, String);
+
+/// Renders `t` with `variables`, bounded.
+fn rendered(
+    t: &TemplateRecord,
+    variables: &std::collections::HashMap<String, String>,
+) -> Result<Content, NoContent> {
+    let failed = |reason: String| (DeliveryState::Failed, reason);
+    let part = |text: &str| render(text, variables, MAX_CONTENT_BYTES);
+    match (part(&t.title), part(&t.body)) {
+        (Ok(title), Ok(body)) => Ok((title, body, t.action_url.clone())),
+        (Err(RenderError::Missing(missing)), _) | (_, Err(RenderError::Missing(missing))) => {
+            Err(failed(format!(
+                "template {:?} needs variable {missing:?}, which the request does not give",
+                t.template_id
+            )))
+        }
+        (Err(RenderError::TooLong(max)), _) | (_, Err(RenderError::TooLong(max))) => {
+            Err(failed(format!(
+                "template {:?} rendered with the request's variables is longer than {max} bytes",
+                t.template_id
+            )))
+        }
+        (Err(RenderError::Invalid(why)), _) | (_, Err(RenderError::Invalid(why))) => Err(failed(
+            format!("template {:?} cannot be rendered: {why}", t.template_id),
+        )),
+    }
+}
+
+/// Where each channel's content comes from.
+enum Source<'a> {
+    Inline(Content),
+    Template(
+        variants::Chosen<'a>,
+        &'a std::collections::HashMap<String, String>,
+    ),
+    /// Every channel gets this state and reason.
+    None(NoContent),
+}
+
+impl Source<'_> {
+    fn content_for(&self, channel: Channel) -> Result<Content, NoContent> {
+        let content = match self {
+            Source::Inline(content) => content.clone(),
+            Source::None(why) => return Err(why.clone()),
+            Source::Template(chosen, variables) => {
+                let Some(t) = chosen.for_channel(channel) else {
+                    return Err((
+                        DeliveryState::Failed,
+                        format!(
+                            "the template has no variant for {} in locale {:?}",
+                            channel.as_str(),
+                            chosen.locale
+                        ),
+                    ));
+                };
+                rendered(t, variables)?
+            }
+        };
+        let size = content.0.len() + content.1.len() + content.2.as_ref().map_or(0, String::len);
+        if size > MAX_CONTENT_BYTES {
+            return Err((
+                DeliveryState::Failed,
+                format!(
+                    "the content is {size} bytes, more than the {MAX_CONTENT_BYTES} a \
+                     notification may carry"
+                ),
+            ));
+        }
+        Ok(content)
+    }
+}
+
+fn source<'a>(request: &'a NotificationRequested, template: TemplateLookup<'a>) -> Source<'a> {
+    match (template, &request.inline, &request.template) {
+        (TemplateLookup::Found(variants), _, Some(r)) => {
+            let version = r.version.and_then(|v| u32::try_from(v).ok());
+            match variants::choose(variants, r.locale.as_deref(), version) {
+                Some(chosen) => Source::Template(chosen, &r.variables),
+                None => Source::None((
+                    DeliveryState::Failed,
+                    format!(
+                        "template {:?} has no version {} or earlier",
+                        r.template_id,
+                        version.unwrap_or_default()
+                    ),
+                )),
+            }
+        }
+        (TemplateLookup::Missing, _, r) | (TemplateLookup::Found(_), _, r @ None) => {
+            let id = r.as_ref().map_or("", |r| r.template_id.as_str());
+            Source::None((
+                DeliveryState::Suppressed,
+                format!("template {id:?} not found for tenant {:?}", request.tenant),
+            ))
+        }
+        (TemplateLookup::NotNeeded, Some(inline), _) => Source::Inline((
+            inline.title.clone(),
+            inline.body.clone(),
+            inline.action_url.clone(),
+        )),
+        (TemplateLookup::NotNeeded, None, _) => Source::None((
+            DeliveryState::Failed,
+            "request has neither a template nor inline content".to_owned(),
+        )),
+    }
 }
 
 /// What enrich emits for one request.
@@ -138,66 +251,6 @@ pub fn enrich(
         category: &request.category,
     };
     let channels = wanted_channels(request, profile);
-    let suppress = |channels: &[Channel], state, reason: String| Enrichment {
-        enriched: None,
-        results: channels
-            .iter()
-            .map(|c| result_for(subject, Some(*c), state, Some(reason.clone()), now_ms))
-            .collect(),
-    };
-
-    let content = match (template, &request.inline, &request.template) {
-        (TemplateLookup::Found(t), _, Some(r)) => {
-            match (
-                render(&t.title, &r.variables, MAX_CONTENT_BYTES),
-                render(&t.body, &r.variables, MAX_CONTENT_BYTES),
-            ) {
-                (Ok(title), Ok(body)) => (title, body, t.action_url.clone()),
-                (Err(RenderError::Missing(missing)), _)
-                | (_, Err(RenderError::Missing(missing))) => {
-                    let reason = format!(
-                        "template {:?} needs variable {missing:?}, which the request does not give",
-                        t.template_id
-                    );
-                    return suppress(&channels, DeliveryState::Failed, reason);
-                }
-                (Err(RenderError::TooLong(max)), _) | (_, Err(RenderError::TooLong(max))) => {
-                    let reason = format!(
-                        "template {:?} rendered with the request's variables is longer than \
-                         {max} bytes",
-                        t.template_id
-                    );
-                    return suppress(&channels, DeliveryState::Failed, reason);
-                }
-                (Err(RenderError::Invalid(why)), _) | (_, Err(RenderError::Invalid(why))) => {
-                    let reason = format!("template {:?} cannot be rendered: {why}", t.template_id);
-                    return suppress(&channels, DeliveryState::Failed, reason);
-                }
-            }
-        }
-        (TemplateLookup::Missing, _, r) => {
-            let id = r.as_ref().map_or("", |r| r.template_id.as_str());
-            let reason = format!("template {id:?} not found for tenant {:?}", request.tenant);
-            return suppress(&channels, DeliveryState::Suppressed, reason);
-        }
-        (_, Some(inline), _) => (
-            inline.title.clone(),
-            inline.body.clone(),
-            inline.action_url.clone(),
-        ),
-        _ => {
-            let reason = "request has neither a template nor inline content".to_owned();
-            return suppress(&channels, DeliveryState::Failed, reason);
-        }
-    };
-
-    let size = content.0.len() + content.1.len() + content.2.as_ref().map_or(0, String::len);
-    if size > MAX_CONTENT_BYTES {
-        let reason = format!(
-            "the content is {size} bytes, more than the {MAX_CONTENT_BYTES} a notification may carry"
-        );
-        return suppress(&channels, DeliveryState::Failed, reason);
-    }
     let mut out = Enrichment::default();
     if channels.is_empty() {
         out.results.push(result_for(
@@ -209,8 +262,22 @@ pub fn enrich(
         ));
         return out;
     }
+    let source = source(request, template);
     let mut deliveries = Vec::new();
     for channel in channels {
+        let content = match source.content_for(channel) {
+            Ok(content) => content,
+            Err((state, reason)) => {
+                out.results.push(result_for(
+                    subject,
+                    Some(channel),
+                    state,
+                    Some(reason),
+                    now_ms,
+                ));
+                continue;
+            }
+        };
         let address = if channel == Channel::InApp {
             Some(request.recipient_user_id.clone())
         } else {
@@ -230,12 +297,13 @@ pub fn enrich(
             }
             None => format!("recipient has no {} contact", channel.as_str()),
             Some(address) => {
+                let (title, body, action_url) = content;
                 deliveries.push(ChannelContent {
                     channel,
                     address,
-                    title: content.0.clone(),
-                    body: content.1.clone(),
-                    action_url: content.2.clone(),
+                    title,
+                    body,
+                    action_url,
                 });
                 continue;
             }

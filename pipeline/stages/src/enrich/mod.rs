@@ -95,18 +95,18 @@ impl Processor for EnrichProcessor {
                 "the recipient's quiet hours cannot be used; delivering now"
             ),
         }
-        let template = match &request.template {
+        let variants = match &request.template {
             Some(t) => {
                 self.lookups
-                    .template(&request.tenant, &t.template_id, t.locale.as_deref())
+                    .template(&request.tenant, &t.template_id)
                     .await?
             }
-            None => None,
+            None => Arc::default(),
         };
-        let lookup = match (&request.template, &template) {
-            (None, _) => TemplateLookup::NotNeeded,
-            (Some(_), Some(found)) => TemplateLookup::Found(found),
-            (Some(_), None) => TemplateLookup::Missing,
+        let lookup = match &request.template {
+            None => TemplateLookup::NotNeeded,
+            Some(_) if variants.is_empty() => TemplateLookup::Missing,
+            Some(_) => TemplateLookup::Found(&variants),
         };
         let result = enrich(&request, &profile, lookup, input.timestamp_ms);
         let (tenant, user) = (&request.tenant, &request.recipient_user_id);

@@ -11,6 +11,16 @@ use crate::store::Inner;
 use crate::tiers::Tier;
 
 type TemplateRow = (String, String, String, String, String, Option<String>);
+type VariantRow = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+    String,
+    Option<String>,
+);
 
 impl Inner {
     pub(crate) async fn recipient_profile(
@@ -176,41 +186,65 @@ impl Inner {
         .await
     }
 
-    /// Reads every locale of the template (one partition) and picks: the exact locale, then
-    /// the bare language (`pt` for `pt-BR`), then the first locale in order.
-    pub(crate) async fn template(
+    /// Every variant of a template (one partition of each table): `template_versions`, and
+    /// the rows written before versions existed as version 1 for every channel unless that
+    /// variant was written again since. Sorted by locale, channel, version.
+    pub(crate) async fn template_variants(
         &self,
         tenant: &str,
         template_id: &str,
-        locale: Option<&str>,
-    ) -> Result<Option<TemplateRecord>> {
-        let templates = self.locales_of(tenant, template_id).await?;
-        Ok(pick_locale(templates, locale))
-    }
-
-    /// A template's locales, sorted by name.
-    async fn locales_of(&self, tenant: &str, template_id: &str) -> Result<Vec<TemplateRecord>> {
-        let rows: Vec<TemplateRow> = all(
-            &self.session,
-            &self.st.shared.select_templates,
-            (tenant, template_id),
-        )
-        .await?;
-        let mut templates: Vec<TemplateRecord> = rows
+    ) -> Result<Vec<TemplateRecord>> {
+        let st = &self.st.shared;
+        let key = (tenant, template_id);
+        let (rows, legacy): (Vec<VariantRow>, Vec<TemplateRow>) = futures::try_join!(
+            all(&self.session, &st.select_template_versions, key),
+            all(&self.session, &st.select_templates, key),
+        )?;
+        let mut variants = rows
             .into_iter()
             .map(
-                |(tenant, template_id, locale, title, body, action_url)| TemplateRecord {
+                |(tenant, template_id, locale, channel, version, title, body, action_url)| {
+                    Ok(TemplateRecord {
+                        tenant,
+                        template_id,
+                        locale,
+                        channel: match channel.as_str() {
+                            "" => None,
+                            c => Some(codec::channel(c)?),
+                        },
+                        version: u32::try_from(version).map_err(|_| {
+                            crate::Error::Decode(format!("template version {version}"))
+                        })?,
+                        title,
+                        body,
+                        action_url,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        for (tenant, template_id, locale, title, body, action_url) in legacy {
+            let replaced = variants
+                .iter()
+                .any(|v| v.locale == locale && v.channel.is_none() && v.version == 1);
+            if !replaced {
+                variants.push(TemplateRecord {
                     tenant,
                     template_id,
                     locale,
+                    channel: None,
+                    version: 1,
                     title,
                     body,
                     action_url,
-                },
-            )
-            .collect();
-        templates.sort_by(|a, b| a.locale.cmp(&b.locale));
-        Ok(templates)
+                });
+            }
+        }
+        variants.sort_by(|a, b| {
+            let key =
+                |t: &TemplateRecord| (t.locale.clone(), t.channel.map(Channel::as_str), t.version);
+            key(a).cmp(&key(b))
+        });
+        Ok(variants)
     }
 
     pub(crate) async fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
@@ -223,16 +257,20 @@ impl Inner {
         ids.sort();
         let mut all_templates = Vec::new();
         for (id,) in ids {
-            all_templates.extend(self.locales_of(tenant, &id).await?);
+            all_templates.extend(self.template_variants(tenant, &id).await?);
         }
         Ok(all_templates)
     }
 
     pub(crate) async fn put_template(&self, t: &TemplateRecord) -> Result<()> {
+        let version = i32::try_from(t.version)
+            .map_err(|_| crate::Error::Decode(format!("template version {}", t.version)))?;
         let values = (
             t.tenant.as_str(),
             t.template_id.as_str(),
             t.locale.as_str(),
+            t.channel.map_or("", Channel::as_str),
+            version,
             t.title.as_str(),
             t.body.as_str(),
             t.action_url.as_deref(),
@@ -240,50 +278,5 @@ impl Inner {
         exec(&self.session, &self.st.shared.insert_template, values).await?;
         let id = (t.tenant.as_str(), t.template_id.as_str());
         exec(&self.session, &self.st.shared.insert_template_id, id).await
-    }
-}
-
-/// The locale fallback, over a template's locales sorted by name.
-fn pick_locale(templates: Vec<TemplateRecord>, locale: Option<&str>) -> Option<TemplateRecord> {
-    let wanted = locale.unwrap_or_default();
-    let language = wanted.split(['-', '_']).next().unwrap_or_default();
-    let rank = |t: &TemplateRecord| {
-        if t.locale == wanted {
-            0
-        } else if t.locale == language {
-            1
-        } else {
-            2
-        }
-    };
-    // min_by_key keeps the first of equal ranks: the first locale in order.
-    templates.into_iter().min_by_key(rank)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(locale: &str) -> TemplateRecord {
-        TemplateRecord {
-            tenant: "t".into(),
-            template_id: "w".into(),
-            locale: locale.into(),
-            title: locale.into(),
-            body: String::new(),
-            action_url: None,
-        }
-    }
-
-    #[test]
-    fn locale_fallback() {
-        let all = || vec![t("de"), t("en"), t("pt-BR")];
-        let pick = |l| pick_locale(all(), l).map(|t| t.locale);
-        assert_eq!(pick(Some("pt-BR")).as_deref(), Some("pt-BR"));
-        assert_eq!(pick(Some("en-GB")).as_deref(), Some("en"));
-        assert_eq!(pick(Some("en_US")).as_deref(), Some("en"));
-        assert_eq!(pick(Some("fr")).as_deref(), Some("de"), "the first locale");
-        assert_eq!(pick(None).as_deref(), Some("de"));
-        assert_eq!(pick_locale(vec![], Some("en")), None);
     }
 }

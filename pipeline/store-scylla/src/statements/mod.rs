@@ -77,7 +77,10 @@ pub(crate) struct HotStatements {
     /// Erasure: a recipient's whole partition of each.
     pub delete_contacts_of: PreparedStatement,
     pub delete_opt_outs_of: PreparedStatement,
+    /// A variant, into `template_versions`.
     pub insert_template: PreparedStatement,
+    pub select_template_versions: PreparedStatement,
+    /// Templates written before versions (migration 0010): read as version 1.
     pub select_templates: PreparedStatement,
     pub insert_template_id: PreparedStatement,
     pub select_template_ids: PreparedStatement,
@@ -328,8 +331,14 @@ impl Preparer<'_> {
             )
             .await?,
             insert_template: p(
-                "INSERT INTO {hot}.templates (tenant, template_id, locale, title, \
-                 body, action_url) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {hot}.template_versions (tenant, template_id, locale, channel, \
+                 version, title, body, action_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    .into(),
+            )
+            .await?,
+            select_template_versions: p(
+                "SELECT tenant, template_id, locale, channel, version, title, body, action_url \
+                 FROM {hot}.template_versions WHERE tenant = ? AND template_id = ?"
                     .into(),
             )
             .await?,

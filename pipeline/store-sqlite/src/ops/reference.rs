@@ -6,7 +6,7 @@ use herald_schemas::Channel;
 use herald_store::{Contact, Erasure, QuietHours, RecipientProfile, TemplateRecord};
 use rusqlite::{OptionalExtension, params};
 
-use crate::codec::{template_row, text_enum};
+use crate::codec::{TEMPLATE_COLUMNS, template_row, text_enum};
 use crate::error::Result;
 use crate::files::lock;
 use crate::store::Inner;
@@ -177,34 +177,25 @@ impl Inner {
         Ok(())
     }
 
-    /// The template in `locale` (empty: none asked for), else in its bare language, else in the
-    /// template's first locale.
-    pub(crate) fn template(
-        &self,
-        tenant: &str,
-        id: &str,
-        locale: &str,
-    ) -> Result<Option<TemplateRecord>> {
-        let language = locale.split(['-', '_']).next().unwrap_or_default();
+    /// Every variant of one template.
+    pub(crate) fn template_variants(&self, tenant: &str, id: &str) -> Result<Vec<TemplateRecord>> {
         Ok(self
             .main()?
-            .prepare_cached(
-                "SELECT tenant, template_id, locale, title, body, action_url FROM templates
-                 WHERE tenant = ?1 AND template_id = ?2
-                 ORDER BY CASE WHEN locale = ?3 THEN 0 WHEN locale = ?4 THEN 1 ELSE 2 END, locale
-                 LIMIT 1",
-            )?
-            .query_row(params![tenant, id, locale, language], template_row)
-            .optional()?)
+            .prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM template_versions
+                 WHERE tenant = ?1 AND template_id = ?2 ORDER BY locale, channel, version"
+            ))?
+            .query_map(params![tenant, id], template_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     pub(crate) fn templates_of(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
         Ok(self
             .main()?
-            .prepare_cached(
-                "SELECT tenant, template_id, locale, title, body, action_url FROM templates
-                 WHERE tenant = ?1 ORDER BY template_id, locale",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM template_versions
+                 WHERE tenant = ?1 ORDER BY template_id, locale, channel, version"
+            ))?
             .query_map(params![tenant], template_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -218,17 +209,19 @@ impl Inner {
         let mut c = self.main()?;
         let tx = c.transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO templates (tenant, template_id, locale, title, body, action_url)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (tenant, template_id, locale) DO UPDATE SET title = excluded.title,
-                     body = excluded.body, action_url = excluded.action_url",
-            )?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO template_versions ({TEMPLATE_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT DO UPDATE SET title = excluded.title,
+                     body = excluded.body, action_url = excluded.action_url"
+            ))?;
             for t in templates {
                 insert.execute(params![
                     t.tenant,
                     t.template_id,
                     t.locale,
+                    t.channel.map_or("", Channel::as_str),
+                    t.version,
                     t.title,
                     t.body,
                     t.action_url

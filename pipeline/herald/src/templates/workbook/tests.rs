@@ -10,6 +10,8 @@ fn template(id: &str, locale: &str, body: &str) -> TemplateRecord {
         title: format!("{id} title"),
         body: body.into(),
         action_url: (id == "b").then(|| "https://acme.example/{{ order }}".to_owned()),
+        channel: None,
+        version: 1,
     }
 }
 
@@ -48,6 +50,11 @@ fn texts(cells: &[&str]) -> Vec<Cell> {
 fn export_import_export_gives_the_same_rows() {
     let templates = vec![
         template("a", "en", "Hi {{ name }}"),
+        TemplateRecord {
+            channel: Some(herald_schemas::Channel::Sms),
+            version: 2,
+            ..template("a", "en", "Hi {{ name }} (SMS)")
+        },
         template("a", "pt-BR", "Olá {{ name }} ✓"),
         template("b", "en", "{% if vip %}Dear{% endif %} {{ name }}"),
     ];
@@ -57,6 +64,84 @@ fn export_import_export_gives_the_same_rows() {
     assert_eq!(read_back, templates);
     let second = write(&read_back).unwrap();
     assert_eq!(read(&second, "acme").unwrap().0, templates);
+}
+
+#[test]
+fn channels_and_versions_are_read_and_checked() {
+    let rows = vec![
+        texts(&["code", "en", "", "1", "Code", "{{ code }}", ""]),
+        texts(&["code", "en", "sms", "2", "", "{{ code }} is your code", ""]),
+        vec![
+            Cell::Text("code".into()),
+            Cell::Text("de".into()),
+            Cell::Text(String::new()),
+            Cell::Number(3.0),
+            Cell::Text("Code".into()),
+            Cell::Text("{{ code }}".into()),
+        ],
+        texts(&["code", "fr", "", "", "Code", "{{ code }}", ""]),
+        texts(&["code", "en", "pager", "1", "t", "b", ""]),
+        texts(&["code", "en", "", "0", "t", "b", ""]),
+        texts(&["code", "en", "", "v2", "t", "b", ""]),
+        texts(&["code", "en", "sms", "2", "t", "b", ""]),
+    ];
+    let (good, errors) = read(&book(&COLUMNS, &rows), "acme").unwrap();
+    let variants: Vec<(&str, Option<herald_schemas::Channel>, u32)> = good
+        .iter()
+        .map(|t| (t.locale.as_str(), t.channel, t.version))
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            ("en", None, 1),
+            ("en", Some(herald_schemas::Channel::Sms), 2),
+            ("de", None, 3),
+            ("fr", None, 0),
+        ]
+    );
+    let by_row: Vec<(usize, &str)> = errors.iter().map(|e| (e.row, e.column.as_str())).collect();
+    assert_eq!(
+        by_row,
+        [(6, "channel"), (7, "version"), (8, "version"), (9, "")],
+        "{errors:?}"
+    );
+    assert!(errors[3].error.contains("twice"), "{errors:?}");
+}
+
+#[test]
+fn rows_without_a_version_become_the_next_one_of_their_template() {
+    let stored = vec![
+        TemplateRecord {
+            version: 4,
+            ..template("a", "en", "x")
+        },
+        template("b", "en", "x"),
+    ];
+    let mut rows = vec![
+        TemplateRecord {
+            version: 0,
+            ..template("a", "en", "y")
+        },
+        TemplateRecord {
+            version: 0,
+            ..template("a", "de", "y")
+        },
+        TemplateRecord {
+            version: 0,
+            ..template("c", "en", "y")
+        },
+        TemplateRecord {
+            version: 7,
+            ..template("b", "en", "y")
+        },
+        TemplateRecord {
+            version: 0,
+            ..template("b", "de", "y")
+        },
+    ];
+    assign_versions(&mut rows, &stored);
+    let versions: Vec<u32> = rows.iter().map(|t| t.version).collect();
+    assert_eq!(versions, [5, 5, 1, 7, 8]);
 }
 
 #[test]
@@ -81,10 +166,12 @@ fn bad_rows_are_named_and_good_ones_kept() {
         texts(&["ok", "en", "again", "b", ""]),
         texts(&["huge", "en", "t", &long, ""]),
     ];
-    let bytes = book(&COLUMNS, &rows);
+    // A workbook of before versions: every row a new version for every channel.
+    let bytes = book(&LEGACY_COLUMNS, &rows);
     let (good, errors) = read(&bytes, "acme").unwrap();
     assert_eq!(good.len(), 1);
     assert_eq!(good[0].template_id, "ok");
+    assert_eq!((good[0].channel, good[0].version), (None, 0));
     let by_row: Vec<(usize, &str)> = errors.iter().map(|e| (e.row, e.column.as_str())).collect();
     assert_eq!(
         by_row,

@@ -117,6 +117,7 @@ fn templated(vars: &[(&str, &str)]) -> NotificationRequested {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<HashMap<_, _>>(),
+            version: None,
         }),
         ..request()
     }
@@ -130,6 +131,8 @@ fn template() -> TemplateRecord {
         title: "Order {{order}}".into(),
         body: "Hi {{name}}, order {{order}} shipped".into(),
         action_url: Some("https://acme.example/o".into()),
+        channel: None,
+        version: 1,
     }
 }
 
@@ -139,7 +142,7 @@ fn templates_render_per_channel() {
     let e = enrich(
         &templated(&[("order", "42"), ("name", "Ana")]),
         &profile(),
-        TemplateLookup::Found(&t),
+        TemplateLookup::Found(std::slice::from_ref(&t)),
         1,
     );
     let enriched = e.enriched.expect("enriched");
@@ -148,6 +151,78 @@ fn templates_render_per_channel() {
         assert_eq!(d.body, "Hi Ana, order 42 shipped");
         assert_eq!(d.action_url.as_deref(), Some("https://acme.example/o"));
     }
+}
+
+#[test]
+fn each_channel_renders_its_own_variant_else_the_every_channel_one() {
+    let email_v1 = template();
+    let sms_v2 = TemplateRecord {
+        channel: Some(Channel::Sms),
+        version: 2,
+        title: String::new(),
+        body: "{{order}} shipped".into(),
+        ..template()
+    };
+    let variants = [email_v1, sms_v2];
+    let mut request = templated(&[("order", "42"), ("name", "Ana")]);
+    request.channels = vec![Channel::Email, Channel::Sms];
+    let unmuted = RecipientProfile {
+        opt_outs: vec![],
+        ..profile()
+    };
+    let e = enrich(&request, &unmuted, TemplateLookup::Found(&variants), 1);
+    let bodies: Vec<(Channel, String)> = e
+        .enriched
+        .expect("enriched")
+        .deliveries
+        .into_iter()
+        .map(|d| (d.channel, d.body))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            (Channel::Sms, "42 shipped".to_owned()),
+            (Channel::Email, "Hi Ana, order 42 shipped".to_owned()),
+        ]
+    );
+    // Pinned to version 1, before the SMS variant: SMS renders the every-channel one.
+    if let Some(t) = request.template.as_mut() {
+        t.version = Some(1);
+    }
+    let e = enrich(&request, &unmuted, TemplateLookup::Found(&variants), 1);
+    let sms = e.enriched.expect("enriched").deliveries;
+    assert!(sms.iter().all(|d| d.body == "Hi Ana, order 42 shipped"));
+}
+
+#[test]
+fn a_channel_without_a_variant_or_a_version_not_yet_made_fails_with_its_reason() {
+    let sms_only = TemplateRecord {
+        channel: Some(Channel::Sms),
+        version: 3,
+        ..template()
+    };
+    let mut request = templated(&[("order", "42"), ("name", "Ana")]);
+    request.channels = vec![Channel::Email, Channel::Sms];
+    let unmuted = RecipientProfile {
+        opt_outs: vec![],
+        ..profile()
+    };
+    let variants = [sms_only];
+    let e = enrich(&request, &unmuted, TemplateLookup::Found(&variants), 1);
+    assert_eq!(channels(&e), vec![Channel::Sms]);
+    assert_eq!(
+        suppressed(&e),
+        vec![(Some(Channel::Email), DeliveryState::Failed)]
+    );
+    let reason = e.results[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("no variant for email"), "{reason}");
+    if let Some(t) = request.template.as_mut() {
+        t.version = Some(2);
+    }
+    let e = enrich(&request, &unmuted, TemplateLookup::Found(&variants), 1);
+    assert!(e.enriched.is_none());
+    let reason = e.results[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("no version 2 or earlier"), "{reason}");
 }
 
 #[test]
@@ -176,7 +251,7 @@ fn missing_template_or_variable_is_a_recorded_status() {
     let e = enrich(
         &templated(&[("order", "42")]),
         &profile(),
-        TemplateLookup::Found(&t),
+        TemplateLookup::Found(std::slice::from_ref(&t)),
         1,
     );
     assert!(e.enriched.is_none());
@@ -201,7 +276,7 @@ fn content_over_the_limit_is_a_recorded_failure_on_every_channel() {
     let e = enrich(
         &templated(&[("order", "1"), ("name", "n"), ("v", &big)]),
         &profile(),
-        TemplateLookup::Found(&t),
+        TemplateLookup::Found(std::slice::from_ref(&t)),
         1,
     );
     assert!(e.enriched.is_none());
@@ -224,7 +299,7 @@ fn content_over_the_limit_is_a_recorded_failure_on_every_channel() {
     let e = enrich(
         &templated(&[("order", "1"), ("name", "n"), ("v", &big)]),
         &profile(),
-        TemplateLookup::Found(&fits),
+        TemplateLookup::Found(std::slice::from_ref(&fits)),
         1,
     );
     assert!(e.enriched.is_some());
