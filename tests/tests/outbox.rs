@@ -193,6 +193,17 @@ async fn outage(kind: Outage) -> anyhow::Result<()> {
         answers.len() as u64 >= RATE_PER_S * (BEFORE + OUTAGE + AFTER).as_secs() * 9 / 10,
         "the load was offered"
     );
+    if missing > 0 {
+        // Where they wait: each runner's lag, and what the components said.
+        let lag = platform
+            .run_command(&["lag"])
+            .await
+            .unwrap_or_else(|e| e.to_string());
+        println!(
+            "lag:\n{lag}\ncomponents:\n{}",
+            platform.log_lines_with(&["WARN", "ERROR", "exited", "restart"])
+        );
+    }
     assert_eq!(missing, 0, "every accepted notification delivered");
     assert_eq!(twice, 0, "none delivered twice");
     assert_eq!(unknown, 0, "nothing delivered that was not accepted");
