@@ -1,7 +1,9 @@
 //! Quiet hours against a running platform: bad hours are refused naming the field; a
 //! notification arriving in the recipient's quiet hours is held (a DEFERRED result says until
 //! when) while a critical one goes through; the enrich stage is killed while it is held; it is
-//! delivered once, after the hours end; with the hours cleared, nothing waits.
+//! delivered once, after the hours end; with the hours cleared, nothing waits. And the releaser
+//! alone, on an injected clock: nothing before its time, each held request once when due, and a
+//! new releaser over the same store (a restart) finds what the first one left.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -204,6 +206,98 @@ async fn hold_and_release() -> anyhow::Result<()> {
             .iter()
             .all(|e| e.state != DeliveryState::Deferred as i32),
         "not held once the hours are cleared: {timeline:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_releaser_follows_an_injected_clock_across_a_restart() {
+    tokio::time::timeout(TEST_LIMIT, release_by_the_clock())
+        .await
+        .expect("test timed out")
+        .unwrap();
+}
+
+async fn release_by_the_clock() -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use herald_runtime::KafkaConfig;
+    use herald_runtime::release::Releaser;
+    use herald_runtime::topics::{Topics, ensure_topics};
+    use herald_store::{HeldRecord, ManualClock, Store};
+
+    let broker = Broker::transactional().await?;
+    let kafka = KafkaConfig {
+        bootstrap_servers: broker.bootstrap.clone(),
+        topic_prefix: herald_tests::random_name("rel"),
+        partitions: 1,
+        ..KafkaConfig::default()
+    };
+    ensure_topics(&kafka).await?;
+    let topic = Topics::new(&kafka.topic_prefix).released();
+    let dir = herald_tests::test_dir()?;
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let held = |id: &str, at: i64| HeldRecord {
+        tenant: "acme".into(),
+        notification_id: id.into(),
+        recipient_user_id: "noor".into(),
+        release_at_ms: at,
+        payload: format!("request {id}").into_bytes(),
+    };
+    let clock = ManualClock::at(1_000);
+    {
+        let store: Arc<dyn Store> = herald_stores::open(&url).await?;
+        for h in [held("early", 5_000), held("late", 9_000)] {
+            store.hold(&h).await?;
+        }
+        let releaser = Releaser::new(
+            &kafka,
+            Arc::clone(&store),
+            topic.clone(),
+            Arc::new(clock.clone()),
+        )?;
+        assert_eq!(
+            releaser.release_due().await?.released,
+            0,
+            "nothing is due at 1 s"
+        );
+        clock.set(5_000);
+        assert_eq!(
+            releaser.release_due().await?.released,
+            1,
+            "the early one at 5 s"
+        );
+        assert_eq!(releaser.release_due().await?.released, 0, "and only once");
+    }
+    // A new process over the same store: the late one is still held, and goes when due.
+    let store: Arc<dyn Store> = herald_stores::open(&url).await?;
+    let releaser = Releaser::new(
+        &kafka,
+        Arc::clone(&store),
+        topic.clone(),
+        Arc::new(clock.clone()),
+    )?;
+    clock.set(8_999);
+    assert_eq!(releaser.release_due().await?.released, 0);
+    clock.set(9_000);
+    assert_eq!(releaser.release_due().await?.released, 1);
+    assert!(
+        store.held_due(i64::MAX, 10).await?.is_empty(),
+        "nothing left held"
+    );
+    let records = herald_tests::topic::read_records(&broker.bootstrap, &topic)?;
+    let payloads: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        ["request early", "request late"],
+        "each released once, in order"
+    );
+    assert!(
+        records.iter().all(|r| r.key == b"acme/noor"),
+        "keyed as the stages key"
     );
     Ok(())
 }

@@ -94,16 +94,19 @@ pub async fn run(config: &Config, command: TemplatesCommand) -> anyhow::Result<S
                 );
             }
             workbook::assign_versions(&mut good, &store.templates_of(&tenant).await?);
-            // In chunks: one store transaction each, and progress between them.
-            let mut done = 0;
+            // In chunks: one store transaction each, the bar moving between them (drawn on a
+            // terminal only).
+            let bar = indicatif::ProgressBar::new(u64::try_from(good.len()).unwrap_or(u64::MAX));
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} templates · {per_sec} · {eta} left",
+            ) {
+                bar.set_style(style);
+            }
             for chunk in good.chunks(IMPORT_CHUNK) {
                 store.put_templates(chunk).await?;
-                done += chunk.len();
-                eprint!("\rimported {done}/{}", good.len());
+                bar.inc(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
             }
-            if !good.is_empty() {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             let announced = if no_announce || good.is_empty() {
                 String::new()
             } else {
