@@ -247,26 +247,11 @@ pub async fn stage(
                 let t = topics.in_lane(lane);
                 let p = EnrichProcessor::new(Arc::clone(&lookups), t, critical);
                 let name = laned(&name, lane);
-                spawn_runner(
-                    &mut runners,
-                    config,
-                    &name,
-                    inputs(&topics, &name)?,
-                    p,
-                    &shutdown,
-                );
+                spawn_named(&mut runners, config, &topics, &name, p, &shutdown)?;
             }
             // Broadcasts are expanded here too, into the bulk lane: their own consumer group.
             let p = BroadcastProcessor::new(store, topics.clone(), broadcast::CHUNK);
-            let expander = "broadcast";
-            spawn_runner(
-                &mut runners,
-                config,
-                expander,
-                inputs(&topics, expander)?,
-                p,
-                &shutdown,
-            );
+            spawn_named(&mut runners, config, &topics, "broadcast", p, &shutdown)?;
             wait_all(runners, shutdown).await
         }
         Stage::RateLimit => {
@@ -283,25 +268,10 @@ pub async fn stage(
                     Arc::new(herald_store::SystemClock),
                 );
                 let limiter = laned(&name, lane);
-                spawn_runner(
-                    &mut runners,
-                    config,
-                    &limiter,
-                    inputs(&topics, &limiter)?,
-                    p,
-                    &shutdown,
-                );
+                spawn_named(&mut runners, config, &topics, &limiter, p, &shutdown)?;
                 let relay = DeferredRelay::new(t, Arc::new(herald_store::SystemClock));
                 let relay_name = laned(&format!("{name}.deferred"), lane);
-                let relay_inputs = inputs(&topics, &relay_name)?;
-                spawn_runner(
-                    &mut runners,
-                    config,
-                    &relay_name,
-                    relay_inputs,
-                    relay,
-                    &shutdown,
-                );
+                spawn_named(&mut runners, config, &topics, &relay_name, relay, &shutdown)?;
             }
             wait_all(runners, shutdown).await
         }
@@ -311,14 +281,7 @@ pub async fn stage(
             for lane in Lane::ALL {
                 let p = FanOutProcessor::new(topics.in_lane(lane), links.clone());
                 let name = laned(&name, lane);
-                spawn_runner(
-                    &mut runners,
-                    config,
-                    &name,
-                    inputs(&topics, &name)?,
-                    p,
-                    &shutdown,
-                );
+                spawn_named(&mut runners, config, &topics, &name, p, &shutdown)?;
             }
             wait_all(runners, shutdown).await
         }
@@ -411,30 +374,26 @@ async fn deliver(
                 Arc::new(herald_store::SystemClock),
             );
             let name = laned(&deliver_runner(channel), lane);
-            spawn_runner(
-                &mut runners,
-                config,
-                &name,
-                inputs(&topics, &name)?,
-                p,
-                &shutdown,
-            );
+            spawn_named(&mut runners, config, &topics, &name, p, &shutdown)?;
         }
     }
     wait_all(runners, shutdown).await
 }
 
-/// Starts one runner (its own consumer group) as a task of `runners`.
-fn spawn_runner<P: Processor + 'static>(
+/// Starts runner `name` (its own consumer group, reading what [`runners`] lists for it) as a
+/// task of `runners`.
+fn spawn_named<P: Processor + 'static>(
     runners: &mut tokio::task::JoinSet<anyhow::Result<()>>,
     config: &Config,
+    topics: &Topics,
     name: &str,
-    inputs: Vec<String>,
     processor: P,
     shutdown: &CancellationToken,
-) {
+) -> anyhow::Result<()> {
+    let inputs = inputs(topics, name)?;
     let (config, name, shutdown) = (config.clone(), name.to_owned(), shutdown.clone());
     runners.spawn(async move { run_one(&config, name, inputs, processor, shutdown).await });
+    Ok(())
 }
 
 /// How long the other runners of a process get to stop after one failed.
