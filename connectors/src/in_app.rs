@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_schemas::Dispatch;
-use herald_store::{Clock, InboxEntryRecord, Store, SystemClock, Write};
+use herald_store::{Clock, InboxEntryRecord, NotificationRecord, Store, SystemClock, Write};
 
 use crate::{Connector, Outcome};
 
-/// Delivers by upserting an inbox entry (idempotent by notification id).
+/// Delivers by upserting an inbox entry, with its notification's record (both idempotent by
+/// notification id).
 pub struct InAppConnector {
     store: Arc<dyn Store>,
 }
@@ -17,6 +18,20 @@ impl InAppConnector {
     /// A connector writing to `store`.
     pub fn new(store: Arc<dyn Store>) -> InAppConnector {
         InAppConnector { store }
+    }
+}
+
+/// The notification record of `d`, as the store writer writes it from `requested` (the same
+/// upsert): written with the inbox entry, so whatever an app reads from its inbox is known to
+/// `GetNotification` and `RecordOpened` at once, however far behind the store writer is.
+fn notification(d: &Dispatch) -> NotificationRecord {
+    NotificationRecord {
+        tenant: d.tenant.clone(),
+        notification_id: d.notification_id.clone(),
+        recipient_user_id: d.recipient_user_id.clone(),
+        category: d.category.clone(),
+        priority: d.priority,
+        created_at_ms: d.requested_at_ms,
     }
 }
 
@@ -52,14 +67,23 @@ fn outcome(written: herald_store::Result<()>) -> Outcome {
 #[async_trait]
 impl Connector for InAppConnector {
     async fn send(&self, d: &Dispatch) -> Outcome {
-        outcome(self.store.upsert_inbox_entry(&entry(d)).await)
+        let writes = [
+            Write::Notification(notification(d)),
+            Write::InboxEntry(entry(d)),
+        ];
+        outcome(self.store.write_many(&writes).await)
     }
 
     /// One store write for all of them; if it fails, one at a time, so each outcome is its own.
     async fn send_many(&self, dispatches: &[Dispatch]) -> Vec<Outcome> {
         let writes: Vec<Write> = dispatches
             .iter()
-            .map(|d| Write::InboxEntry(entry(d)))
+            .flat_map(|d| {
+                [
+                    Write::Notification(notification(d)),
+                    Write::InboxEntry(entry(d)),
+                ]
+            })
             .collect();
         if self.store.write_many(&writes).await.is_ok() {
             return dispatches.iter().map(|_| outcome(Ok(()))).collect();
