@@ -21,6 +21,7 @@ use herald_tests::clients::{IngressClient, ManagementClient, QueryClient};
 use herald_tests::topic::read_records;
 use herald_tests::{Broker, Platform, eventually};
 use rand::Rng;
+use tonic::Code;
 
 const TEST_LIMIT: Duration = Duration::from_secs(540);
 
@@ -38,7 +39,22 @@ async fn subscribe(manage: &ManagementClient, users: &[String], subscribed: bool
                 topic: "releases".into(),
                 subscribed,
             };
-            async move { manage.subscribe(request).await }
+            // Subscribing is idempotent: a call cut off in transit is made again, as a client
+            // would (once a connection was reset right after the platform started).
+            async move {
+                let mut last = None;
+                for _ in 0..5 {
+                    match manage.subscribe(request.clone()).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) if matches!(e.code(), Code::Unknown | Code::Unavailable) => {
+                            last = Some(e);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| tonic::Status::unknown("no attempt")))
+            }
         });
         for r in futures::future::join_all(calls).await {
             r.unwrap();
