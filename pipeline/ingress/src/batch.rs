@@ -3,7 +3,6 @@
 //! outbox — many at once. A failure answers the batch's error; a retry with the same batch key
 //! rewrites the same ids, which downstream stages treat as the same notifications.
 
-use herald_auth::Scope;
 use herald_proto::v1::{BatchItem, SendBatchRequest, SendBatchResponse};
 use tonic::{Request, Response, Status};
 
@@ -19,16 +18,10 @@ impl Ingress {
         span: &tracing::Span,
     ) -> Result<Response<SendBatchResponse>, Status> {
         // One batch takes one of the requests-in-flight places: its writes are bounded below.
-        let Ok(_permit) = std::sync::Arc::clone(&self.in_flight).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(
-                "ingress is at its limit of requests in flight; retry with backoff",
-            ));
-        };
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        caller.service(Scope::Send)?;
         let traced = trace::traceparent(span);
-        let mut body = request.into_inner();
-        body.tenant = caller.tenant_for(&body.tenant)?;
+        let (metadata, _, mut body) = request.into_parts();
+        let (_permit, tenant) = self.admit_caller(&metadata, &body.tenant).await?;
+        body.tenant = tenant;
         let events = validate::batch::to_events(body, now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
         let _tenant = self

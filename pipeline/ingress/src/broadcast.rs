@@ -2,7 +2,6 @@
 //! to `<p>.broadcasts` (keyed tenant/topic), produced or kept in the outbox. The answer does not
 //! wait for the subscribers: the broadcast stage expands it, a chunk per transaction.
 
-use herald_auth::Scope;
 use herald_proto::v1::{BroadcastRequest, BroadcastResponse};
 use herald_store::OutboxRecord;
 use tonic::{Request, Response, Status};
@@ -14,15 +13,9 @@ impl Ingress {
         &self,
         request: Request<BroadcastRequest>,
     ) -> Result<Response<BroadcastResponse>, Status> {
-        let Ok(_permit) = std::sync::Arc::clone(&self.in_flight).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(
-                "ingress is at its limit of requests in flight; retry with backoff",
-            ));
-        };
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        caller.service(Scope::Send)?;
-        let mut body = request.into_inner();
-        body.tenant = caller.tenant_for(&body.tenant)?;
+        let (metadata, _, mut body) = request.into_parts();
+        let (_permit, tenant) = self.admit_caller(&metadata, &body.tenant).await?;
+        body.tenant = tenant;
         let event = validate::broadcast::to_broadcast(body, now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
         let _tenant = self

@@ -35,8 +35,9 @@ use herald_telemetry::metrics::{INGRESS_REQUESTS, INGRESS_SECONDS, RequestMeters
 use herald_telemetry::trace;
 use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info, warn};
 
@@ -195,6 +196,19 @@ fn store_failure(doing: &str, e: &StoreError) -> Status {
     Status::new(status.code(), format!("{doing}: {}", status.message()))
 }
 
+/// `result` of a request that began at `began`, counted in `meters` by its code.
+fn observed<T>(
+    meters: &RequestMeters,
+    began: Instant,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    meters.observe(code as i32, began.elapsed());
+    result
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -214,12 +228,11 @@ impl NotificationService for Ingress {
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok());
         let span = trace::request_span("SendNotification", parent);
-        let result = self.send(request, &span).instrument(span.clone()).await;
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.meters.observe(code as i32, began.elapsed());
-        result
+        observed(
+            &self.meters,
+            began,
+            self.send(request, &span).instrument(span.clone()).await,
+        )
     }
 
     async fn send_batch(
@@ -232,12 +245,11 @@ impl NotificationService for Ingress {
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok());
         let span = trace::request_span("SendBatch", parent);
-        let result = self.batch(request, &span).instrument(span.clone()).await;
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.batch_meters.observe(code as i32, began.elapsed());
-        result
+        observed(
+            &self.batch_meters,
+            began,
+            self.batch(request, &span).instrument(span.clone()).await,
+        )
     }
 
     async fn broadcast(
@@ -245,26 +257,38 @@ impl NotificationService for Ingress {
         request: Request<BroadcastRequest>,
     ) -> Result<Response<BroadcastResponse>, Status> {
         let began = Instant::now();
-        let result = self.accept_broadcast(request).await;
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.broadcast_meters.observe(code as i32, began.elapsed());
-        result
+        observed(
+            &self.broadcast_meters,
+            began,
+            self.accept_broadcast(request).await,
+        )
     }
 }
 
 impl Ingress {
+    /// A place among the requests in flight (RESOURCE_EXHAUSTED when there is none), then the
+    /// caller's credential checked for the `send` scope; the tenant the request acts for is the
+    /// credential's (a body naming another is refused).
+    async fn admit_caller(
+        &self,
+        metadata: &MetadataMap,
+        tenant: &str,
+    ) -> Result<(OwnedSemaphorePermit, String), Status> {
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "ingress is at its limit of requests in flight; retry with backoff",
+            ));
+        };
+        let caller = self.auth.authenticate(metadata).await?;
+        caller.service(Scope::Send)?;
+        Ok((permit, caller.tenant_for(tenant)?))
+    }
+
     async fn send(
         &self,
         request: Request<SendNotificationRequest>,
         span: &tracing::Span,
     ) -> Result<Response<SendNotificationResponse>, Status> {
-        let Ok(_permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
-            return Err(Status::resource_exhausted(
-                "ingress is at its limit of requests in flight; retry with backoff",
-            ));
-        };
         // The request's own span when traces are exported, else the caller's context as sent.
         let trace = trace::traceparent(span).or_else(|| {
             request
@@ -273,11 +297,9 @@ impl Ingress {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         });
-        // The tenant is the credential's: a body naming another is refused.
-        let caller = self.auth.authenticate(request.metadata()).await?;
-        caller.service(Scope::Send)?;
-        let mut body = request.into_inner();
-        body.tenant = caller.tenant_for(&body.tenant)?;
+        let (metadata, _, mut body) = request.into_parts();
+        let (_permit, tenant) = self.admit_caller(&metadata, &body.tenant).await?;
+        body.tenant = tenant;
         let event = validate::to_event_with(body, now_ms(), &self.policy)
             .map_err(validate::FieldViolation::into_status)?;
         span.record("herald.tenant", event.tenant.as_str());

@@ -126,11 +126,7 @@ fn id(field: &str, value: &str) -> Result<(), Status> {
 
 /// A subscription topic's name: `[A-Za-z0-9._-]{1,64}`.
 fn topic(field: &str, value: &str) -> Result<(), Status> {
-    let ok = (1..=64).contains(&value.len())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if herald_templates::is_name(value) {
         Ok(())
     } else {
         Err(FieldViolation::new(field, "must be 1 to 64 of A-Z a-z 0-9 . _ -").into_status())

@@ -113,23 +113,26 @@ pub struct Parts<'a> {
     pub action_url: &'a str,
 }
 
+/// A name as template ids and subscription topics are: 1 to [`limits::NAME`] bytes of
+/// `A-Z a-z 0-9 . _ -`.
+pub fn is_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= limits::NAME
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 /// Checks a template before it is stored (the upload API and the spreadsheet import use it):
 /// names, sizes and every part's syntax. Answers the variables it uses, sorted.
 pub fn check(parts: Parts<'_>) -> Result<Vec<String>, Refusal> {
     let refuse = |field, why: String| Refusal { field, why };
-    let name_ok = |v: &str| {
-        !v.is_empty()
-            && v.len() <= limits::NAME
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if !name_ok(parts.template_id) {
+    if !is_name(parts.template_id) {
         return Err(refuse(
             "template_id",
             "must be 1 to 64 of A-Z a-z 0-9 . _ -".into(),
         ));
     }
-    if !name_ok(parts.locale) {
+    if !is_name(parts.locale) {
         return Err(refuse(
             "locale",
             "must be a BCP 47 tag such as en or pt-BR".into(),
