@@ -227,6 +227,50 @@ impl Platform {
         Ok(proc)
     }
 
+    /// Starts one more instance of component `name` (`herald <args>`, e.g. `stage deliver`)
+    /// beside the one `herald run` runs: this platform's config with its own
+    /// `kafka.instance_id` (its transactional ids and static group membership), its own
+    /// metrics port (returned) and `env`'s further `HERALD__…` overrides. Killed on drop.
+    pub async fn spawn_instance(
+        &self,
+        name: &str,
+        args: &[&str],
+        instance: &str,
+        env: &[(&str, &str)],
+        wait_for: Option<SocketAddr>,
+    ) -> anyhow::Result<(Proc, SocketAddr)> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("HERALD__KAFKA__INSTANCE_ID", instance)
+            .env(
+                format!(
+                    "HERALD__TELEMETRY__METRICS__{}",
+                    name.replace('-', "_").to_uppercase()
+                ),
+                metrics.to_string(),
+            )
+            .envs(env.iter().copied());
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}-{instance}.log", args.join("-")));
+        let proc = Proc::spawn(
+            &format!("{} ({instance})", args.join(" ")),
+            cmd,
+            log,
+            Group::Own,
+        )?;
+        if let Some(addr) = wait_for
+            && let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await
+        {
+            bail!("{e}\n{}", proc.log_tail());
+        }
+        Ok((proc, metrics))
+    }
+
     /// Runs `herald <args>` with this platform's config to completion (at most a minute) and
     /// returns what it printed; for one-shot commands such as `topics` and `migrate`.
     pub async fn run_command(&self, args: &[&str]) -> anyhow::Result<String> {

@@ -1,5 +1,6 @@
 //! Running one component in this process: the ingress, the query service, or a stage.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use herald_stages::enrich::{EnrichProcessor, Lookups};
 use herald_stages::fan_out::FanOutProcessor;
 use herald_stages::rate_limit::{DeferredRelay, KafkaStateLog, RateLimitProcessor};
 use herald_stages::store_writer::StoreWriterProcessor;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -128,8 +129,7 @@ fn authenticator(
 pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = config.ingress.addr()?;
     let tls = server_tls(config.ingress.tls.as_ref()).context("[ingress.tls]")?;
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = bind(addr, config.ingress.reuse_port)
         .with_context(|| format!("ingress cannot listen on {addr}"))?;
     let store = crate::store::open(config).await?;
     herald_ingress::serve(
@@ -144,6 +144,22 @@ pub async fn ingress(config: &Config, shutdown: CancellationToken) -> anyhow::Re
     )
     .await?;
     Ok(())
+}
+
+/// A listener on `addr`; with `reuse_port`, one that other processes may open beside it
+/// (`SO_REUSEPORT`: the kernel spreads new connections among them).
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Runs the query service until `shutdown`.

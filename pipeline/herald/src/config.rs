@@ -224,6 +224,10 @@ pub struct IngressConfig {
     /// `[ingress.tls]`: serve over TLS (certificate and key files, reloaded when they change;
     /// `client_ca_file` for mutual TLS). Unset: plaintext (the `make run` default).
     pub tls: Option<herald_proto::tls::TlsConfig>,
+    /// Listen with `SO_REUSEPORT`, so that several ingress processes on one host share
+    /// `listen` and the kernel spreads new connections among them (each needs its own
+    /// `kafka.instance_id`). Off by default: a second ingress on the address is then an error.
+    pub reuse_port: bool,
 }
 
 impl Default for IngressConfig {
@@ -239,6 +243,7 @@ impl Default for IngressConfig {
             tenant_quota: limits.tenant_quota,
             tenant_quotas: limits.tenant_quotas,
             tls: None,
+            reuse_port: false,
         }
     }
 }

@@ -74,16 +74,25 @@ pub async fn raw(broker: &Broker, count: usize, size: usize) -> anyhow::Result<R
     })
 }
 
+/// What one burst through a bare chain measured.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainBurst {
+    /// Records per second from the first send to the last arrival at the end of the chain.
+    pub rate: f64,
+    /// CPU seconds the burst took: the copiers, the broker, and this process (the producer and
+    /// the sink).
+    pub cpu_s: f64,
+}
+
 /// A burst of `count` records of `size` bytes through `hops` `bare-copier` processes in
-/// `mode` (`alo` or `eos`): records per second from the first send to the last arrival at the
-/// end of the chain (read by a consumer in this process).
+/// `mode` (`alo` or `eos`), read at the end of the chain by a consumer in this process.
 pub async fn chain_burst(
     broker: &Broker,
     mode: &str,
     hops: usize,
     count: usize,
     size: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<ChainBurst> {
     let bootstrap = broker.bootstrap.as_str();
     let prefix = random_name("bare");
     let topics: Vec<String> = (0..=hops).map(|i| format!("{prefix}.{i}")).collect();
@@ -121,8 +130,20 @@ pub async fn chain_burst(
         let (bootstrap, last) = (bootstrap.to_owned(), last.clone());
         tokio::spawn(async move { read_to_end(&bootstrap, &last, WARM + 1 + count).await })
     };
+    let mut procs: Vec<(String, i32)> = copiers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((format!("copier {i}"), i32::try_from(c.pid()?).ok()?)))
+        .collect();
+    procs.push(("broker".into(), broker.pid().unwrap_or_default() as i32));
+    procs.push(("bench".into(), std::process::id() as i32));
+    let cpu_before = super::snapshot(procs);
     let (started, _) = bare_kafka::produce(bootstrap, &topics[0], count, size, IN_FLIGHT).await?;
     let read = sink.await??;
+    let cpu_s = super::cpu_delta(&cpu_before).iter().map(|(_, s)| s).sum();
     drop(copiers);
-    Ok(count as f64 / read.finished.duration_since(started).as_secs_f64())
+    Ok(ChainBurst {
+        rate: count as f64 / read.finished.duration_since(started).as_secs_f64(),
+        cpu_s,
+    })
 }

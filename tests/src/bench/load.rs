@@ -3,7 +3,8 @@
 //! produce baseline and for the ingress alike, with the same arguments, and reads one JSON line
 //! back: the [`Run`] it measured.
 //!
-//! `herald-load ingress <url> <api key> | raw <bootstrap> <topic> <bytes>` then
+//! `herald-load ingress <url> <api key> | ingress-spread <url> <api key> <connections> |
+//! raw <bootstrap> <topic> <bytes>` then
 //! `closed <workers> <seconds>`, `open <rate> <seconds>` or `count <workers> <n>` (the warm-up request
 //! not counted).
 
@@ -111,6 +112,20 @@ pub async fn generator(args: &[String]) -> anyhow::Result<Value> {
             let send = ingress_send(ingress_on(channel, key)?);
             (Box::new(send), rest)
         }
+        [kind, url, key, connections, rest @ ..] if kind == "ingress-spread" => {
+            // One gRPC connection each: behind one address shared by several ingress
+            // processes, the kernel hands each connection to one of them.
+            let mut sends = Vec::new();
+            for _ in 0..connections.parse::<usize>()?.max(1) {
+                let channel = Channel::from_shared(url.clone())?.connect().await?;
+                sends.push(ingress_send(ingress_on(channel, key)?));
+            }
+            let send = move |i: u64| {
+                let n = sends.len() as u64;
+                sends[usize::try_from(i % n).unwrap_or(0)](i)
+            };
+            (Box::new(send), rest)
+        }
         [kind, bootstrap, topic, bytes, rest @ ..] if kind == "raw" => {
             let producer =
                 Arc::new(bare_kafka::producer_config(bootstrap).create::<FutureProducer>()?);
@@ -118,7 +133,10 @@ pub async fn generator(args: &[String]) -> anyhow::Result<Value> {
             (Box::new(send), rest)
         }
         _ => {
-            bail!("usage: herald-load ingress <url> <api key> | raw <bootstrap> <topic> <bytes> …")
+            bail!(
+                "usage: herald-load ingress <url> <api key> | ingress-spread <url> <api key> \
+                 <connections> | raw <bootstrap> <topic> <bytes> …"
+            )
         }
     };
     let send: Arc<dyn Fn(u64) -> BoxFuture + Send + Sync> = Arc::from(send);

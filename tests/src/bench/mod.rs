@@ -8,10 +8,13 @@
 //! [`outbox`] (the outbox's drain after an outage vs raw produce), [`providers`] (each
 //! connector vs a bare client, and one channel's rate while another's provider answers 503),
 //! [`templates`] (importing 10,000 templates from a workbook vs calamine + SQLite), [`lanes`]
-//! (one-time codes during a broadcast vs alone), and the peak RSS of every Herald process.
+//! (one-time codes during a broadcast vs alone), [`scale`] (1 → 2 → 3 deliver instances and
+//! ingress processes on six partitions), the [`capacity`] model's inputs, and the peak RSS of
+//! every Herald process.
 
 pub mod bare;
 pub mod callgrind;
+pub mod capacity;
 pub mod hops;
 pub mod lanes;
 pub mod load;
@@ -20,6 +23,7 @@ pub mod pipeline;
 pub mod produce;
 pub mod providers;
 pub mod query;
+pub mod scale;
 pub mod stats;
 pub mod templates;
 
@@ -38,6 +42,8 @@ pub const WORKERS: usize = 256;
 const BURST: u64 = 5_000;
 /// Users the pipeline's notifications go to (each with an e-mail address).
 const USERS: usize = 1_000;
+/// The rate limits lifted, so that the bench measures the pipeline, not its limits.
+const UNLIMITED: &str = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
 
 /// Peak RSS (VmHWM) of a process, in MiB.
 fn peak_rss_mib(pid: i32) -> Option<f64> {
@@ -91,6 +97,14 @@ pub async fn main() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), machine());
+    if std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "scale") {
+        // For working on that section: it alone, printed, nothing written.
+        let scale = scale::run(&broker).await?;
+        for level in scale.deliver.iter().chain(&scale.ingress) {
+            eprintln!("bench: {}", level.line("per"));
+        }
+        return Ok(());
+    }
 
     // 1–2: raw produce vs the ingress (only the ingress runs, so both see the same broker load).
     let platform = Platform::configure(&broker, &experiment())?;
@@ -122,10 +136,10 @@ pub async fn main() -> anyhow::Result<()> {
 
     // 3: the pipeline, all of Herald under `herald run`, against the pass-through chain.
     let pipeline = pipeline_section(&broker).await?;
-    report.insert("pipeline".into(), pipeline.0.clone());
+    report.insert("pipeline".into(), pipeline.json.clone());
 
     // 3b: the yardsticks that share no Herald code, and the runner chain exactly-once.
-    let yard = yardsticks(&broker, pipeline.2.at_rate.offered).await?;
+    let yard = yardsticks(&broker, pipeline.herald.at_rate.offered).await?;
     report.insert("yardsticks".into(), yard.json());
 
     // 4: queries.
@@ -147,6 +161,10 @@ pub async fn main() -> anyhow::Result<()> {
     let lanes = lanes::run(&broker).await?;
     report.insert("lanes".into(), lanes.json());
 
+    // 8: scale-out: six partitions, 1 → 2 → 3 deliver instances and ingress processes.
+    let scale = scale::run(&broker).await?;
+    report.insert("scale".into(), scale.json());
+
     #[allow(clippy::print_stdout)]
     {
         println!(
@@ -154,7 +172,7 @@ pub async fn main() -> anyhow::Result<()> {
             "", "herald", "baseline", "unit", "ratio"
         );
     }
-    let (chain, herald) = (&pipeline.1, &pipeline.2);
+    let (chain, herald) = (&pipeline.chain, &pipeline.herald);
     let mut table = vec![(
         "ingress rate vs raw produce (closed loop)".to_owned(),
         produce.ingress_max.achieved,
@@ -191,7 +209,7 @@ pub async fn main() -> anyhow::Result<()> {
         ),
         (
             "bare chain ALO vs raw produce".to_owned(),
-            yard.bare_alo,
+            yard.bare_alo.rate,
             yard.raw.produce_per_s,
             "/s",
             "-",
@@ -199,17 +217,17 @@ pub async fn main() -> anyhow::Result<()> {
         (
             "runner chain ALO vs bare chain ALO".to_owned(),
             chain.rate,
-            yard.bare_alo,
+            yard.bare_alo.rate,
             "/s",
             "-",
         ),
     ]);
-    if let (Some(bare_eos), Some(runner_eos)) = (yard.bare_eos, yard.runner_eos) {
+    if let (Some(bare_eos), Some(runner_eos)) = (yard.bare_eos.map(|b| b.rate), yard.runner_eos) {
         table.extend([
             (
                 "bare chain EOS vs bare chain ALO".to_owned(),
                 bare_eos,
-                yard.bare_alo,
+                yard.bare_alo.rate,
                 "/s",
                 "-",
             ),
@@ -225,6 +243,15 @@ pub async fn main() -> anyhow::Result<()> {
     let (bare_same_mode, mode) = match yard.bare_eos {
         Some(eos) => (eos, "EOS"),
         None => (yard.bare_alo, "ALO"),
+    };
+    let (bare_same_mode, bare_cpu_s) = (bare_same_mode.rate, bare_same_mode.cpu_s);
+    let model = capacity::Model {
+        notifications: BURST,
+        in_topics: BURST + pipeline::WARM,
+        rate: herald.rate,
+        cpu: pipeline.cpu.clone(),
+        topics: pipeline.topics.clone(),
+        bare_cpu_per_record: bare_cpu_s / BURST as f64,
     };
     table.extend([
         (
@@ -336,6 +363,21 @@ pub async fn main() -> anyhow::Result<()> {
         "ms",
         "~1",
     ));
+    for (what, levels) in [("deliver", &scale.deliver), ("ingress", &scale.ingress)] {
+        if let (Some(one), Some(last)) = (levels.first(), levels.last()) {
+            table.push((
+                format!(
+                    "{what} x{} vs x1 ({} partitions)",
+                    last.instances,
+                    scale::PARTITIONS
+                ),
+                last.rate,
+                one.rate,
+                "/s",
+                ">= 1",
+            ));
+        }
+    }
     let rows: Vec<Value> = table
         .iter()
         .map(|(name, herald, baseline, unit, goal)| row(name, *herald, *baseline, unit, goal))
@@ -358,15 +400,34 @@ pub async fn main() -> anyhow::Result<()> {
             "peak RSS (MiB, goal <= 100 each): ingress {:.1}",
             ingress_rss.unwrap_or(f64::NAN)
         );
-        for (name, mib) in pipeline.3.iter() {
+        for (name, mib) in pipeline.rss.iter() {
             println!("  {name:<24} {mib:>6.1}");
         }
         println!("query service {:.1}", query.rss_mib.unwrap_or(f64::NAN));
+        println!(
+            "\nScale-out, {} partitions per topic (deliver: e-mails; ingress: {} connections, one address):",
+            scale::PARTITIONS,
+            scale::CONNECTIONS
+        );
+        for level in &scale.deliver {
+            println!("  deliver {}", level.line("notifications"));
+        }
+        for level in &scale.ingress {
+            println!("  ingress {}", level.line("requests"));
+        }
+        println!(
+            "\nCapacity model: the burst of {BURST} at {:.0}/s, per notification, extrapolated linearly:",
+            herald.rate
+        );
+        for line in model.lines() {
+            println!("  {line}");
+        }
     }
     report.insert("summary".into(), Value::Array(rows));
+    report.insert("capacity_model".into(), model.json());
     report.insert("peak_rss_mib".into(), json!({
         "ingress_under_load": ingress_rss,
-        "pipeline_components": pipeline.3.iter().map(|(n, m)| json!({ "component": n, "mib": m })).collect::<Vec<_>>(),
+        "pipeline_components": pipeline.rss.iter().map(|(n, m)| json!({ "component": n, "mib": m })).collect::<Vec<_>>(),
         "query": query.rss_mib,
     }));
     report.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
@@ -415,9 +476,9 @@ struct Yardsticks {
     /// The broker's raw produce and consume rates.
     raw: bare::Raw,
     /// Bare copier processes, at-least-once.
-    bare_alo: f64,
+    bare_alo: bare::ChainBurst,
     /// Bare copier processes with transactions (a broker with transactions only).
-    bare_eos: Option<f64>,
+    bare_eos: Option<bare::ChainBurst>,
     /// The chain on Herald's runner, exactly-once (a broker with transactions only).
     runner_eos: Option<f64>,
     /// That chain's latency at the rate Herald's latency was measured at.
@@ -427,8 +488,11 @@ struct Yardsticks {
 impl Yardsticks {
     fn json(&self) -> Value {
         json!({
-            "raw": self.raw.json(), "bare_chain_alo_per_s": self.bare_alo,
-            "bare_chain_eos_per_s": self.bare_eos, "runner_chain_eos_per_s": self.runner_eos,
+            "raw": self.raw.json(), "bare_chain_alo_per_s": self.bare_alo.rate,
+            "bare_chain_alo_cpu_s": self.bare_alo.cpu_s,
+            "bare_chain_eos_per_s": self.bare_eos.map(|b| b.rate),
+            "bare_chain_eos_cpu_s": self.bare_eos.map(|b| b.cpu_s),
+            "runner_chain_eos_per_s": self.runner_eos,
             "runner_chain_eos_at_rate": self.runner_eos_at_rate.as_ref().map(stats::Run::json),
         })
     }
@@ -469,17 +533,22 @@ async fn yardsticks(broker: &Broker, rate: f64) -> anyhow::Result<Yardsticks> {
     })
 }
 
-/// (json, chain, herald, peak RSS per component).
-async fn pipeline_section(
-    broker: &Broker,
-) -> anyhow::Result<(
-    Value,
-    pipeline::PipelineRun,
-    pipeline::PipelineRun,
-    Vec<(String, f64)>,
-)> {
-    let limits = "[rate_limit]\nper_recipient = { limit = 100000, window_seconds = 1 }\nper_tenant = { limit = 10000000, window_seconds = 1 }\n";
-    let platform = Platform::configure(broker, &experiment())?.with_extra_config(limits)?;
+/// What the pipeline section measured.
+struct PipelineSection {
+    json: Value,
+    /// The runner chain, at-least-once.
+    chain: pipeline::PipelineRun,
+    herald: pipeline::PipelineRun,
+    /// Peak RSS per component.
+    rss: Vec<(String, f64)>,
+    /// CPU seconds per process during Herald's burst.
+    cpu: Vec<(String, f64)>,
+    /// The records and bytes in Herald's topics after the burst (and its warm-up).
+    topics: Vec<capacity::TopicUse>,
+}
+
+async fn pipeline_section(broker: &Broker) -> anyhow::Result<PipelineSection> {
+    let platform = Platform::configure(broker, &experiment())?.with_extra_config(UNLIMITED)?;
     crate::seed_email_contacts(&platform.store_url, "bench", USERS).await?;
     let platform = platform.start().await?;
     let ingress = GrpcChannel::from_shared(Platform::url(platform.ingress))?
@@ -500,7 +569,7 @@ async fn pipeline_section(
     procs.push(("bench load generator".into(), std::process::id() as i32));
     // A few notifications through first, so every stage has joined its group (as the chains'
     // warm-up does); then the timed burst.
-    const WARM: u64 = 10;
+    const WARM: u64 = pipeline::WARM;
     let warm =
         stats::closed_loop_count(WARM as usize, WARM, produce::ingress_send(ingress.clone())).await;
     anyhow::ensure!(
@@ -523,6 +592,10 @@ async fn pipeline_section(
     .await?;
     let herald_rate = BURST as f64 / started.elapsed().as_secs_f64();
     let herald_cpu = cpu_delta(&cpu_before);
+    let topics = {
+        let (bootstrap, prefix) = (broker.bootstrap.clone(), platform.prefix.clone());
+        tokio::task::spawn_blocking(move || capacity::footprint(&bootstrap, &prefix)).await??
+    };
     let (_, watermark) = herald_connectors::recording::latencies_since(&platform.recording, 0)?;
     let rate = (herald_rate * 0.5).max(1.0);
     eprintln!("bench: Herald end to end at {rate:.0}/s…");
@@ -619,5 +692,12 @@ async fn pipeline_section(
         "herald_burst_cpu_s": cpu_json(&herald_cpu), "chain_cpu_s": cpu_json(&chain_cpu),
         "herald_hops": hops.json(),
     });
-    Ok((json, chain_run, herald, rss))
+    Ok(PipelineSection {
+        json,
+        chain: chain_run,
+        herald,
+        rss,
+        cpu: herald_cpu,
+        topics,
+    })
 }

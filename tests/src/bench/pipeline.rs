@@ -20,6 +20,9 @@ use super::stats::{Run, open_loop};
 
 /// Hops a notification takes: enrich, rate-limit, fan-out, deliver.
 pub const HOPS: usize = 4;
+/// Notifications sent through Herald (and records through a chain) before a timed burst, so
+/// that every consumer has joined its group.
+pub const WARM: u64 = 10;
 
 fn now_us() -> u64 {
     SystemTime::now()

@@ -86,7 +86,7 @@ pub(crate) fn raw_send(
 }
 
 /// Sends one SendNotification through `client` (which calls as tenant `bench`).
-pub(crate) fn ingress_send(
+pub fn ingress_send(
     client: IngressClient,
 ) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
     move |i| {

@@ -191,6 +191,17 @@ impl Rebalances {
     }
 
     pub(crate) fn note(&self, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(list) => {
+                tracing::info!(partitions = %describe(list), "partitions assigned")
+            }
+            rdkafka::consumer::Rebalance::Revoke(list) => {
+                tracing::info!(partitions = %describe(list), "partitions revoked")
+            }
+            rdkafka::consumer::Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance failed")
+            }
+        }
         if let rdkafka::consumer::Rebalance::Assign(list) = rebalance
             && let Ok(mut assigned) = self.0.lock()
         {
@@ -201,6 +212,25 @@ impl Rebalances {
             );
         }
     }
+}
+
+/// `topic[0,1,2] other[3]` for a log line.
+fn describe(list: &rdkafka::TopicPartitionList) -> String {
+    let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    for e in list.elements() {
+        by_topic
+            .entry(e.topic().to_owned())
+            .or_default()
+            .push(e.partition());
+    }
+    by_topic
+        .iter()
+        .map(|(topic, parts)| {
+            let parts: Vec<String> = parts.iter().map(i32::to_string).collect();
+            format!("{topic}[{}]", parts.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl rdkafka::ClientContext for Rebalances {}
