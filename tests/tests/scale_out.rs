@@ -65,10 +65,14 @@ async fn second_deliver() -> anyhow::Result<()> {
     };
     let all_delivered = |want: u64| {
         let recording = recording.clone();
-        eventually(Duration::from_secs(90), "every e-mail delivered", move || {
-            let delivered = herald_connectors::recording::delivered_ids(&recording);
-            async move { Ok((delivered? >= want).then_some(())) }
-        })
+        eventually(
+            Duration::from_secs(90),
+            "every e-mail delivered",
+            move || {
+                let delivered = herald_connectors::recording::delivered_ids(&recording);
+                async move { Ok((delivered? >= want).then_some(())) }
+            },
+        )
     };
     send(sent, 30).await?;
     sent += 30;

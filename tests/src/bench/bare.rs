@@ -130,17 +130,21 @@ pub async fn chain_burst(
         let (bootstrap, last) = (bootstrap.to_owned(), last.clone());
         tokio::spawn(async move { read_to_end(&bootstrap, &last, WARM + 1 + count).await })
     };
-    let mut procs: Vec<(String, i32)> = copiers
+    let mut pids: Vec<i32> = copiers
         .iter()
-        .enumerate()
-        .filter_map(|(i, c)| Some((format!("copier {i}"), i32::try_from(c.pid()?).ok()?)))
+        .filter_map(|c| i32::try_from(c.pid()?).ok())
         .collect();
-    procs.push(("broker".into(), broker.pid().unwrap_or_default() as i32));
-    procs.push(("bench".into(), std::process::id() as i32));
-    let cpu_before = super::snapshot(procs);
+    pids.extend([
+        broker.pid().unwrap_or_default() as i32,
+        std::process::id() as i32,
+    ]);
+    // Only from the first send to the last arrival: idle copiers spin on noida-db (BROKERS.md),
+    // so the producer's connecting before and the sink's return after must not count.
+    let cpu = super::CpuSampler::start(pids);
     let (started, _) = bare_kafka::produce(bootstrap, &topics[0], count, size, IN_FLIGHT).await?;
     let read = sink.await??;
-    let cpu_s = super::cpu_delta(&cpu_before).iter().map(|(_, s)| s).sum();
+    let cpu_s = cpu.between(started, read.finished);
+    drop(cpu);
     drop(copiers);
     Ok(ChainBurst {
         rate: count as f64 / read.finished.duration_since(started).as_secs_f64(),

@@ -75,6 +75,51 @@ fn cpu_delta(before: &[(String, i32, f64)]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The CPU seconds a set of processes has used, sampled every 10 ms in the background, so that a
+/// window whose ends are only known afterwards (a chain's first send and last arrival) can be
+/// measured without the time around it.
+struct CpuSampler {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(Instant, f64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CpuSampler {
+    fn start(pids: Vec<i32>) -> CpuSampler {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&samples);
+        let task = tokio::spawn(async move {
+            loop {
+                let total: f64 = pids.iter().filter_map(|p| cpu_seconds(*p)).sum();
+                if let Ok(mut s) = sink.lock() {
+                    s.push((Instant::now(), total));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        CpuSampler { samples, task }
+    }
+
+    /// CPU seconds used between the samples nearest `from` and `to`.
+    fn between(&self, from: Instant, to: Instant) -> f64 {
+        let Ok(samples) = self.samples.lock() else {
+            return f64::NAN;
+        };
+        let nearest = |t: Instant| {
+            samples
+                .iter()
+                .min_by_key(|(at, _)| if *at > t { *at - t } else { t - *at })
+                .map_or(f64::NAN, |(_, cpu)| *cpu)
+        };
+        nearest(to) - nearest(from)
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn snapshot(procs: Vec<(String, i32)>) -> Vec<(String, i32, f64)> {
     procs
         .into_iter()

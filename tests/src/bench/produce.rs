@@ -86,9 +86,7 @@ pub(crate) fn raw_send(
 }
 
 /// Sends one SendNotification through `client` (which calls as tenant `bench`).
-pub fn ingress_send(
-    client: IngressClient,
-) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
+pub fn ingress_send(client: IngressClient) -> impl Fn(u64) -> futures_like::BoxFuture + Clone {
     move |i| {
         let mut client = client.clone();
         Box::pin(async move { client.send_notification(request(i)).await.is_ok() })
