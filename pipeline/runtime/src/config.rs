@@ -100,6 +100,11 @@ pub struct KafkaConfig {
     /// idle consumer otherwise spins at ~0.4 of a core. Costs up to this much latency on the
     /// first record after a quiet spell; leave it 0 on Apache Kafka and Redpanda.
     pub idle_pause_ms: u64,
+    /// With `idle_pause_ms`: each pause after a listen that brought nothing is twice the one
+    /// before, up to this (milliseconds), so a runner idle for long (another channel's, the bulk
+    /// lane's) fetches about once per this instead of once per `idle_pause_ms`. Its first
+    /// record after a long quiet spell may wait up to this long.
+    pub idle_pause_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,
     /// How long an instance's lease on its outbox lasts (milliseconds): it renews it every third
@@ -150,6 +155,7 @@ impl Default for KafkaConfig {
             max_handover_records: 250,
             fetch_wait_max_ms: 50,
             idle_pause_ms: 0,
+            idle_pause_max_ms: 800,
             message_timeout_ms: 10_000,
             retry_budget_ms: 300_000,
             outbox_lease_ms: 30_000,

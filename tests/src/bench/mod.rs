@@ -161,7 +161,27 @@ pub async fn main() -> anyhow::Result<()> {
     let raw_topic = format!("{}.raw", platform.prefix);
     bare::create_topics(&broker.bootstrap, std::slice::from_ref(&raw_topic)).await?;
     let key = platform.api_key("bench").await?;
-    let produce = produce::run(&kafka, &raw_topic, &Platform::url(platform.ingress), &key).await?;
+    let pids = vec![
+        (
+            format!("broker ({})", broker.name()),
+            broker.pid().unwrap_or_default() as i32,
+        ),
+        (
+            "ingress".to_owned(),
+            ingress_proc
+                .pid()
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or_default(),
+        ),
+    ];
+    let produce = produce::run(
+        &kafka,
+        &raw_topic,
+        &Platform::url(platform.ingress),
+        &key,
+        &pids,
+    )
+    .await?;
     let ingress_rss = ingress_proc.pid().and_then(|p| peak_rss_mib(p as i32));
     // Gone, not dying: the next ingress listens on the same port.
     ingress_proc.kill().await;
@@ -436,6 +456,20 @@ pub async fn main() -> anyhow::Result<()> {
             overload.achieved,
             overload.errors,
             overload.quantile_ms(0.99)
+        );
+        println!(
+            "CPU µs per accepted request, closed loop ({WORKERS} in flight): raw produce | ingress"
+        );
+        let (mut raw_total, mut ingress_total) = (0.0, 0.0);
+        for (name, raw, ingress) in &produce.cpu {
+            println!("  {name:<24} {raw:>8.1} {ingress:>8.1}");
+            raw_total += raw;
+            ingress_total += ingress;
+        }
+        println!(
+            "  {:<24} {raw_total:>8.1} {ingress_total:>8.1}  (raw ÷ ingress {:.2}: the rate ratio if both filled the cores)",
+            "all",
+            raw_total / ingress_total
         );
         match ingress_instructions {
             Some(n) => println!("ingress instructions per request (callgrind): {n:.0}"),

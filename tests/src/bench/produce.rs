@@ -109,6 +109,8 @@ pub struct ProduceResults {
     pub levels: Vec<(f64, Run, Run)>,
     /// Ingress offered twice its maximum.
     pub overload: Run,
+    /// (process, raw side, ingress side): CPU µs per accepted request in the closed-loop runs.
+    pub cpu: Vec<(String, f64, f64)>,
 }
 
 /// Seconds of each half of an ABBA pair.
@@ -122,11 +124,14 @@ const HALF_SECONDS: u64 = LEVEL_SECONDS.div_ceil(2);
 /// time — and pools each side's halves: noida-db slows down as it fills (it saves its whole
 /// state every second), so whichever side ran later would otherwise pay for the records the
 /// earlier one left behind.
+/// `pids` are the processes (the broker, the ingress) whose CPU per request the closed-loop
+/// comparison reports beside the generator's.
 pub async fn run(
     kafka: &KafkaConfig,
     topic: &str,
     ingress: &str,
     key: &str,
+    pids: &[(String, i32)],
 ) -> anyhow::Result<ProduceResults> {
     let size = record_size();
     // The raw baseline's producer shares no Herald code or setting (crate `bare-kafka`).
@@ -139,7 +144,8 @@ pub async fn run(
     let open =
         |rate: f64, seconds: &str| ["open".to_owned(), format!("{rate:.0}"), seconds.to_owned()];
     eprintln!("bench: raw produce and the ingress, {WORKERS} in flight, {size}-byte records…");
-    let (raw_max, ingress_max) = abba(&raw, &ingress, &closed).await?;
+    let mut cpu = CpuPerRequest::new(pids);
+    let (raw_max, ingress_max) = abba(&raw, &ingress, &closed, Some(&mut cpu)).await?;
     let mut levels = Vec::new();
     for fraction in [0.25, 0.5, 0.75, 1.0] {
         let rate = (ingress_max.achieved * fraction).max(1.0);
@@ -147,7 +153,7 @@ pub async fn run(
             "bench: open loop at {rate:.0}/s ({:.0} % of the ingress maximum)…",
             fraction * 100.0
         );
-        let (raw_run, ingress_run) = abba(&raw, &ingress, &open(rate, &half)).await?;
+        let (raw_run, ingress_run) = abba(&raw, &ingress, &open(rate, &half), None).await?;
         levels.push((fraction, raw_run, ingress_run));
     }
     eprintln!("bench: ingress at twice its maximum…");
@@ -161,16 +167,99 @@ pub async fn run(
         ingress_max,
         levels,
         overload,
+        cpu: cpu.per_request(),
     })
 }
 
-/// `a` then `b` then `b` then `a` with the same load `shape`; each side's two runs pooled.
-async fn abba(a: &[String], b: &[String], shape: &[String]) -> anyhow::Result<(Run, Run)> {
-    let a1 = measure(a, shape).await?;
-    let b1 = measure(b, shape).await?;
-    let b2 = measure(b, shape).await?;
-    let a2 = measure(a, shape).await?;
-    Ok((a1.pooled(a2), b1.pooled(b2)))
+/// CPU seconds of this process's children that have been waited for (the generators, each
+/// reaped when its run ends): `cutime` + `cstime` of `/proc/self/stat`.
+fn generators_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, cutime 16 and cstime 17 (1-based, whole line).
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(13), ticks(14)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// CPU seconds per process, summed over each side's closed-loop runs, and their requests.
+struct CpuPerRequest {
+    pids: Vec<(String, i32)>,
+    /// Per side (0 raw, 1 ingress): CPU seconds of the generator then of each of `pids`.
+    cpu: [Vec<f64>; 2],
+    requests: [u64; 2],
+}
+
+impl CpuPerRequest {
+    fn new(pids: &[(String, i32)]) -> CpuPerRequest {
+        let zero = vec![0.0; pids.len() + 1];
+        CpuPerRequest {
+            pids: pids.to_vec(),
+            cpu: [zero.clone(), zero],
+            requests: [0, 0],
+        }
+    }
+
+    fn now(&self) -> Vec<f64> {
+        std::iter::once(generators_cpu())
+            .chain(
+                self.pids
+                    .iter()
+                    .map(|(_, p)| super::cpu_seconds(*p).unwrap_or(f64::NAN)),
+            )
+            .collect()
+    }
+
+    /// (process, raw side µs per request, ingress side µs per request).
+    fn per_request(&self) -> Vec<(String, f64, f64)> {
+        let names = std::iter::once("load generator".to_owned())
+            .chain(self.pids.iter().map(|(n, _)| n.clone()));
+        names
+            .enumerate()
+            .map(|(i, name)| {
+                let us = |side: usize| self.cpu[side][i] * 1e6 / self.requests[side].max(1) as f64;
+                (name, us(0), us(1))
+            })
+            .collect()
+    }
+}
+
+/// `a` then `b` then `b` then `a` with the same load `shape`; each side's two runs pooled, and
+/// their CPU added to `cpu` if given (`a` as the raw side).
+async fn abba(
+    a: &[String],
+    b: &[String],
+    shape: &[String],
+    mut cpu: Option<&mut CpuPerRequest>,
+) -> anyhow::Result<(Run, Run)> {
+    let mut runs = Vec::with_capacity(4);
+    for (side, target) in [(0, a), (1, b), (1, b), (0, a)] {
+        let before = cpu.as_ref().map(|c| c.now());
+        let run = measure(target, shape).await?;
+        if let (Some(c), Some(before)) = (cpu.as_deref_mut(), before) {
+            let after = c.now();
+            for (i, (x, y)) in after.iter().zip(&before).enumerate() {
+                c.cpu[side][i] += x - y;
+            }
+            c.requests[side] += run.latencies.len() as u64;
+        }
+        runs.push(run);
+    }
+    let mut runs = runs.into_iter();
+    let (a1, b1, b2, a2) = (runs.next(), runs.next(), runs.next(), runs.next());
+    match (a1, b1, b2, a2) {
+        (Some(a1), Some(b1), Some(b2), Some(a2)) => Ok((a1.pooled(a2), b1.pooled(b2))),
+        _ => anyhow::bail!("an ABBA run is missing"),
+    }
 }
 
 impl ProduceResults {
@@ -187,6 +276,9 @@ impl ProduceResults {
                 "p99_ratio": ing.quantile_ms(0.99) / raw.quantile_ms(0.99),
             })).collect::<Vec<_>>(),
             "ingress_at_2x": self.overload.json(),
+            "closed_loop_cpu_us_per_request": self.cpu.iter().map(|(n, raw, ing)| json!({
+                "process": n, "raw": raw, "ingress": ing,
+            })).collect::<Vec<_>>(),
         })
     }
 }

@@ -6,9 +6,11 @@
 //! every idle consumer then spins, costing ~0.4 of a core in the client and more in the broker
 //! (BENCHMARKS.md). With `kafka.idle_pause_ms` set, a runner that has received nothing for that
 //! long (and for two commit intervals) pauses its partitions for that long, listens for
-//! [`LISTEN`], pauses again, and so on until a record arrives. The price is latency: the first record after a quiet spell waits up
-//! to `idle_pause_ms` more. Pausing is safe at any point: librdkafka resumes a paused partition
-//! at the position after the last record the application consumed.
+//! [`LISTEN`], pauses again — each pause twice as long as the one before, up to
+//! `kafka.idle_pause_max_ms` — and so on until a record arrives. The price is latency: the first
+//! record after a quiet spell waits up to the current pause more (`idle_pause_ms` after a short
+//! spell, `idle_pause_max_ms` after a long one). Pausing is safe at any point: librdkafka
+//! resumes a paused partition at the position after the last record the application consumed.
 //!
 //! [`IdleFetch`] is the pure state machine (time is passed in); the loops apply its
 //! [`Action`]s to their consumer.
@@ -43,6 +45,10 @@ enum State {
 pub(crate) struct IdleFetch {
     /// `None`: never pause (a broker that holds empty fetches).
     pause: Option<Duration>,
+    /// The longest pause the doubling reaches.
+    longest: Duration,
+    /// Pauses since the last record (or wake-up): the next lasts `pause × 2^streak`.
+    streak: u32,
     /// How long without a record before the first pause.
     quiet: Duration,
     state: State,
@@ -52,11 +58,19 @@ impl IdleFetch {
     /// `pause_ms` 0 turns pausing off. The first pause comes after `pause_ms` without a record,
     /// or two of the upstream's commit intervals (`commit_interval_ms`) if that is longer: an
     /// exactly-once upstream makes its records visible once per commit, so a stage in a steady
-    /// flow sees nothing for about one interval at a time and must not pause in between.
-    pub(crate) fn new(pause_ms: u64, commit_interval_ms: u64, now: Instant) -> IdleFetch {
+    /// flow sees nothing for about one interval at a time and must not pause in between. Each
+    /// pause after an empty listen doubles, up to `longest_ms` (at least `pause_ms`).
+    pub(crate) fn new(
+        pause_ms: u64,
+        longest_ms: u64,
+        commit_interval_ms: u64,
+        now: Instant,
+    ) -> IdleFetch {
         let pause = (pause_ms > 0).then(|| Duration::from_millis(pause_ms));
         IdleFetch {
             pause,
+            longest: Duration::from_millis(longest_ms.max(pause_ms)),
+            streak: 0,
             quiet: Duration::from_millis(pause_ms.max(commit_interval_ms.saturating_mul(2))),
             state: State::Active { since: now },
         }
@@ -69,6 +83,7 @@ impl IdleFetch {
 
     /// Something other than a record needs the partitions fetching (a rebalance, a rewind).
     pub(crate) fn wake(&mut self, now: Instant) -> Action {
+        self.streak = 0;
         let was = std::mem::replace(&mut self.state, State::Active { since: now });
         match was {
             State::Paused { .. } => Action::Resume,
@@ -84,10 +99,15 @@ impl IdleFetch {
         match self.state {
             State::Active { since } if now.saturating_duration_since(since) >= self.quiet => {
                 self.state = State::Paused { until: now + pause };
+                self.streak = 1;
                 Action::Pause
             }
             State::Listening { until } if now >= until => {
-                self.state = State::Paused { until: now + pause };
+                let doubled = pause.saturating_mul(1 << self.streak.min(16));
+                self.state = State::Paused {
+                    until: now + doubled.min(self.longest),
+                };
+                self.streak = self.streak.saturating_add(1);
                 Action::Pause
             }
             State::Paused { until } if now >= until => {
@@ -195,21 +215,23 @@ fn off_the_runtime<T>(call: impl FnOnce() -> T) -> T {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Pausing for `pause_ms`, with a commit interval short enough not to matter.
+    /// Pausing for `pause_ms` (never longer), with a commit interval short enough not to
+    /// matter.
     fn idle(pause_ms: u64) -> (IdleFetch, Instant) {
         let t0 = Instant::now();
-        (IdleFetch::new(pause_ms, 10, t0), t0)
+        (IdleFetch::new(pause_ms, pause_ms, 10, t0), t0)
     }
 
     #[test]
     fn the_first_pause_waits_two_upstream_commit_intervals() {
         let t0 = Instant::now();
-        let mut f = IdleFetch::new(100, 150, t0);
+        let mut f = IdleFetch::new(100, 100, 150, t0);
         assert_eq!(f.on_tick(t0 + 299 * MS), Action::Nothing);
         assert_eq!(f.next_change(t0 + 299 * MS), Some(MS));
         assert_eq!(f.on_tick(t0 + 300 * MS), Action::Pause);
@@ -278,6 +300,45 @@ mod tests {
         assert_eq!(f.wake(t0 + 150 * MS), Action::Resume);
         assert_eq!(f.on_tick(t0 + 200 * MS), Action::Nothing);
         assert_eq!(f.on_tick(t0 + 250 * MS), Action::Pause);
+    }
+
+    #[test]
+    fn each_empty_listen_doubles_the_pause_up_to_the_longest() {
+        let t0 = Instant::now();
+        let mut f = IdleFetch::new(100, 350, 10, t0);
+        let mut now = t0 + 100 * MS;
+        assert_eq!(f.on_tick(now), Action::Pause);
+        let mut pauses = Vec::new();
+        for _ in 0..4 {
+            let pause = f.next_change(now).unwrap();
+            pauses.push(pause);
+            now += pause;
+            assert_eq!(f.on_tick(now), Action::Resume);
+            now += LISTEN;
+            assert_eq!(f.on_tick(now), Action::Pause);
+        }
+        pauses.push(f.next_change(now).unwrap());
+        assert_eq!(pauses, [100 * MS, 200 * MS, 350 * MS, 350 * MS, 350 * MS]);
+    }
+
+    #[test]
+    fn a_record_after_long_pauses_starts_again_from_the_shortest() {
+        let t0 = Instant::now();
+        let mut f = IdleFetch::new(100, 800, 10, t0);
+        let mut now = t0 + 100 * MS;
+        f.on_tick(now);
+        for _ in 0..3 {
+            now += f.next_change(now).unwrap();
+            f.on_tick(now);
+            now += LISTEN;
+            f.on_tick(now);
+        }
+        assert_eq!(f.next_change(now), Some(800 * MS));
+        now += 5 * MS;
+        assert_eq!(f.on_record(now), Action::Resume);
+        now += 100 * MS;
+        assert_eq!(f.on_tick(now), Action::Pause);
+        assert_eq!(f.next_change(now), Some(100 * MS));
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub(crate) async fn run_loop<M: Mode, P: Processor>(
         started: Started::default(),
         idling: IdleFetch::new(
             kafka.idle_pause_ms,
+            kafka.idle_pause_max_ms,
             kafka.commit_interval_ms,
             Instant::now(),
         ),
