@@ -100,10 +100,11 @@ pub struct KafkaConfig {
     /// idle consumer otherwise spins at ~0.4 of a core. Costs up to this much latency on the
     /// first record after a quiet spell; leave it 0 on Apache Kafka and Redpanda.
     pub idle_pause_ms: u64,
-    /// With `idle_pause_ms`: each pause after a listen that brought nothing is twice the one
-    /// before, up to this (milliseconds), so a runner idle for long (another channel's, the bulk
-    /// lane's) fetches about once per this instead of once per `idle_pause_ms`. Its first
-    /// record after a long quiet spell may wait up to this long.
+    /// With `idle_pause_ms`: a pause lasts a quarter of the time the runner has been idle when
+    /// that is longer than `idle_pause_ms`, up to this (milliseconds), so a runner idle for long
+    /// (another channel's, the bulk lane's) fetches about once per this instead of once per
+    /// `idle_pause_ms`. Its first record after a quiet spell waits at most a quarter of the
+    /// spell, and never more than this.
     pub idle_pause_max_ms: u64,
     /// A produce not acknowledged within this time fails (milliseconds).
     pub message_timeout_ms: u64,

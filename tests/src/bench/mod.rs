@@ -142,13 +142,31 @@ pub async fn main() -> anyhow::Result<()> {
     let broker = Broker::start().await?;
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), machine());
-    if std::env::var("HERALD_BENCH_ONLY").is_ok_and(|v| v == "scale") {
-        // For working on that section: it alone, printed, nothing written.
-        let scale = scale::run(&broker).await?;
-        for level in scale.deliver.iter().chain(&scale.ingress) {
-            eprintln!("bench: {}", level.line("per"));
+    // For working on one section: it alone, printed, nothing written.
+    match std::env::var("HERALD_BENCH_ONLY").as_deref() {
+        Ok("scale") => {
+            let scale = scale::run(&broker).await?;
+            for level in scale.deliver.iter().chain(&scale.ingress) {
+                eprintln!("bench: {}", level.line("per"));
+            }
+            return Ok(());
         }
-        return Ok(());
+        Ok("pipeline") => {
+            let pipeline = pipeline_section(&broker).await?;
+            let model = capacity::Model {
+                notifications: BURST,
+                in_topics: BURST + pipeline::WARM,
+                rate: pipeline.herald.rate,
+                cpu: pipeline.cpu.clone(),
+                topics: pipeline.topics.clone(),
+                bare_cpu_per_record: f64::NAN,
+            };
+            for line in model.lines() {
+                eprintln!("bench: {line}");
+            }
+            return Ok(());
+        }
+        _ => {}
     }
 
     // 1–2: raw produce vs the ingress (only the ingress runs, so both see the same broker load).

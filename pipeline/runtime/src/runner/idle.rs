@@ -6,11 +6,14 @@
 //! every idle consumer then spins, costing ~0.4 of a core in the client and more in the broker
 //! (BENCHMARKS.md). With `kafka.idle_pause_ms` set, a runner that has received nothing for that
 //! long (and for two commit intervals) pauses its partitions for that long, listens for
-//! [`LISTEN`], pauses again — each pause twice as long as the one before, up to
-//! `kafka.idle_pause_max_ms` — and so on until a record arrives. The price is latency: the first
-//! record after a quiet spell waits up to the current pause more (`idle_pause_ms` after a short
-//! spell, `idle_pause_max_ms` after a long one). Pausing is safe at any point: librdkafka
-//! resumes a paused partition at the position after the last record the application consumed.
+//! [`LISTEN`], pauses again, and so on until a record arrives. A pause lasts `idle_pause_ms`,
+//! or a quarter of the time the runner has been idle if that is longer, up to
+//! `kafka.idle_pause_max_ms`: a runner idle for long (another channel's, the bulk lane's)
+//! fetches a few times a second at most, while one in a flow whose records come once per
+//! upstream commit (gaps of a few hundred milliseconds) keeps the short pause. The price is
+//! latency: the first record after a quiet spell waits up to the current pause more — at most a
+//! quarter of the spell. Pausing is safe at any point: librdkafka resumes a paused partition at
+//! the position after the last record the application consumed.
 //!
 //! [`IdleFetch`] is the pure state machine (time is passed in); the loops apply its
 //! [`Action`]s to their consumer.
@@ -45,10 +48,10 @@ enum State {
 pub(crate) struct IdleFetch {
     /// `None`: never pause (a broker that holds empty fetches).
     pause: Option<Duration>,
-    /// The longest pause the doubling reaches.
+    /// The longest pause.
     longest: Duration,
-    /// Pauses since the last record (or wake-up): the next lasts `pause × 2^streak`.
-    streak: u32,
+    /// The last record (or wake-up): pauses grow with the time since.
+    active_at: Instant,
     /// How long without a record before the first pause.
     quiet: Duration,
     state: State,
@@ -58,8 +61,9 @@ impl IdleFetch {
     /// `pause_ms` 0 turns pausing off. The first pause comes after `pause_ms` without a record,
     /// or two of the upstream's commit intervals (`commit_interval_ms`) if that is longer: an
     /// exactly-once upstream makes its records visible once per commit, so a stage in a steady
-    /// flow sees nothing for about one interval at a time and must not pause in between. Each
-    /// pause after an empty listen doubles, up to `longest_ms` (at least `pause_ms`).
+    /// flow sees nothing for about one interval at a time and must not pause in between. A
+    /// pause lasts a quarter of the time idle if that is more than `pause_ms`, up to
+    /// `longest_ms`.
     pub(crate) fn new(
         pause_ms: u64,
         longest_ms: u64,
@@ -70,7 +74,7 @@ impl IdleFetch {
         IdleFetch {
             pause,
             longest: Duration::from_millis(longest_ms.max(pause_ms)),
-            streak: 0,
+            active_at: now,
             quiet: Duration::from_millis(pause_ms.max(commit_interval_ms.saturating_mul(2))),
             state: State::Active { since: now },
         }
@@ -83,7 +87,7 @@ impl IdleFetch {
 
     /// Something other than a record needs the partitions fetching (a rebalance, a rewind).
     pub(crate) fn wake(&mut self, now: Instant) -> Action {
-        self.streak = 0;
+        self.active_at = now;
         let was = std::mem::replace(&mut self.state, State::Active { since: now });
         match was {
             State::Paused { .. } => Action::Resume,
@@ -98,16 +102,15 @@ impl IdleFetch {
         };
         match self.state {
             State::Active { since } if now.saturating_duration_since(since) >= self.quiet => {
-                self.state = State::Paused { until: now + pause };
-                self.streak = 1;
+                self.state = State::Paused {
+                    until: now + self.pause_at(pause, now),
+                };
                 Action::Pause
             }
             State::Listening { until } if now >= until => {
-                let doubled = pause.saturating_mul(1 << self.streak.min(16));
                 self.state = State::Paused {
-                    until: now + doubled.min(self.longest),
+                    until: now + self.pause_at(pause, now),
                 };
-                self.streak = self.streak.saturating_add(1);
                 Action::Pause
             }
             State::Paused { until } if now >= until => {
@@ -118,6 +121,13 @@ impl IdleFetch {
             }
             _ => Action::Nothing,
         }
+    }
+
+    /// A pause starting at `now`: a quarter of the time idle, at least `pause`, at most the
+    /// longest.
+    fn pause_at(&self, pause: Duration, now: Instant) -> Duration {
+        let idle = now.saturating_duration_since(self.active_at);
+        (idle / 4).clamp(pause, self.longest)
     }
 
     /// How long from `now` until [`IdleFetch::on_tick`] may change something (`None`: never).
@@ -302,43 +312,61 @@ mod tests {
         assert_eq!(f.on_tick(t0 + 250 * MS), Action::Pause);
     }
 
-    #[test]
-    fn each_empty_listen_doubles_the_pause_up_to_the_longest() {
-        let t0 = Instant::now();
-        let mut f = IdleFetch::new(100, 350, 10, t0);
-        let mut now = t0 + 100 * MS;
-        assert_eq!(f.on_tick(now), Action::Pause);
+    /// Ticks through pauses and listens until `end`; the pauses it took.
+    fn pauses_until(f: &mut IdleFetch, mut now: Instant, end: Instant) -> Vec<Duration> {
         let mut pauses = Vec::new();
-        for _ in 0..4 {
-            let pause = f.next_change(now).unwrap();
-            pauses.push(pause);
-            now += pause;
-            assert_eq!(f.on_tick(now), Action::Resume);
-            now += LISTEN;
-            assert_eq!(f.on_tick(now), Action::Pause);
+        while now < end {
+            if f.on_tick(now) == Action::Pause {
+                pauses.push(f.next_change(now).unwrap());
+            }
+            now += f.next_change(now).unwrap();
         }
-        pauses.push(f.next_change(now).unwrap());
-        assert_eq!(pauses, [100 * MS, 200 * MS, 350 * MS, 350 * MS, 350 * MS]);
+        pauses
+    }
+
+    #[test]
+    fn a_runner_idle_for_long_pauses_for_a_quarter_of_its_idle_time_up_to_the_longest() {
+        let t0 = Instant::now();
+        let mut f = IdleFetch::new(100, 800, 10, t0);
+        let pauses = pauses_until(&mut f, t0, t0 + Duration::from_secs(6));
+        // Idle under 400 ms: the shortest pause; then a quarter of the time idle; then 800 ms.
+        assert_eq!(pauses[..3], [100 * MS, 100 * MS, 100 * MS]);
+        assert!(pauses[3] > 100 * MS && pauses[3] < 200 * MS, "{pauses:?}");
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert_eq!(pauses.last(), Some(&(800 * MS)));
+        // Each pause at most a quarter of the idle time before it (or the shortest).
+        let mut idle = Duration::ZERO;
+        for p in &pauses {
+            idle += *p + LISTEN;
+            assert!(*p <= (idle / 4).max(100 * MS), "{pauses:?}");
+        }
     }
 
     #[test]
     fn a_record_after_long_pauses_starts_again_from_the_shortest() {
         let t0 = Instant::now();
         let mut f = IdleFetch::new(100, 800, 10, t0);
-        let mut now = t0 + 100 * MS;
-        f.on_tick(now);
-        for _ in 0..3 {
-            now += f.next_change(now).unwrap();
-            f.on_tick(now);
-            now += LISTEN;
-            f.on_tick(now);
+        let long = t0 + Duration::from_secs(10);
+        pauses_until(&mut f, t0, long);
+        assert_eq!(f.on_record(long), Action::Resume);
+        let pauses = pauses_until(&mut f, long, long + 300 * MS);
+        assert_eq!(pauses, [100 * MS, 100 * MS]);
+    }
+
+    #[test]
+    fn a_flow_with_gaps_of_a_commit_interval_keeps_the_shortest_pause() {
+        // Records every 300 ms (an upstream committing every 100 ms, each commit ~200 ms).
+        let t0 = Instant::now();
+        let mut f = IdleFetch::new(100, 800, 100, t0);
+        let mut now = t0;
+        for _ in 0..20 {
+            let next_record = now + 300 * MS;
+            for p in pauses_until(&mut f, now, next_record) {
+                assert_eq!(p, 100 * MS);
+            }
+            now = next_record;
+            f.on_record(now);
         }
-        assert_eq!(f.next_change(now), Some(800 * MS));
-        now += 5 * MS;
-        assert_eq!(f.on_record(now), Action::Resume);
-        now += 100 * MS;
-        assert_eq!(f.on_tick(now), Action::Pause);
-        assert_eq!(f.next_change(now), Some(100 * MS));
     }
 
     #[test]
