@@ -112,6 +112,19 @@ struct Instance {
 }
 
 impl Instance {
+    /// One this section started (killed when dropped).
+    fn spawned(proc: Proc, metrics: SocketAddr) -> Instance {
+        let pid = proc
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default();
+        Instance {
+            _proc: Some(proc),
+            pid,
+            metrics,
+        }
+    }
+
     async fn counter(&self, name: &str) -> f64 {
         herald_telemetry::scrape::scrape(&self.metrics.to_string(), Duration::from_secs(5))
             .await
@@ -165,15 +178,7 @@ async fn deliver(broker: &Broker) -> anyhow::Result<Vec<Level>> {
                     None,
                 )
                 .await?;
-            let pid = proc
-                .pid()
-                .and_then(|p| i32::try_from(p).ok())
-                .unwrap_or_default();
-            instances.push(Instance {
-                _proc: Some(proc),
-                pid,
-                metrics,
-            });
+            instances.push(Instance::spawned(proc, metrics));
         }
         // Until every instance has consumed something: the group has shared the partitions.
         eprintln!("bench: deliver × {n}: waiting for the partitions to be shared…");
@@ -292,15 +297,7 @@ async fn ingress(broker: &Broker) -> anyhow::Result<Vec<Level>> {
             async move { Ok(listening.then_some(())) }
         })
         .await?;
-        let pid = proc
-            .pid()
-            .and_then(|p| i32::try_from(p).ok())
-            .unwrap_or_default();
-        instances.push(Instance {
-            _proc: Some(proc),
-            pid,
-            metrics,
-        });
+        instances.push(Instance::spawned(proc, metrics));
         eprintln!("bench: ingress × {n} on one address, {CONNECTIONS} connections…");
         let answered = "herald_ingress_requests_total";
         let before = counters(&instances, answered).await;
