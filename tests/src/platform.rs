@@ -146,7 +146,7 @@ impl Platform {
             .metrics
             .get(component)
             .ok_or_else(|| anyhow::anyhow!("no component {component}"))?;
-        Ok(herald_telemetry::scrape::scrape(&addr.to_string(), Duration::from_secs(5)).await?)
+        scrape_at(*addr).await
     }
 
     /// Writes `contents` to the file `name` in the platform's directory (a secret, a CA for the
@@ -215,8 +215,7 @@ impl Platform {
         args: &[&str],
         wait_for: Option<SocketAddr>,
     ) -> anyhow::Result<Proc> {
-        let mut cmd = Command::new(herald_bin()?);
-        cmd.arg("--config").arg(self.config_path()).args(args);
+        let cmd = self.herald(args)?;
         let log = self.dir.path().join(format!("{}.log", args.join("-")));
         let proc = Proc::spawn(&args.join(" "), cmd, log, Group::Own)?;
         if let Some(addr) = wait_for
@@ -230,21 +229,20 @@ impl Platform {
     /// Starts one more instance of component `name` (`herald <args>`, e.g. `stage deliver`)
     /// beside the one `herald run` runs: this platform's config with its own
     /// `kafka.instance_id` (its transactional ids and static group membership), its own
-    /// metrics port (returned) and `env`'s further `HERALD__…` overrides. Killed on drop.
+    /// metrics port (returned) and `env`'s further `HERALD__…` overrides; waits for its log to
+    /// show `ready` if given (its listen port cannot say so when it shares the address). Killed
+    /// on drop.
     pub async fn spawn_instance(
         &self,
         name: &str,
         args: &[&str],
         instance: &str,
         env: &[(&str, &str)],
-        wait_for: Option<SocketAddr>,
+        ready: Option<&str>,
     ) -> anyhow::Result<(Proc, SocketAddr)> {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(herald_bin()?);
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env("HERALD__KAFKA__INSTANCE_ID", instance)
+        let mut cmd = self.herald(args)?;
+        cmd.env("HERALD__KAFKA__INSTANCE_ID", instance)
             .env(
                 format!(
                     "HERALD__TELEMETRY__METRICS__{}",
@@ -263,22 +261,24 @@ impl Platform {
             log,
             Group::Own,
         )?;
-        if let Some(addr) = wait_for
-            && let Err(e) = wait_for_port(addr, Duration::from_secs(90), &args.join(" ")).await
-        {
-            bail!("{e}\n{}", proc.log_tail());
+        if let Some(line) = ready {
+            proc.wait_for_log(line, Duration::from_secs(90)).await?;
         }
         Ok((proc, metrics))
+    }
+
+    /// `herald --config <this platform's config> <args>`.
+    fn herald(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(herald_bin()?);
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        Ok(cmd)
     }
 
     /// Runs `herald <args>` with this platform's config to completion (at most a minute) and
     /// returns what it printed; for one-shot commands such as `topics` and `migrate`.
     pub async fn run_command(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut cmd = Command::new(herald_bin()?);
-        cmd.arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .kill_on_drop(true);
+        let mut cmd = self.herald(args)?;
+        cmd.kill_on_drop(true);
         let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
             .map_err(|_| anyhow::anyhow!("herald {} did not finish in 60 s", args.join(" ")))??;
@@ -372,6 +372,18 @@ impl Platform {
     pub fn url(addr: SocketAddr) -> String {
         format!("http://{addr}")
     }
+}
+
+/// The samples the metrics endpoint at `addr` serves now.
+pub async fn scrape_at(addr: SocketAddr) -> anyhow::Result<Vec<herald_telemetry::scrape::Sample>> {
+    Ok(herald_telemetry::scrape::scrape(&addr.to_string(), Duration::from_secs(5)).await?)
+}
+
+/// The counter `name` summed over all its labels, as the metrics endpoint at `addr` serves it
+/// now (0 if it has no such series yet).
+pub async fn counter_at(addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let samples = scrape_at(addr).await?;
+    Ok(herald_telemetry::scrape::sum(&samples, name, &[]))
 }
 
 /// The key of a `key = value` TOML line.

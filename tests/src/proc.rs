@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::process::{Child, Command};
@@ -81,6 +82,22 @@ impl Proc {
             self.log.display(),
             lines[start..].join("\n")
         )
+    }
+
+    /// Waits until the process's log contains `needle` (at most `limit`); on time-out the error
+    /// carries the log's tail.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !std::fs::read_to_string(&self.log).is_ok_and(|text| text.contains(needle)) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} in {} within {limit:?}\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     /// Its log file.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use herald_tests::bench::produce;
 use herald_tests::clients::ingress_on;
+use herald_tests::platform::counter_at;
 use herald_tests::{Broker, Platform, eventually};
 use tonic::transport::Channel;
 
@@ -32,12 +33,10 @@ async fn ingress_processes_share_one_address() {
         .unwrap();
 }
 
-/// A counter summed over every label, as `addr`'s metrics endpoint serves it now (0 if absent).
+/// A counter summed over every label, as `addr`'s metrics endpoint serves it now (0 if it
+/// does not answer yet).
 async fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
-    herald_telemetry::scrape::scrape(&addr.to_string(), Duration::from_secs(5))
-        .await
-        .map(|samples| herald_telemetry::scrape::sum(&samples, name, &[]))
-        .unwrap_or(0.0)
+    counter_at(addr, name).await.unwrap_or(0.0)
 }
 
 async fn second_deliver() -> anyhow::Result<()> {
@@ -130,13 +129,14 @@ async fn shared_address() -> anyhow::Result<()> {
     let mut instances = Vec::new();
     for name in ["one", "two"] {
         let (proc, metrics) = platform
-            .spawn_instance("ingress", &["ingress"], name, &reuse, None)
+            .spawn_instance(
+                "ingress",
+                &["ingress"],
+                name,
+                &reuse,
+                Some("ingress listening"),
+            )
             .await?;
-        eventually(Duration::from_secs(60), "the ingress listening", || {
-            let listening = proc.log_tail().contains("ingress listening");
-            async move { Ok(listening.then_some(())) }
-        })
-        .await?;
         instances.push((proc, metrics));
     }
 
@@ -144,11 +144,9 @@ async fn shared_address() -> anyhow::Result<()> {
     let (refused, _) = platform
         .spawn_instance("ingress", &["ingress"], "three", &[], None)
         .await?;
-    eventually(Duration::from_secs(60), "the third ingress refused", || {
-        let log = refused.log_tail();
-        async move { Ok(log.contains("ingress cannot listen on").then_some(())) }
-    })
-    .await?;
+    refused
+        .wait_for_log("ingress cannot listen on", Duration::from_secs(60))
+        .await?;
 
     // 24 connections: the kernel hands each to one of the two listeners (all to one: 2⁻²³).
     let send_on_fresh_connections = |connections: usize, per_connection: u64| {

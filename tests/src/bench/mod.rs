@@ -153,14 +153,7 @@ pub async fn main() -> anyhow::Result<()> {
         }
         Ok("pipeline") => {
             let pipeline = pipeline_section(&broker).await?;
-            let model = capacity::Model {
-                notifications: BURST,
-                in_topics: BURST + pipeline::WARM,
-                rate: pipeline.herald.rate,
-                cpu: pipeline.cpu.clone(),
-                topics: pipeline.topics.clone(),
-                bare_cpu_per_record: f64::NAN,
-            };
+            let model = pipeline.model(f64::NAN);
             for line in model.lines() {
                 eprintln!("bench: {line}");
             }
@@ -328,14 +321,7 @@ pub async fn main() -> anyhow::Result<()> {
         None => (yard.bare_alo, "ALO"),
     };
     let (bare_same_mode, bare_cpu_s) = (bare_same_mode.rate, bare_same_mode.cpu_s);
-    let model = capacity::Model {
-        notifications: BURST,
-        in_topics: BURST + pipeline::WARM,
-        rate: herald.rate,
-        cpu: pipeline.cpu.clone(),
-        topics: pipeline.topics.clone(),
-        bare_cpu_per_record: bare_cpu_s / BURST as f64,
-    };
+    let model = pipeline.model(bare_cpu_s / BURST as f64);
     table.extend([
         (
             format!("pipeline burst rate vs bare chain {mode}"),
@@ -642,6 +628,20 @@ struct PipelineSection {
     cpu: Vec<(String, f64)>,
     /// The records and bytes in Herald's topics after the burst (and its warm-up).
     topics: Vec<capacity::TopicUse>,
+}
+
+impl PipelineSection {
+    /// The capacity model of Herald's burst, beside a bare chain's CPU per record.
+    fn model(&self, bare_cpu_per_record: f64) -> capacity::Model {
+        capacity::Model {
+            notifications: BURST,
+            in_topics: BURST + pipeline::WARM,
+            rate: self.herald.rate,
+            cpu: self.cpu.clone(),
+            topics: self.topics.clone(),
+            bare_cpu_per_record,
+        }
+    }
 }
 
 async fn pipeline_section(broker: &Broker) -> anyhow::Result<PipelineSection> {

@@ -126,9 +126,8 @@ impl Instance {
     }
 
     async fn counter(&self, name: &str) -> f64 {
-        herald_telemetry::scrape::scrape(&self.metrics.to_string(), Duration::from_secs(5))
+        crate::platform::counter_at(self.metrics, name)
             .await
-            .map(|samples| herald_telemetry::scrape::sum(&samples, name, &[]))
             .unwrap_or(f64::NAN)
     }
 }
@@ -290,13 +289,14 @@ async fn ingress(broker: &Broker) -> anyhow::Result<Vec<Level>> {
     let mut levels = Vec::new();
     for n in 1..=LEVELS {
         let (proc, metrics) = platform
-            .spawn_instance("ingress", &["ingress"], &format!("scale-{n}"), &reuse, None)
+            .spawn_instance(
+                "ingress",
+                &["ingress"],
+                &format!("scale-{n}"),
+                &reuse,
+                Some("ingress listening"),
+            )
             .await?;
-        eventually(Duration::from_secs(60), "the ingress listening", || {
-            let listening = proc.log_tail().contains("ingress listening");
-            async move { Ok(listening.then_some(())) }
-        })
-        .await?;
         instances.push(Instance::spawned(proc, metrics));
         eprintln!("bench: ingress × {n} on one address, {CONNECTIONS} connections…");
         let answered = "herald_ingress_requests_total";

@@ -193,7 +193,14 @@ impl Rebalances {
     pub(crate) fn note(&self, rebalance: &rdkafka::consumer::Rebalance<'_>) {
         match rebalance {
             rdkafka::consumer::Rebalance::Assign(list) => {
-                tracing::info!(partitions = %describe(list), "partitions assigned")
+                tracing::info!(partitions = %describe(list), "partitions assigned");
+                if let Ok(mut assigned) = self.0.lock() {
+                    assigned.extend(
+                        list.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition())),
+                    );
+                }
             }
             rdkafka::consumer::Rebalance::Revoke(list) => {
                 tracing::info!(partitions = %describe(list), "partitions revoked")
@@ -201,15 +208,6 @@ impl Rebalances {
             rdkafka::consumer::Rebalance::Error(e) => {
                 tracing::warn!(error = %e, "rebalance failed")
             }
-        }
-        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance
-            && let Ok(mut assigned) = self.0.lock()
-        {
-            assigned.extend(
-                list.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
         }
     }
 }
